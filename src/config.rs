@@ -1,0 +1,234 @@
+//! Command-line arguments ([`MountArgs`], raw, from clap) and their validation into a
+//! [`MountConfig`] that holds each layer's settings. Nothing below `main` reads arguments
+//! or the environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use crate::fs::{FsConfig, Ownership};
+use crate::fuse::SessionConfig;
+use crate::namespace::NamespaceConfig;
+use crate::object::S3ClientConfig;
+
+/// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rgrid-mount", version, about)]
+pub struct MountArgs {
+    /// Directory to mount on.
+    pub mountpoint: PathBuf,
+
+    /// Bucket to mount.
+    #[arg(long, default_value = "rgrid-executions")]
+    pub bucket: String,
+
+    /// Show only keys under this prefix; the mount root is the prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+
+    /// S3 endpoint, e.g. http://minio:9000 (path-style addressing is used with it).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Region (default: from the AWS config chain, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Refuse every change (EROFS).
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Owner of all files (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+
+    /// Group of all files (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+
+    /// Let other users (and containers) access the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Seconds that file attributes and listings are trusted before asking the store again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub metadata_ttl: f64,
+
+    /// Stay in the foreground (logs go to stderr) instead of detaching.
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, wins).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
+}
+
+/// Validated settings for every layer.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Canonical mount point.
+    pub mountpoint: PathBuf,
+    /// Directory of the embedded store, if any.
+    pub local: Option<PathBuf>,
+    /// Object client.
+    pub client: S3ClientConfig,
+    /// Namespace.
+    pub namespace: NamespaceConfig,
+    /// Filesystem.
+    pub fs: FsConfig,
+    /// FUSE session.
+    pub session: SessionConfig,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// Log filter directive.
+    pub log_level: String,
+}
+
+/// The mounting user's ids; the daemon shows files as theirs.
+fn current_ids() -> (u32, u32) {
+    let meta = std::fs::metadata("/proc/self");
+    meta.map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.uid(), m.gid())
+    })
+    .unwrap_or((0, 0))
+}
+
+/// Whether `path` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(&unescape_mountinfo(m)) == path)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("mount point {}", path.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", path.display());
+    }
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("mount point {}", path.display()))?;
+    if is_mounted(&canonical) {
+        bail!(
+            "{} is already a mount point; unmount it first",
+            canonical.display()
+        );
+    }
+    Ok(canonical)
+}
+
+fn normalize_prefix(prefix: Option<&str>) -> anyhow::Result<String> {
+    let prefix = prefix.unwrap_or("").trim_start_matches('/');
+    if prefix.split('/').any(|s| s == "." || s == "..") {
+        bail!("--prefix {prefix:?} has a '.' or '..' segment");
+    }
+    Ok(match prefix {
+        "" => String::new(),
+        p if p.ends_with('/') => p.to_owned(),
+        p => format!("{p}/"),
+    })
+}
+
+impl MountConfig {
+    /// Validates `args`: the mount point must be an existing, unmounted directory.
+    pub fn from_args(args: MountArgs) -> anyhow::Result<MountConfig> {
+        let mountpoint = check_mountpoint(&args.mountpoint)?;
+        if !(args.metadata_ttl.is_finite() && args.metadata_ttl >= 0.0) {
+            bail!("--metadata-ttl must be a number of seconds >= 0");
+        }
+        let ttl = Duration::from_secs_f64(args.metadata_ttl);
+        let mut client = S3ClientConfig::new(&args.bucket);
+        client.force_path_style = args.endpoint_url.is_some() || args.local.is_some();
+        client.endpoint_url = args.endpoint_url;
+        client.region = args.region;
+        let (uid, gid) = current_ids();
+        let (file_mode, dir_mode) = if args.read_only {
+            (0o444, 0o555)
+        } else {
+            (0o644, 0o755)
+        };
+        let ownership = Ownership {
+            uid: args.uid.unwrap_or(uid),
+            gid: args.gid.unwrap_or(gid),
+            file_mode,
+            dir_mode,
+        };
+        Ok(MountConfig {
+            mountpoint,
+            local: args.local,
+            namespace: NamespaceConfig {
+                root_prefix: normalize_prefix(args.prefix.as_deref())?,
+                metadata_ttl: ttl,
+            },
+            fs: FsConfig {
+                ownership,
+                read_only: args.read_only,
+                stall_timeout: client.read_timeout,
+            },
+            client,
+            session: SessionConfig {
+                allow_other: args.allow_other,
+                attr_ttl: ttl,
+                threads: 4,
+            },
+            foreground: args.foreground,
+            log_level: args.log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_normalized() {
+        assert_eq!(normalize_prefix(None).unwrap(), "");
+        assert_eq!(
+            normalize_prefix(Some("/executions")).unwrap(),
+            "executions/"
+        );
+        assert_eq!(normalize_prefix(Some("a/b/")).unwrap(), "a/b/");
+        assert!(normalize_prefix(Some("a/../b")).is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,199 @@
+//! `RgridFs`: the filesystem operations, free of the FUSE binding. Each operation takes
+//! plain values and returns a typed result or an [`FsError`]; `fuse.rs` only translates.
+//!
+//! Open handles live here: a file handle owns a [`FileReader`], a directory handle a
+//! snapshot of the listing taken at opendir, so that readdir offsets stay stable.
+
+mod attr;
+mod error;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use attr::{Attr, Ownership};
+pub use error::{FsError, Severity};
+
+use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError};
+use crate::object::ObjectClient;
+use crate::view::FileReader;
+
+/// Filesystem settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FsConfig {
+    /// Owner and modes shown.
+    pub ownership: Ownership,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// A read that receives nothing for this long fails with EIO.
+    pub stall_timeout: Duration,
+}
+
+/// One entry of a readdir reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirLine {
+    /// Inode of the entry.
+    pub ino: InodeNo,
+    /// File or directory.
+    pub kind: InodeKind,
+    /// Entry name.
+    pub name: String,
+    /// Offset of the entry after this one, for the next readdir call.
+    pub next_offset: u64,
+}
+
+#[derive(Debug)]
+struct DirHandle {
+    ino: InodeNo,
+    parent: InodeNo,
+    entries: Arc<Vec<DirEntry>>,
+}
+
+/// The filesystem of one mount.
+#[derive(Debug)]
+pub struct RgridFs {
+    namespace: Namespace,
+    client: Arc<dyn ObjectClient>,
+    config: FsConfig,
+    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<FileReader>>>>,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    next_handle: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Names that are not UTF-8 cannot be keys, so they cannot exist.
+fn utf8(name: &OsStr) -> Result<&str, FsError> {
+    name.to_str()
+        .ok_or(FsError::Namespace(NamespaceError::NotFound))
+}
+
+impl RgridFs {
+    /// A filesystem over `namespace`, reading through `client`.
+    pub fn new(namespace: Namespace, client: Arc<dyn ObjectClient>, config: FsConfig) -> RgridFs {
+        RgridFs {
+            namespace,
+            client,
+            config,
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    /// Whether this mount refuses every change.
+    pub fn read_only(&self) -> bool {
+        self.config.read_only
+    }
+
+    /// `name` in directory `parent`.
+    pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
+        let node = self.namespace.lookup(parent, utf8(name)?).await?;
+        Ok(self.config.ownership.attr(&node))
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: InodeNo, n: u64) {
+        self.namespace.forget(ino, n);
+    }
+
+    /// stat of `ino`.
+    pub async fn getattr(&self, ino: InodeNo) -> Result<Attr, FsError> {
+        let node = self.namespace.getattr(ino).await?;
+        Ok(self.config.ownership.attr(&node))
+    }
+
+    /// Opens file `ino`; `write` is any access mode other than read-only.
+    pub async fn open(&self, ino: InodeNo, write: bool) -> Result<u64, FsError> {
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let node = self.namespace.getattr(ino).await?;
+        if node.kind == InodeKind::Directory {
+            return Err(NamespaceError::IsADirectory.into());
+        }
+        let reader = FileReader::new(
+            self.client.clone(),
+            node.key,
+            node.etag,
+            node.size,
+            self.config.stall_timeout,
+        );
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(fh, Arc::new(tokio::sync::Mutex::new(reader)));
+        Ok(fh)
+    }
+
+    /// Up to `size` bytes of open file `fh` at `offset`.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let reader = lock(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))?;
+        let mut reader = reader.lock().await;
+        Ok(reader.read(offset, size).await?)
+    }
+
+    /// Closes file `fh`.
+    pub fn release(&self, fh: u64) {
+        lock(&self.files).remove(&fh);
+    }
+
+    /// Opens directory `ino`, listing it.
+    pub async fn opendir(&self, ino: InodeNo) -> Result<u64, FsError> {
+        let entries = self.namespace.readdir(ino).await?;
+        let parent = self.namespace.parent(ino).unwrap_or(InodeNo::ROOT);
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(
+            fh,
+            DirHandle {
+                ino,
+                parent,
+                entries,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Entries of open directory `fh` from `offset` on, `.` and `..` first.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirLine>, FsError> {
+        let dirs = lock(&self.dirs);
+        let dir = dirs.get(&fh).ok_or(FsError::BadHandle(fh))?;
+        let dots = [(dir.ino, "."), (dir.parent, "..")]
+            .map(|(ino, name)| (ino, InodeKind::Directory, name));
+        let entries = dir
+            .entries
+            .iter()
+            .map(|e| (e.node.ino, e.node.kind, e.name.as_str()));
+        let lines = dots
+            .into_iter()
+            .chain(entries)
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (ino, kind, name))| DirLine {
+                ino,
+                kind,
+                name: name.to_owned(),
+                next_offset: i as u64 + 1,
+            })
+            .collect();
+        Ok(lines)
+    }
+
+    /// Closes directory `fh`.
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    /// Every change (create, write, mkdir, unlink, rename, setattr...) until the write
+    /// engine exists.
+    pub fn change(&self) -> Result<(), FsError> {
+        Err(FsError::ReadOnly)
+    }
+}

@@ -1,0 +1,24 @@
+//! rgrid-mount: a FUSE filesystem over the rgrid artifact store, an S3-compatible bucket.
+//!
+//! A request flows down through one layer per module, and data flows back up:
+//!
+//! ```text
+//! kernel ─▶ fuse       FuseAdapter: fuser callbacks → RgridFs calls → replies/errnos
+//!           fs         RgridFs: operations, open handles, attributes, the errno table
+//!           namespace  Namespace: inodes ↔ keys/prefixes, lookup, listings, TTL cache
+//!           view       FileReader: the bytes of one object version at any offset
+//!           object     ObjectClient trait: S3Client (aws-sdk-s3), MemoryClient (tests)
+//!           ─▶ S3 endpoint: MinIO, S3, or `store` (the embedded server)
+//! ```
+//!
+//! `config` validates the command line into each layer's settings; `logging` sets up
+//! tracing. Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
+
+pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod logging;
+pub mod namespace;
+pub mod object;
+pub mod store;
+pub mod view;

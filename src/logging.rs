@@ -1,0 +1,17 @@
+//! Logging: tracing-subscriber to stderr, filtered by RUST_LOG when set, else `--log-level`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber.
+pub fn init(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
+        _ => EnvFilter::try_new(format!("warn,rgrid_mount={level}"))
+            .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}

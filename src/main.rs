@@ -1,0 +1,125 @@
+//! The `rgrid-mount` binary: parse arguments, start logging, the runtime, the embedded
+//! store if asked, check the bucket, mount, and serve until unmounted. Errors become one
+//! line on stderr and exit code 1.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use rgrid_mount::config::{is_mounted, MountArgs, MountConfig};
+use rgrid_mount::fs::RgridFs;
+use rgrid_mount::fuse::{self, FuseAdapter};
+use rgrid_mount::namespace::Namespace;
+use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
+use rgrid_mount::store::EmbeddedStore;
+
+fn main() -> ExitCode {
+    let args = MountArgs::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rgrid-mount: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: MountArgs) -> anyhow::Result<()> {
+    let config = MountConfig::from_args(args)?;
+    if !config.foreground {
+        return detach(&config);
+    }
+    rgrid_mount::logging::init(&config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut client_config = config.client.clone();
+    // Kept alive for as long as the mount is served.
+    let _store = match &config.local {
+        Some(dir) => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let store = runtime
+                .block_on(EmbeddedStore::start(dir, &client_config.bucket, addr))
+                .with_context(|| format!("starting the embedded store over {}", dir.display()))?;
+            tracing::info!(endpoint = %store.endpoint, dir = %dir.display(), "embedded store running");
+            client_config.endpoint_url = Some(store.endpoint.clone());
+            client_config.credentials = Some((store.access_key.clone(), store.secret_key.clone()));
+            Some(store)
+        }
+        None => None,
+    };
+    let client: Arc<dyn ObjectClient> =
+        Arc::new(runtime.block_on(S3Client::new(client_config.clone())));
+    runtime
+        .block_on(client.check_bucket())
+        .map_err(|e| startup_error(e, &client_config))?;
+    let namespace = Namespace::new(client.clone(), config.namespace.clone());
+    let fs = Arc::new(RgridFs::new(namespace, client, config.fs));
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);
+    fuse::serve(
+        adapter,
+        &config.mountpoint,
+        &config.session,
+        config.fs.read_only,
+    )
+    .with_context(|| format!("mounting {}", config.mountpoint.display()))
+}
+
+/// One clear line for the start-up failures a user can fix.
+fn startup_error(e: ObjectError, client: &rgrid_mount::object::S3ClientConfig) -> anyhow::Error {
+    let endpoint = client.endpoint_url.as_deref().unwrap_or("AWS S3");
+    let bucket = &client.bucket;
+    match e {
+        ObjectError::Unavailable { message, .. } => {
+            anyhow::anyhow!("cannot reach the store at {endpoint}: {message}")
+        }
+        ObjectError::NoSuchBucket { .. } => {
+            anyhow::anyhow!("bucket {bucket} does not exist at {endpoint}")
+        }
+        ObjectError::AccessDenied { message, .. } => {
+            anyhow::anyhow!("the store at {endpoint} refused access to bucket {bucket} (check credentials): {message}")
+        }
+        other => anyhow::anyhow!("checking bucket {bucket} at {endpoint}: {other}"),
+    }
+}
+
+/// Runs the daemon as a detached child (same arguments plus `--foreground`) and returns
+/// once its mount is up, or fails with the child's own error message.
+fn detach(config: &MountConfig) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the rgrid-mount executable")?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("starting the mount daemon")?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    loop {
+        if is_mounted(&config.mountpoint) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let mut message = String::new();
+            stderr.read_to_string(&mut message)?;
+            let message = message.trim().trim_start_matches("rgrid-mount: ");
+            bail!(
+                "{} ({status})",
+                if message.is_empty() {
+                    "the mount daemon exited"
+                } else {
+                    message
+                }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

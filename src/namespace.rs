@@ -1,0 +1,561 @@
+//! The namespace: inode numbers for keys and prefixes, lookup, directory listings and
+//! attribute caching. It turns the flat key space into a tree:
+//! a directory is a key prefix ending in `/`, a file is a key.
+//!
+//! Facts learned from the store (a HEAD or a listing) are trusted for `metadata_ttl`; after
+//! that the next lookup, getattr or open asks again. A listing costs ceil(N/1000) LIST
+//! requests and fills the attributes of every entry, so `ls -l` needs no HEAD per file.
+
+mod name;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+
+use crate::object::{ObjectClient, ObjectError, ObjectMeta};
+use name::SkippedKeys;
+pub use name::{check_name, BadName};
+
+/// An inode number as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeNo(pub u64);
+
+impl InodeNo {
+    /// The mount's root directory.
+    pub const ROOT: InodeNo = InodeNo(1);
+}
+
+/// File or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InodeKind {
+    /// A key.
+    File,
+    /// A key prefix.
+    Directory,
+}
+
+/// A snapshot of one inode, handed to the layers above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Inode number.
+    pub ino: InodeNo,
+    /// File or directory.
+    pub kind: InodeKind,
+    /// Files: the object key. Directories: the prefix, empty or ending in `/`.
+    pub key: String,
+    /// Stored size (files), 0 for directories.
+    pub size: u64,
+    /// LastModified (files); the mount time for directories.
+    pub mtime: SystemTime,
+    /// The ETag of the version these facts describe, if the store gave one.
+    pub etag: Option<String>,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// File name.
+    pub name: String,
+    /// Its inode.
+    pub node: Node,
+}
+
+/// What can go wrong in the namespace.
+#[derive(Debug, Error)]
+pub enum NamespaceError {
+    /// No such file or directory.
+    #[error("no such file or directory")]
+    NotFound,
+    /// A file where a directory is needed.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A directory where a file is needed.
+    #[error("is a directory")]
+    IsADirectory,
+    /// The kernel named an inode this mount does not know (forgotten, or never issued).
+    #[error("unknown inode {0}")]
+    UnknownInode(u64),
+    /// The store failed.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+/// Namespace settings.
+#[derive(Debug, Clone)]
+pub struct NamespaceConfig {
+    /// Key prefix shown as the mount root: empty, or ending in `/`.
+    pub root_prefix: String,
+    /// How long facts from the store are trusted.
+    pub metadata_ttl: Duration,
+}
+
+/// What the store says lives at one name.
+#[derive(Debug, Clone)]
+struct Found {
+    kind: InodeKind,
+    key: String,
+    size: u64,
+    mtime: SystemTime,
+    etag: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inode {
+    node: Node,
+    parent: InodeNo,
+    name: String,
+    /// Kernel references (lookups not yet forgotten).
+    lookups: u64,
+    validated: Instant,
+    listing: Option<(Instant, Arc<Vec<DirEntry>>)>,
+}
+
+#[derive(Debug)]
+struct Tables {
+    inodes: HashMap<InodeNo, Inode>,
+    by_name: HashMap<(InodeNo, String), InodeNo>,
+    next: u64,
+}
+
+/// The inode table over one bucket view.
+#[derive(Debug)]
+pub struct Namespace {
+    client: Arc<dyn ObjectClient>,
+    config: NamespaceConfig,
+    mount_time: SystemTime,
+    skipped: SkippedKeys,
+    tables: Mutex<Tables>,
+}
+
+impl Namespace {
+    /// A namespace whose root is `config.root_prefix`.
+    pub fn new(client: Arc<dyn ObjectClient>, config: NamespaceConfig) -> Namespace {
+        let mount_time = SystemTime::now();
+        let root = Inode {
+            node: Node {
+                ino: InodeNo::ROOT,
+                kind: InodeKind::Directory,
+                key: config.root_prefix.clone(),
+                size: 0,
+                mtime: mount_time,
+                etag: None,
+            },
+            parent: InodeNo::ROOT,
+            name: String::new(),
+            lookups: 1,
+            validated: Instant::now(),
+            listing: None,
+        };
+        let tables = Tables {
+            inodes: HashMap::from([(InodeNo::ROOT, root)]),
+            by_name: HashMap::new(),
+            next: 2,
+        };
+        Namespace {
+            client,
+            config,
+            mount_time,
+            skipped: SkippedKeys::default(),
+            tables: Mutex::new(tables),
+        }
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.config.metadata_ttl
+    }
+
+    /// The entry `name` in directory `parent`; counts one kernel reference.
+    pub async fn lookup(&self, parent: InodeNo, name: &str) -> Result<Node, NamespaceError> {
+        check_name(name).map_err(|_| NamespaceError::NotFound)?;
+        let prefix = {
+            let tables = self.tables();
+            let dir = tables
+                .inodes
+                .get(&parent)
+                .ok_or(NamespaceError::UnknownInode(parent.0))?;
+            if dir.node.kind != InodeKind::Directory {
+                return Err(NamespaceError::NotADirectory);
+            }
+            if let Some(node) = self.cached_child(&tables, dir, name) {
+                drop(tables);
+                return node
+                    .map(|n| self.reference(n.ino))
+                    .ok_or(NamespaceError::NotFound);
+            }
+            dir.node.key.clone()
+        };
+        let found = self
+            .resolve(&prefix, name)
+            .await?
+            .ok_or(NamespaceError::NotFound)?;
+        let mut tables = self.tables();
+        let node = upsert(&mut tables, parent, name, found, self.mount_time);
+        Ok(self.reference_locked(&mut tables, node.ino))
+    }
+
+    /// A child known well enough to answer without the store: `Some(None)` means known
+    /// absent (a fresh listing lacks it).
+    fn cached_child(&self, tables: &Tables, dir: &Inode, name: &str) -> Option<Option<Node>> {
+        if let Some(ino) = tables.by_name.get(&(dir.node.ino, name.to_owned())) {
+            let child = &tables.inodes[ino];
+            if self.fresh(child.validated) {
+                return Some(Some(child.node.clone()));
+            }
+        }
+        let (at, entries) = dir.listing.as_ref()?;
+        if !self.fresh(*at) {
+            return None;
+        }
+        Some(
+            entries
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.node.clone()),
+        )
+    }
+
+    fn reference(&self, ino: InodeNo) -> Node {
+        self.reference_locked(&mut self.tables(), ino)
+    }
+
+    fn reference_locked(&self, tables: &mut Tables, ino: InodeNo) -> Node {
+        let inode = tables
+            .inodes
+            .get_mut(&ino)
+            .expect("referenced inode exists");
+        inode.lookups += 1;
+        inode.node.clone()
+    }
+
+    /// The parent directory of `ino`, if the inode is known.
+    pub fn parent(&self, ino: InodeNo) -> Option<InodeNo> {
+        self.tables().inodes.get(&ino).map(|i| i.parent)
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: InodeNo, n: u64) {
+        let mut tables = self.tables();
+        let Some(inode) = tables.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.lookups = inode.lookups.saturating_sub(n);
+        if inode.lookups == 0 && ino != InodeNo::ROOT {
+            let key = (inode.parent, inode.name.clone());
+            tables.inodes.remove(&ino);
+            if tables.by_name.get(&key) == Some(&ino) {
+                tables.by_name.remove(&key);
+            }
+        }
+    }
+
+    /// Current attributes of `ino`, asking the store when the cached ones are stale.
+    pub async fn getattr(&self, ino: InodeNo) -> Result<Node, NamespaceError> {
+        let (parent, name, prefix) = {
+            let tables = self.tables();
+            let inode = tables
+                .inodes
+                .get(&ino)
+                .ok_or(NamespaceError::UnknownInode(ino.0))?;
+            if ino == InodeNo::ROOT || self.fresh(inode.validated) {
+                return Ok(inode.node.clone());
+            }
+            let parent = &tables
+                .inodes
+                .get(&inode.parent)
+                .ok_or(NamespaceError::NotFound)?
+                .node;
+            (inode.parent, inode.name.clone(), parent.key.clone())
+        };
+        let found = self
+            .resolve(&prefix, &name)
+            .await?
+            .ok_or(NamespaceError::NotFound)?;
+        let mut tables = self.tables();
+        let node = upsert(&mut tables, parent, &name, found, self.mount_time);
+        if node.ino != ino {
+            // The name now holds something of another kind; this inode is gone.
+            return Err(NamespaceError::NotFound);
+        }
+        Ok(node)
+    }
+
+    /// The entries of directory `ino`, from a fresh listing of all pages.
+    pub async fn readdir(&self, ino: InodeNo) -> Result<Arc<Vec<DirEntry>>, NamespaceError> {
+        let prefix = {
+            let tables = self.tables();
+            let dir = tables
+                .inodes
+                .get(&ino)
+                .ok_or(NamespaceError::UnknownInode(ino.0))?;
+            if dir.node.kind != InodeKind::Directory {
+                return Err(NamespaceError::NotADirectory);
+            }
+            match &dir.listing {
+                Some((at, entries)) if self.fresh(*at) => return Ok(entries.clone()),
+                _ => dir.node.key.clone(),
+            }
+        };
+        let found = self.list_all(&prefix).await?;
+        let mut tables = self.tables();
+        let entries: Vec<DirEntry> = found
+            .into_iter()
+            .map(|(name, f)| DirEntry {
+                node: upsert(&mut tables, ino, &name, f, self.mount_time),
+                name,
+            })
+            .collect();
+        let entries = Arc::new(entries);
+        if let Some(dir) = tables.inodes.get_mut(&ino) {
+            dir.listing = Some((Instant::now(), entries.clone()));
+        }
+        Ok(entries)
+    }
+
+    /// Every showable entry under `prefix`, by name; a directory shadows a file.
+    async fn list_all(&self, prefix: &str) -> Result<BTreeMap<String, Found>, NamespaceError> {
+        let mut entries = BTreeMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_page(prefix, token.as_deref(), None)
+                .await?;
+            for object in page.objects {
+                let name = &object.key[prefix.len()..];
+                if name.is_empty() {
+                    continue; // the directory's own marker object
+                }
+                if self.showable(name, &object.key) {
+                    entries
+                        .entry(name.to_owned())
+                        .or_insert_with(|| file_found(object));
+                }
+            }
+            for dir_prefix in page.prefixes {
+                let name = &dir_prefix[prefix.len()..dir_prefix.len() - 1];
+                if self.showable(name, &dir_prefix) {
+                    let dir = Found {
+                        kind: InodeKind::Directory,
+                        key: dir_prefix.clone(),
+                        size: 0,
+                        mtime: self.mount_time,
+                        etag: None,
+                    };
+                    if let Some(file) = entries.insert(name.to_owned(), dir) {
+                        self.skipped
+                            .report(&file.key, "shadowed by a directory of the same name");
+                    }
+                }
+            }
+            token = page.next_token;
+            if token.is_none() {
+                return Ok(entries);
+            }
+        }
+    }
+
+    fn showable(&self, name: &str, key: &str) -> bool {
+        match check_name(name) {
+            Ok(()) => true,
+            Err(why) => {
+                self.skipped
+                    .report(key, &format!("cannot be a file name ({why:?})"));
+                false
+            }
+        }
+    }
+
+    /// Asks the store what `prefix + name` is: a directory (any key below it) wins over a
+    /// file of the same name. HEAD and LIST go out together.
+    async fn resolve(&self, prefix: &str, name: &str) -> Result<Option<Found>, NamespaceError> {
+        let key = format!("{prefix}{name}");
+        let dir_prefix = format!("{key}/");
+        let (head, list) = tokio::join!(
+            self.client.head(&key),
+            self.client.list_page(&dir_prefix, None, Some(1))
+        );
+        let list = list?;
+        if !list.objects.is_empty() || !list.prefixes.is_empty() {
+            if head.is_ok() {
+                self.skipped
+                    .report(&key, "shadowed by a directory of the same name");
+            }
+            return Ok(Some(Found {
+                kind: InodeKind::Directory,
+                key: dir_prefix,
+                size: 0,
+                mtime: self.mount_time,
+                etag: None,
+            }));
+        }
+        match head {
+            Ok(info) => Ok(Some(file_found(info.meta))),
+            Err(ObjectError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn file_found(meta: ObjectMeta) -> Found {
+    Found {
+        kind: InodeKind::File,
+        key: meta.key,
+        size: meta.size,
+        mtime: meta.last_modified,
+        etag: meta.etag,
+    }
+}
+
+/// Records what lives at `parent/name`, keeping the inode number while the kind is the same.
+fn upsert(
+    tables: &mut Tables,
+    parent: InodeNo,
+    name: &str,
+    found: Found,
+    mount_time: SystemTime,
+) -> Node {
+    let slot = (parent, name.to_owned());
+    let existing = tables.by_name.get(&slot).copied();
+    if let Some(inode) = existing.and_then(|ino| tables.inodes.get_mut(&ino)) {
+        if inode.node.kind == found.kind {
+            inode.node.size = found.size;
+            inode.node.mtime = if found.kind == InodeKind::Directory {
+                mount_time
+            } else {
+                found.mtime
+            };
+            inode.node.etag = found.etag;
+            inode.node.key = found.key;
+            inode.validated = Instant::now();
+            return inode.node.clone();
+        }
+    }
+    let ino = InodeNo(tables.next);
+    tables.next += 1;
+    let node = Node {
+        ino,
+        kind: found.kind,
+        key: found.key,
+        size: found.size,
+        mtime: found.mtime,
+        etag: found.etag,
+    };
+    let inode = Inode {
+        node: node.clone(),
+        parent,
+        name: name.to_owned(),
+        lookups: 0,
+        validated: Instant::now(),
+        listing: None,
+    };
+    tables.inodes.insert(ino, inode);
+    tables.by_name.insert(slot, ino);
+    node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::{MemoryClient, ObjectHeaders, Operation};
+
+    fn namespace(keys: &[&str]) -> (Namespace, MemoryClient) {
+        let client = MemoryClient::new();
+        for key in keys {
+            client.insert(key, key.as_bytes().to_vec(), ObjectHeaders::default());
+        }
+        let config = NamespaceConfig {
+            root_prefix: String::new(),
+            metadata_ttl: Duration::from_secs(60),
+        };
+        (Namespace::new(Arc::new(client.clone()), config), client)
+    }
+
+    fn names(entries: &[DirEntry]) -> Vec<(&str, InodeKind)> {
+        entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.node.kind))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn directory_shadows_file_and_bad_keys_are_hidden() {
+        let (ns, _) = namespace(&["a", "a/x", "b//c", "./d", "ok.txt", "dir/"]);
+        let root = ns.readdir(InodeNo::ROOT).await.unwrap();
+        let dir = InodeKind::Directory;
+        assert_eq!(
+            names(&root),
+            vec![
+                ("a", dir),
+                ("b", dir),
+                ("dir", dir),
+                ("ok.txt", InodeKind::File)
+            ]
+        );
+        let b = ns.lookup(InodeNo::ROOT, "b").await.unwrap();
+        assert!(ns.readdir(b.ino).await.unwrap().is_empty());
+        let dir = ns.lookup(InodeNo::ROOT, "dir").await.unwrap();
+        assert!(ns.readdir(dir.ino).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn listing_answers_lookups_without_requests() {
+        let (ns, client) = namespace(&["d/1", "d/2", "d/3"]);
+        let d = ns.lookup(InodeNo::ROOT, "d").await.unwrap();
+        ns.readdir(d.ino).await.unwrap();
+        let (heads, lists) = (client.count(Operation::Head), client.count(Operation::List));
+        let f = ns.lookup(d.ino, "2").await.unwrap();
+        assert_eq!((f.kind, f.size), (InodeKind::File, 3));
+        assert!(matches!(
+            ns.lookup(d.ino, "9").await,
+            Err(NamespaceError::NotFound)
+        ));
+        assert_eq!(
+            (client.count(Operation::Head), client.count(Operation::List)),
+            (heads, lists)
+        );
+    }
+
+    #[tokio::test]
+    async fn cold_lookup_finds_files_and_directories() {
+        let (ns, _) = namespace(&["f", "g/h"]);
+        assert_eq!(
+            ns.lookup(InodeNo::ROOT, "f").await.unwrap().kind,
+            InodeKind::File
+        );
+        assert_eq!(
+            ns.lookup(InodeNo::ROOT, "g").await.unwrap().kind,
+            InodeKind::Directory
+        );
+        assert!(matches!(
+            ns.lookup(InodeNo::ROOT, "nope").await,
+            Err(NamespaceError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn forget_releases_inodes() {
+        let (ns, _) = namespace(&["f"]);
+        let f = ns.lookup(InodeNo::ROOT, "f").await.unwrap();
+        ns.forget(f.ino, 1);
+        assert!(matches!(
+            ns.getattr(f.ino).await,
+            Err(NamespaceError::UnknownInode(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_failure_is_an_error_not_a_missing_file() {
+        let (ns, client) = namespace(&["f"]);
+        client.fail_next(2);
+        assert!(matches!(
+            ns.lookup(InodeNo::ROOT, "f").await,
+            Err(NamespaceError::Object(_))
+        ));
+    }
+}

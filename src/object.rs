@@ -1,0 +1,102 @@
+//! The object-client seam: one small, dyn-safe trait over an S3-compatible bucket.
+//!
+//! Everything above this module holds an `Arc<dyn ObjectClient>` and speaks in
+//! [`ObjectMeta`], [`ListPage`] and [`ByteStream`]; only `object/s3.rs` knows the AWS SDK.
+//! Dynamic dispatch costs nothing next to a first byte that takes a millisecond or more.
+
+mod error;
+mod memory;
+mod s3;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use error::ObjectError;
+pub use memory::{MemoryClient, Operation};
+pub use s3::{S3Client, S3ClientConfig};
+
+/// The body of a GET, as it arrives.
+pub type ByteStream = BoxStream<'static, Result<Bytes, ObjectError>>;
+
+/// What a listing or a HEAD tells about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full key in the bucket.
+    pub key: String,
+    /// Stored size in bytes.
+    pub size: u64,
+    /// LastModified as the store reports it.
+    pub last_modified: SystemTime,
+    /// The ETag, when the store sent one (some servers omit it in listings).
+    pub etag: Option<String>,
+}
+
+/// One page of a delimited listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects directly under the prefix.
+    pub objects: Vec<ObjectMeta>,
+    /// Common prefixes ("subdirectories"), each ending with the delimiter.
+    pub prefixes: Vec<String>,
+    /// Token for the next page; `None` on the last page.
+    pub next_token: Option<String>,
+}
+
+/// Metadata that only HEAD and GET return: content headers and `x-amz-meta-*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    /// Content-Type, if stored.
+    pub content_type: Option<String>,
+    /// Content-Encoding, if stored.
+    pub content_encoding: Option<String>,
+    /// User metadata, keys without the `x-amz-meta-` prefix.
+    pub user_metadata: HashMap<String, String>,
+}
+
+/// An object as HEAD describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Listing-level facts.
+    pub meta: ObjectMeta,
+    /// Header-level facts.
+    pub headers: ObjectHeaders,
+}
+
+/// The bucket operations rgrid-mount needs, and nothing more.
+#[async_trait]
+pub trait ObjectClient: Send + Sync + Debug {
+    /// Fails unless the bucket exists and the credentials may read it.
+    async fn check_bucket(&self) -> Result<(), ObjectError>;
+
+    /// HEAD of one key.
+    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError>;
+
+    /// One page of `ListObjectsV2` under `prefix`, delimited by `/`.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: Option<u32>,
+    ) -> Result<ListPage, ObjectError>;
+
+    /// GET of `range` of `key`. With `if_match`, the store refuses (PreconditionFailed)
+    /// to serve any other version.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream, ObjectError>;
+
+    /// PutObject of a whole body.
+    async fn put(&self, key: &str, body: Bytes, headers: ObjectHeaders) -> Result<(), ObjectError>;
+
+    /// DeleteObject.
+    async fn delete(&self, key: &str) -> Result<(), ObjectError>;
+}

@@ -1,0 +1,57 @@
+//! `ObjectError`: remote failures classified by what the caller can do about them.
+
+use thiserror::Error;
+
+/// A failed object-store call, with the key (or bucket) it concerned.
+#[derive(Debug, Error)]
+pub enum ObjectError {
+    /// The key does not exist.
+    #[error("{key}: no such key")]
+    NotFound {
+        /// Key asked for.
+        key: String,
+    },
+    /// The bucket does not exist.
+    #[error("bucket {bucket} does not exist")]
+    NoSuchBucket {
+        /// Bucket asked for.
+        bucket: String,
+    },
+    /// The object is no longer the version this reader started with.
+    #[error("{key}: changed in the store while being read")]
+    PreconditionFailed {
+        /// Key asked for.
+        key: String,
+    },
+    /// Credentials were refused.
+    #[error("access denied for {target}: {message}")]
+    AccessDenied {
+        /// Key or bucket.
+        target: String,
+        /// What the store said.
+        message: String,
+    },
+    /// The store could not be reached, timed out, or kept failing after retries.
+    #[error("store unavailable for {target}: {message}")]
+    Unavailable {
+        /// Key or bucket.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Anything else the store said no to.
+    #[error("store error for {target}: {message}")]
+    Other {
+        /// Key or bucket.
+        target: String,
+        /// What the store said.
+        message: String,
+    },
+}
+
+impl ObjectError {
+    /// True when the same call may succeed later (the SDK has already retried it).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ObjectError::Unavailable { .. })
+    }
+}

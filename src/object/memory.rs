@@ -1,0 +1,221 @@
+//! `MemoryClient`: an in-memory [`ObjectClient`] for unit tests of the layers above, with
+//! per-operation request counters and injectable failures. It follows the same contract as
+//! the S3 client (the conformance suite in `tests/` runs both).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, Range};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    ByteStream, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta,
+};
+
+/// The operations that [`MemoryClient`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `check_bucket`
+    CheckBucket,
+    /// `head`
+    Head,
+    /// `list_page`
+    List,
+    /// `get_range`
+    Get,
+    /// `put`
+    Put,
+    /// `delete`
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+struct StoredObject {
+    data: Bytes,
+    headers: ObjectHeaders,
+    last_modified: SystemTime,
+    etag: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<String, StoredObject>,
+    counts: HashMap<Operation, u64>,
+    /// Number of upcoming calls that fail as if the store were down.
+    failures: u32,
+}
+
+/// An in-memory bucket. Cloning shares the bucket.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryClient {
+    state: Arc<Mutex<State>>,
+    versions: Arc<AtomicU64>,
+}
+
+/// Page size when the caller does not ask for one, as S3's.
+const DEFAULT_MAX_KEYS: usize = 1000;
+
+impl MemoryClient {
+    /// An empty bucket.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `data` under `key`, replacing any earlier version (a new ETag).
+    pub fn insert(&self, key: &str, data: impl Into<Bytes>, headers: ObjectHeaders) {
+        let etag = format!("\"v{}\"", self.versions.fetch_add(1, Ordering::Relaxed));
+        let object = StoredObject {
+            data: data.into(),
+            headers,
+            last_modified: SystemTime::now(),
+            etag,
+        };
+        self.lock().objects.insert(key.to_owned(), object);
+    }
+
+    /// How many calls of `op` were made so far.
+    pub fn count(&self, op: Operation) -> u64 {
+        self.lock().counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Makes the next `n` calls fail with [`ObjectError::Unavailable`].
+    pub fn fail_next(&self, n: u32) {
+        self.lock().failures = n;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock already failed; keep the data usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts the call and applies any injected failure.
+    fn begin(&self, op: Operation, target: &str) -> Result<MutexGuard<'_, State>, ObjectError> {
+        let mut state = self.lock();
+        *state.counts.entry(op).or_default() += 1;
+        if state.failures > 0 {
+            state.failures -= 1;
+            return Err(ObjectError::Unavailable {
+                target: target.to_owned(),
+                message: "injected failure".into(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+fn meta(key: &str, o: &StoredObject) -> ObjectMeta {
+    ObjectMeta {
+        key: key.to_owned(),
+        size: o.data.len() as u64,
+        last_modified: o.last_modified,
+        etag: Some(o.etag.clone()),
+    }
+}
+
+fn list(
+    objects: &BTreeMap<String, StoredObject>,
+    prefix: &str,
+    after: Bound<String>,
+    max: usize,
+) -> ListPage {
+    let mut page = ListPage::default();
+    let mut last = None;
+    for (key, object) in objects.range((after, Bound::Unbounded)) {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            if key.as_str() > prefix {
+                break;
+            }
+            continue;
+        };
+        let common = rest.find('/').map(|i| format!("{prefix}{}", &rest[..=i]));
+        if common.is_some() && page.prefixes.last() == common.as_ref() {
+            continue;
+        }
+        if page.objects.len() + page.prefixes.len() == max {
+            page.next_token = last;
+            return page;
+        }
+        match common {
+            Some(common) => {
+                last = Some(common.clone());
+                page.prefixes.push(common);
+            }
+            None => {
+                last = Some(key.clone());
+                page.objects.push(meta(key, object));
+            }
+        }
+    }
+    page
+}
+
+#[async_trait]
+impl ObjectClient for MemoryClient {
+    async fn check_bucket(&self) -> Result<(), ObjectError> {
+        self.begin(Operation::CheckBucket, "bucket").map(drop)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        let state = self.begin(Operation::Head, key)?;
+        let object = state
+            .objects
+            .get(key)
+            .ok_or_else(|| ObjectError::NotFound { key: key.into() })?;
+        Ok(ObjectInfo {
+            meta: meta(key, object),
+            headers: object.headers.clone(),
+        })
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: Option<u32>,
+    ) -> Result<ListPage, ObjectError> {
+        let state = self.begin(Operation::List, prefix)?;
+        let after = match token {
+            // A token that is a common prefix resumes after everything beneath it.
+            Some(t) if t.ends_with('/') => Bound::Excluded(format!("{t}\u{10FFFF}")),
+            Some(t) => Bound::Excluded(t.to_owned()),
+            None => Bound::Included(prefix.to_owned()),
+        };
+        let max = max_keys.map_or(DEFAULT_MAX_KEYS, |m| m.clamp(1, 1000) as usize);
+        Ok(list(&state.objects, prefix, after, max))
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream, ObjectError> {
+        let state = self.begin(Operation::Get, key)?;
+        let object = state
+            .objects
+            .get(key)
+            .ok_or_else(|| ObjectError::NotFound { key: key.into() })?;
+        if if_match.is_some_and(|etag| etag != object.etag) {
+            return Err(ObjectError::PreconditionFailed { key: key.into() });
+        }
+        let len = object.data.len() as u64;
+        let (start, end) = (range.start.min(len) as usize, range.end.min(len) as usize);
+        let body = object.data.slice(start..end);
+        Ok(futures::stream::once(async move { Ok(body) }).boxed())
+    }
+
+    async fn put(&self, key: &str, body: Bytes, headers: ObjectHeaders) -> Result<(), ObjectError> {
+        drop(self.begin(Operation::Put, key)?);
+        self.insert(key, body, headers);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        self.begin(Operation::Delete, key)?.objects.remove(key);
+        Ok(())
+    }
+}

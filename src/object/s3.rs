@@ -1,0 +1,282 @@
+//! `S3Client`: the [`ObjectClient`] over aws-sdk-s3, and the only module that imports it.
+//!
+//! The SDK retries throttling, 5xx and connection failures itself (standard retry mode with
+//! backoff and jitter), so there is no second retry loop here; this module only sets
+//! timeouts, so that a dead store becomes an error instead of a hang, and maps SDK errors
+//! onto [`ObjectError`].
+
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    ByteStream, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta,
+};
+
+/// How to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3ClientConfig {
+    /// Bucket name.
+    pub bucket: String,
+    /// Custom endpoint (MinIO, the embedded store); `None` for AWS.
+    pub endpoint_url: Option<String>,
+    /// Region; the SDK's chain, else `us-east-1` (what MinIO expects by default).
+    pub region: Option<String>,
+    /// Path-style addressing, which MinIO-like endpoints need.
+    pub force_path_style: bool,
+    /// Static credentials; `None` uses the SDK chain (environment, profile, ...).
+    pub credentials: Option<(String, String)>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest silence on an open connection before the attempt fails.
+    pub read_timeout: Duration,
+    /// Attempts per request, first included.
+    pub max_attempts: u32,
+}
+
+impl S3ClientConfig {
+    /// A config for `bucket` with the defaults below.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3ClientConfig {
+            bucket: bucket.into(),
+            endpoint_url: None,
+            region: None,
+            force_path_style: false,
+            credentials: None,
+            // A loopback or LAN store answers a connect in microseconds; 5 s covers a WAN.
+            connect_timeout: Duration::from_secs(5),
+            // Long enough for a busy MinIO to start a large body, short enough to fail a read
+            // of a dead store well before a user gives up.
+            read_timeout: Duration::from_secs(20),
+            max_attempts: 4,
+        }
+    }
+}
+
+/// The aws-sdk-s3 implementation of [`ObjectClient`] for one bucket.
+#[derive(Debug, Clone)]
+pub struct S3Client {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Client {
+    /// Builds the SDK client; makes no request.
+    pub async fn new(config: S3ClientConfig) -> S3Client {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((access_key, secret_key)) = &config.credentials {
+            let creds = Credentials::new(access_key, secret_key, None, None, "rgrid-mount");
+            loader = loader.credentials_provider(creds);
+        }
+        let sdk_config = loader.load().await;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .build();
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(config.force_path_style)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
+        if sdk_config.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        S3Client {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.bucket,
+        }
+    }
+}
+
+/// Maps an SDK failure for `target` onto the semantic [`ObjectError`].
+fn classify<E>(
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    target: &str,
+) -> ObjectError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let target = target.to_owned();
+    let message = DisplayErrorContext(&err).to_string();
+    let SdkError::ServiceError(service) = &err else {
+        return ObjectError::Unavailable { target, message };
+    };
+    let status = service.raw().status().as_u16();
+    match (status, service.err().code()) {
+        (404, Some("NoSuchBucket")) => ObjectError::NoSuchBucket { bucket: target },
+        (404, _) => ObjectError::NotFound { key: target },
+        (412, _) => ObjectError::PreconditionFailed { key: target },
+        (401 | 403, _) => ObjectError::AccessDenied { target, message },
+        (500.., _) => ObjectError::Unavailable { target, message },
+        _ => ObjectError::Other { target, message },
+    }
+}
+
+fn system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn size(s: Option<i64>) -> u64 {
+    s.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
+}
+
+fn body_stream(body: SdkByteStream, key: String) -> ByteStream {
+    futures::stream::try_unfold(body, move |mut body| {
+        let key = key.clone();
+        async move {
+            match body.next().await {
+                Some(Ok(bytes)) => Ok(Some((bytes, body))),
+                Some(Err(e)) => Err(ObjectError::Unavailable {
+                    target: key,
+                    message: format!("body interrupted: {}", DisplayErrorContext(&e)),
+                }),
+                None => Ok(None),
+            }
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl ObjectClient for S3Client {
+    async fn check_bucket(&self) -> Result<(), ObjectError> {
+        let result = self.client.head_bucket().bucket(&self.bucket).send().await;
+        match result.map_err(|e| classify(e, &self.bucket)) {
+            Ok(_) => Ok(()),
+            Err(ObjectError::NotFound { .. }) => Err(ObjectError::NoSuchBucket {
+                bucket: self.bucket.clone(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: size(out.content_length()),
+            last_modified: system_time(out.last_modified()),
+            etag: out.e_tag().map(str::to_owned),
+        };
+        let headers = ObjectHeaders {
+            content_type: out.content_type().map(str::to_owned),
+            content_encoding: out.content_encoding().map(str::to_owned),
+            user_metadata: out.metadata().cloned().unwrap_or_default(),
+        };
+        Ok(ObjectInfo { meta, headers })
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: Option<u32>,
+    ) -> Result<ListPage, ObjectError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .set_continuation_token(token.map(str::to_owned))
+            .set_max_keys(max_keys.and_then(|m| i32::try_from(m).ok()))
+            .send()
+            .await
+            .map_err(|e| classify(e, prefix))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key()?.to_owned(),
+                    size: size(o.size()),
+                    last_modified: system_time(o.last_modified()),
+                    etag: o.e_tag().map(str::to_owned),
+                })
+            })
+            .collect();
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next_token = match out.is_truncated() {
+            Some(true) => out.next_continuation_token().map(str::to_owned),
+            _ => None,
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next_token,
+        })
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream, ObjectError> {
+        if range.is_empty() {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(body_stream(out.body, key.to_owned()))
+    }
+
+    async fn put(&self, key: &str, body: Bytes, headers: ObjectHeaders) -> Result<(), ObjectError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(SdkByteStream::from(body))
+            .set_content_type(headers.content_type)
+            .set_content_encoding(headers.content_encoding)
+            .set_metadata(Some(headers.user_metadata))
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+}

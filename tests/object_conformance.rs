@@ -1,0 +1,154 @@
+//! One contract, every client: the suite below runs against `MemoryClient` and against
+//! `S3Client` talking to the embedded store over HTTP.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use rgrid_mount::object::{
+    MemoryClient, ObjectClient, ObjectError, ObjectHeaders, S3Client, S3ClientConfig,
+};
+
+async fn get(
+    client: &dyn ObjectClient,
+    key: &str,
+    range: std::ops::Range<u64>,
+    etag: Option<&str>,
+) -> Result<Vec<u8>, ObjectError> {
+    let chunks: Vec<Bytes> = client
+        .get_range(key, range, etag)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(chunks.concat())
+}
+
+async fn suite(client: Arc<dyn ObjectClient>) {
+    client.check_bucket().await.unwrap();
+    let headers = ObjectHeaders {
+        content_type: Some("text/csv".into()),
+        content_encoding: None,
+        user_metadata: [("rgrid-sha256".to_owned(), "abc".to_owned())].into(),
+    };
+    client
+        .put(
+            "dir/a.csv",
+            Bytes::from_static(b"0123456789"),
+            headers.clone(),
+        )
+        .await
+        .unwrap();
+    client
+        .put(
+            "dir/sub/b",
+            Bytes::from_static(b"b"),
+            ObjectHeaders::default(),
+        )
+        .await
+        .unwrap();
+    client
+        .put(
+            "dir/sub/c",
+            Bytes::from_static(b"c"),
+            ObjectHeaders::default(),
+        )
+        .await
+        .unwrap();
+    client
+        .put("other", Bytes::new(), ObjectHeaders::default())
+        .await
+        .unwrap();
+
+    let info = client.head("dir/a.csv").await.unwrap();
+    assert_eq!(info.meta.size, 10);
+    assert_eq!(info.headers.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(
+        info.headers
+            .user_metadata
+            .get("rgrid-sha256")
+            .map(String::as_str),
+        Some("abc")
+    );
+    assert!(matches!(
+        client.head("dir/missing").await,
+        Err(ObjectError::NotFound { .. })
+    ));
+    assert!(matches!(
+        client.head("dir").await,
+        Err(ObjectError::NotFound { .. })
+    ));
+
+    assert_eq!(
+        get(&*client, "dir/a.csv", 2..5, None).await.unwrap(),
+        b"234"
+    );
+    assert_eq!(
+        get(&*client, "dir/a.csv", 0..10, info.meta.etag.as_deref())
+            .await
+            .unwrap(),
+        b"0123456789"
+    );
+    assert_eq!(get(&*client, "dir/a.csv", 7..7, None).await.unwrap(), b"");
+    let stale = get(&*client, "dir/a.csv", 0..1, Some("\"not-the-etag\"")).await;
+    assert!(
+        matches!(stale, Err(ObjectError::PreconditionFailed { .. })),
+        "{stale:?}"
+    );
+    assert!(matches!(
+        get(&*client, "nope", 0..1, None).await,
+        Err(ObjectError::NotFound { .. })
+    ));
+
+    let page = client.list_page("dir/", None, None).await.unwrap();
+    let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["dir/a.csv"]);
+    assert_eq!(page.objects[0].size, 10);
+    assert_eq!(page.prefixes, ["dir/sub/"]);
+    assert_eq!(page.next_token, None);
+
+    let first = client.list_page("", None, Some(1)).await.unwrap();
+    assert_eq!(first.prefixes, ["dir/"]);
+    let second = client
+        .list_page("", first.next_token.as_deref(), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        second
+            .objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect::<Vec<_>>(),
+        ["other"]
+    );
+    assert_eq!(second.next_token, None);
+
+    client.delete("dir/sub/b").await.unwrap();
+    let page = client.list_page("dir/sub/", None, None).await.unwrap();
+    assert_eq!(
+        page.objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect::<Vec<_>>(),
+        ["dir/sub/c"]
+    );
+}
+
+#[tokio::test]
+async fn memory_client_conforms() {
+    suite(Arc::new(MemoryClient::new())).await;
+}
+
+#[test]
+fn s3_client_over_the_embedded_store_conforms() {
+    let store = common::TestStore::start();
+    let mut config = S3ClientConfig::new(common::BUCKET);
+    config.endpoint_url = Some(store.endpoint.clone());
+    config.force_path_style = true;
+    config.credentials = Some((store.access_key.clone(), store.secret_key.clone()));
+    store.runtime.block_on(async {
+        let client = S3Client::new(config).await;
+        suite(Arc::new(client)).await;
+    });
+}
