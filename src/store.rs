@@ -7,16 +7,20 @@
 
 mod disk;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Result};
 use sha2::Digest;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -33,7 +37,40 @@ pub struct EmbeddedStore {
     pub access_key: String,
     /// Secret key the server accepts.
     pub secret_key: String,
+    probe: Probe,
     server: tokio::task::JoinHandle<()>,
+}
+
+/// Sees every authenticated request before it runs: counts it by operation, and fails it
+/// with a 500 while injected failures remain. Tests and benchmarks read the counts to
+/// prove request budgets ("one LIST per 1000 entries") at the store itself.
+#[derive(Debug, Default, Clone)]
+struct Probe {
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+    failures: Arc<AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl S3Access for Probe {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        }
+        let op = cx.s3_op().name().to_owned();
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default() += 1;
+        let injected = self
+            .failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        match injected {
+            Ok(_) => Err(s3_error!(InternalError, "injected failure")),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 /// Credentials unique to this process and moment; the store only listens on loopback, so
@@ -54,17 +91,29 @@ fn generated_credentials() -> (String, String) {
 }
 
 impl EmbeddedStore {
-    /// Serves `root` on `addr` (port 0 picks a free one), creating `bucket` if missing.
-    /// Must be called inside a tokio runtime, which then runs the server.
+    /// Serves `root` on `addr` (port 0 picks a free one), creating `bucket` if missing,
+    /// with fresh credentials. Must be called inside a tokio runtime, which runs the server.
     pub async fn start(root: &Path, bucket: &str, addr: SocketAddr) -> io::Result<EmbeddedStore> {
+        Self::start_with_credentials(root, bucket, addr, generated_credentials()).await
+    }
+
+    /// [`EmbeddedStore::start`] with given credentials, e.g. to restart a stopped store
+    /// where its clients expect it.
+    pub async fn start_with_credentials(
+        root: &Path,
+        bucket: &str,
+        addr: SocketAddr,
+        (access_key, secret_key): (String, String),
+    ) -> io::Result<EmbeddedStore> {
         let store = DiskStore::open(root)?;
         store.ensure_bucket(bucket)?;
-        let (access_key, secret_key) = generated_credentials();
         let mut builder = S3ServiceBuilder::new(store);
         builder.set_auth(SimpleAuth::from_single(
             access_key.clone(),
             secret_key.clone(),
         ));
+        let probe = Probe::default();
+        builder.set_access(probe.clone());
         let service = builder.build();
         let listener = TcpListener::bind(addr).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
@@ -88,13 +137,31 @@ impl EmbeddedStore {
             endpoint,
             access_key,
             secret_key,
+            probe,
             server,
         })
+    }
+
+    /// Requests served so far for operation `op` (S3's name: "GetObject", "ListObjectsV2").
+    pub fn requests(&self, op: &str) -> u64 {
+        let counts = self.probe.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(op).copied().unwrap_or(0)
+    }
+
+    /// Answers the next `n` requests with 500 InternalError.
+    pub fn fail_next(&self, n: u32) {
+        self.probe.failures.store(n, Ordering::Relaxed);
     }
 
     /// Stops serving: the port closes and open connections are cut.
     pub fn stop(&self) {
         self.server.abort();
+    }
+
+    /// [`EmbeddedStore::stop`], returning once the port is closed.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        let _ = (&mut self.server).await;
     }
 }
 

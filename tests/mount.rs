@@ -61,7 +61,12 @@ fn directory_of_2500_entries_lists_every_page() {
     let keys: Vec<String> = (0..2500).map(|i| format!("big/f{i:05}.txt")).collect();
     store.put_many(keys, b"0123456789");
     let mount = Mount::new(&store, &[]);
+    assert!(mount.join("big").is_dir());
 
+    let (lists, heads) = (
+        store.requests("ListObjectsV2"),
+        store.requests("HeadObject"),
+    );
     let listed = names(&mount.join("big"));
     assert_eq!(listed.len(), 2500);
     assert_eq!(listed.first().map(String::as_str), Some("f00000.txt"));
@@ -78,6 +83,27 @@ fn directory_of_2500_entries_lists_every_page() {
             .all(|l| l.split_whitespace().nth(4) == Some("10")),
         "every size from the listing"
     );
+    // ceil(2500/1000) LIST requests, no HEAD per file; the second listing is cached.
+    assert_eq!(store.requests("ListObjectsV2") - lists, 3);
+    assert_eq!(store.requests("HeadObject") - heads, 0);
+}
+
+#[test]
+fn server_errors_are_retried_then_eio() {
+    let store = TestStore::start();
+    store.put("a.txt", "alpha");
+    store.put("b.txt", "bravo");
+    let mount = Mount::new(&store, &[]);
+    assert_eq!(names(&mount.path), ["a.txt", "b.txt"]);
+    store.fail_next(2);
+    let a = fs::read_to_string(mount.join("a.txt")).unwrap();
+    assert_eq!(a, "alpha", "two 500s are retried");
+    store.fail_next(1000);
+    let err = fs::read_to_string(mount.join("b.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    store.fail_next(0);
+    let b = fs::read_to_string(mount.join("b.txt")).unwrap();
+    assert_eq!(b, "bravo", "recovers with the store");
 }
 
 #[test]
@@ -268,26 +294,32 @@ fn store_stopped_mid_read_is_eio_not_a_hang() {
 }
 
 #[test]
-fn sigterm_unmounts_cleanly() {
+fn sigterm_and_sigint_unmount_cleanly() {
     let store = TestStore::start();
-    let mut mount = Mount::new(&store, &[]);
-    run(Command::new("kill")
-        .arg("-TERM")
-        .arg(mount.pid().to_string()));
-    let status = mount
-        .wait(Duration::from_secs(10))
-        .expect("daemon exits after SIGTERM");
-    assert!(status.success(), "{status}: {}", mount.log());
-    assert!(!common::is_mounted(&mount.path));
+    for signal in ["-TERM", "-INT"] {
+        let mut mount = Mount::new(&store, &[]);
+        run(Command::new("kill")
+            .arg(signal)
+            .arg(mount.pid().to_string()));
+        let status = mount
+            .wait(Duration::from_secs(10))
+            .expect("daemon exits after the signal");
+        assert!(status.success(), "{signal} {status}: {}", mount.log());
+        assert!(!common::is_mounted(&mount.path));
+    }
 }
 
 #[test]
-fn umount_stops_the_daemon() {
+fn umount_and_fusermount_stop_the_daemon() {
     let store = TestStore::start();
-    let mut mount = Mount::new(&store, &[]);
-    run(Command::new("umount").arg(&mount.path));
-    let status = mount
-        .wait(Duration::from_secs(10))
-        .expect("daemon exits after umount");
-    assert!(status.success(), "{status}: {}", mount.log());
+    for unmount in [&["umount"][..], &["fusermount3", "-u"][..]] {
+        let mut mount = Mount::new(&store, &[]);
+        run(Command::new(unmount[0])
+            .args(&unmount[1..])
+            .arg(&mount.path));
+        let status = mount
+            .wait(Duration::from_secs(10))
+            .expect("daemon exits after unmount");
+        assert!(status.success(), "{unmount:?} {status}: {}", mount.log());
+    }
 }

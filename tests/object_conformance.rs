@@ -105,6 +105,10 @@ async fn suite(client: Arc<dyn ObjectClient>) {
     let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["dir/a.csv"]);
     assert_eq!(page.objects[0].size, 10);
+    assert_eq!(
+        page.objects[0].etag, info.meta.etag,
+        "listings carry the same ETag as HEAD"
+    );
     assert_eq!(page.prefixes, ["dir/sub/"]);
     assert_eq!(page.next_token, None);
 
@@ -123,6 +127,26 @@ async fn suite(client: Arc<dyn ObjectClient>) {
         ["other"]
     );
     assert_eq!(second.next_token, None);
+
+    client
+        .put("marker/", Bytes::new(), ObjectHeaders::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.head("marker/").await.unwrap().meta.size,
+        0,
+        "directory markers read back"
+    );
+    assert_eq!(
+        client
+            .list_page("marker/", None, None)
+            .await
+            .unwrap()
+            .objects
+            .len(),
+        1
+    );
+    client.delete("marker/").await.unwrap();
 
     client.delete("dir/sub/b").await.unwrap();
     let page = client.list_page("dir/sub/", None, None).await.unwrap();

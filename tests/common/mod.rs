@@ -49,11 +49,30 @@ impl TestStore {
         }
     }
 
+    /// Starts the store again over the same directory, port and credentials.
+    pub fn restart(&mut self) {
+        self.stop();
+        let addr: SocketAddr = self.endpoint.trim_start_matches("http://").parse().unwrap();
+        let creds = (self.access_key.clone(), self.secret_key.clone());
+        let start = EmbeddedStore::start_with_credentials(self.dir.path(), BUCKET, addr, creds);
+        self.store = Some(self.runtime.block_on(start).unwrap());
+    }
+
     /// Stops the server as a crash would: the port closes, open connections are cut.
     pub fn stop(&mut self) {
         if let Some(store) = self.store.take() {
-            store.stop();
+            self.runtime.block_on(store.shutdown());
         }
+    }
+
+    /// Requests the store has served for `op` (e.g. "GetObject", "ListObjectsV2").
+    pub fn requests(&self, op: &str) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.requests(op))
+    }
+
+    /// Makes the store answer the next `n` requests with 500.
+    pub fn fail_next(&self, n: u32) {
+        self.store.as_ref().expect("store running").fail_next(n);
     }
 
     /// A raw aws-sdk-s3 client for the store.
