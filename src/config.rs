@@ -12,6 +12,7 @@ use crate::fs::{FsConfig, Ownership};
 use crate::fuse::SessionConfig;
 use crate::namespace::NamespaceConfig;
 use crate::object::S3ClientConfig;
+use crate::readahead::ReadConfig;
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
 #[derive(Debug, Clone, Parser)]
@@ -64,6 +65,19 @@ pub struct MountArgs {
     #[arg(long, default_value = "info")]
     pub log_level: String,
 
+    /// Memory for all read buffers together, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub max_read_memory: u64,
+
+    /// Size of one ranged GET of a sequential reader, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub read_part_size: u64,
+
+    /// Most bytes fetched ahead of one sequential reader, in MiB; divided by the part size,
+    /// it is the number of GETs in flight per reader.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_read_window: u64,
+
     /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
     #[arg(long, value_name = "DIR")]
     pub local: Option<PathBuf>,
@@ -82,6 +96,8 @@ pub struct MountConfig {
     pub namespace: NamespaceConfig,
     /// Filesystem.
     pub fs: FsConfig,
+    /// Read engine.
+    pub read: ReadConfig,
     /// FUSE session.
     pub session: SessionConfig,
     /// Stay in the foreground.
@@ -163,6 +179,26 @@ fn normalize_prefix(prefix: Option<&str>) -> anyhow::Result<String> {
     })
 }
 
+const MIB: u64 = 1 << 20;
+
+fn read_config(args: &MountArgs) -> anyhow::Result<ReadConfig> {
+    if args.read_part_size == 0 || args.read_part_size > 4096 {
+        bail!("--read-part-size must be between 1 and 4096 MiB");
+    }
+    if args.max_read_window < args.read_part_size {
+        bail!("--max-read-window must be at least --read-part-size");
+    }
+    if args.max_read_memory < args.read_part_size * 2 {
+        bail!("--max-read-memory must hold at least two read parts");
+    }
+    Ok(ReadConfig {
+        part_size: args.read_part_size * MIB,
+        max_window: args.max_read_window * MIB,
+        max_memory: args.max_read_memory * MIB,
+        ..ReadConfig::default()
+    })
+}
+
 impl MountConfig {
     /// Validates `args`: the mount point must be an existing, unmounted directory.
     pub fn from_args(args: MountArgs) -> anyhow::Result<MountConfig> {
@@ -171,10 +207,13 @@ impl MountConfig {
             bail!("--metadata-ttl must be a number of seconds >= 0");
         }
         let ttl = Duration::from_secs_f64(args.metadata_ttl);
+        let mut read = read_config(&args)?;
         let mut client = S3ClientConfig::new(&args.bucket);
         client.force_path_style = args.endpoint_url.is_some() || args.local.is_some();
         client.endpoint_url = args.endpoint_url;
         client.region = args.region;
+        // A body silent for as long as a response may take is as dead as a silent response.
+        read.stall_timeout = client.read_timeout;
         let (uid, gid) = current_ids();
         let (file_mode, dir_mode) = if args.read_only {
             (0o444, 0o555)
@@ -197,8 +236,8 @@ impl MountConfig {
             fs: FsConfig {
                 ownership,
                 read_only: args.read_only,
-                stall_timeout: client.read_timeout,
             },
+            read,
             client,
             session: SessionConfig {
                 allow_other: args.allow_other,

@@ -1,26 +1,26 @@
 //! `RgridFs`: the filesystem operations, free of the FUSE binding. Each operation takes
 //! plain values and returns a typed result or an [`FsError`]; `fuse.rs` only translates.
 //!
-//! Open handles live here: a file handle owns a [`FileReader`], a directory handle a
+//! Open handles live here: a file handle owns a [`ReadAhead`], a directory handle a
 //! snapshot of the listing taken at opendir, so that readdir offsets stay stable.
+//!
+//! The kernel's page cache is the cheapest cache there is, so an open keeps it
+//! (`keep_cache`) when the object's ETag is the one the previous open of the inode saw.
 
 mod attr;
 mod error;
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use bytes::Bytes;
 
 pub use attr::{Attr, Ownership};
 pub use error::{FsError, Severity};
 
 use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError};
-use crate::object::ObjectClient;
-use crate::view::FileReader;
+use crate::readahead::{ReadAhead, ReadEngine};
 
 /// Filesystem settings.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +29,15 @@ pub struct FsConfig {
     pub ownership: Ownership,
     /// Refuse every change with EROFS.
     pub read_only: bool,
-    /// A read that receives nothing for this long fails with EIO.
-    pub stall_timeout: Duration,
+}
+
+/// An opened file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle.
+    pub fh: u64,
+    /// The page cache of the inode still holds this version's bytes.
+    pub keep_cache: bool,
 }
 
 /// One entry of a readdir reply.
@@ -57,9 +64,11 @@ struct DirHandle {
 #[derive(Debug)]
 pub struct RgridFs {
     namespace: Namespace,
-    client: Arc<dyn ObjectClient>,
+    engine: Arc<ReadEngine>,
     config: FsConfig,
-    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<FileReader>>>>,
+    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<ReadAhead>>>>,
+    /// ETag of each inode's last open: what its page cache holds.
+    cached_versions: Mutex<HashMap<InodeNo, Option<String>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_handle: AtomicU64,
 }
@@ -75,12 +84,13 @@ fn utf8(name: &OsStr) -> Result<&str, FsError> {
 }
 
 impl RgridFs {
-    /// A filesystem over `namespace`, reading through `client`.
-    pub fn new(namespace: Namespace, client: Arc<dyn ObjectClient>, config: FsConfig) -> RgridFs {
+    /// A filesystem over `namespace`, reading through `engine`.
+    pub fn new(namespace: Namespace, engine: Arc<ReadEngine>, config: FsConfig) -> RgridFs {
         RgridFs {
             namespace,
-            client,
+            engine,
             config,
+            cached_versions: Mutex::default(),
             files: Mutex::default(),
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
@@ -100,7 +110,9 @@ impl RgridFs {
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: InodeNo, n: u64) {
-        self.namespace.forget(ino, n);
+        if self.namespace.forget(ino, n) {
+            lock(&self.cached_versions).remove(&ino);
+        }
     }
 
     /// stat of `ino`.
@@ -110,7 +122,7 @@ impl RgridFs {
     }
 
     /// Opens file `ino`; `write` is any access mode other than read-only.
-    pub async fn open(&self, ino: InodeNo, write: bool) -> Result<u64, FsError> {
+    pub async fn open(&self, ino: InodeNo, write: bool) -> Result<Opened, FsError> {
         if write {
             return Err(FsError::ReadOnly);
         }
@@ -118,16 +130,12 @@ impl RgridFs {
         if node.kind == InodeKind::Directory {
             return Err(NamespaceError::IsADirectory.into());
         }
-        let reader = FileReader::new(
-            self.client.clone(),
-            node.key,
-            node.etag,
-            node.size,
-            self.config.stall_timeout,
-        );
+        let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());
+        let keep_cache = node.etag.is_some() && previous == Some(node.etag.clone());
+        let reader = self.engine.open(node.key, node.etag, node.size);
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         lock(&self.files).insert(fh, Arc::new(tokio::sync::Mutex::new(reader)));
-        Ok(fh)
+        Ok(Opened { fh, keep_cache })
     }
 
     /// Up to `size` bytes of open file `fh` at `offset`.

@@ -113,7 +113,11 @@ impl fuser::Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         match self.runtime.block_on(self.fs.open(ino(i), write)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(opened) => {
+                let mut flags = FopenFlags::empty();
+                flags.set(FopenFlags::FOPEN_KEEP_CACHE, opened.keep_cache);
+                reply.opened(FileHandle(opened.fh), flags)
+            }
             Err(e) => reply.error(errno("open", &e)),
         }
     }

@@ -6,7 +6,8 @@
 //! kernel ─▶ fuse       FuseAdapter: fuser callbacks → RgridFs calls → replies/errnos
 //!           fs         RgridFs: operations, open handles, attributes, the errno table
 //!           namespace  Namespace: inodes ↔ keys/prefixes, lookup, listings, TTL cache
-//!           view       FileReader: the bytes of one object version at any offset
+//!           readahead  ReadEngine/ReadAhead: windows of parallel range GETs for
+//!                      sequential readers, a shared block cache for random ones
 //!           object     ObjectClient trait: S3Client (aws-sdk-s3), MemoryClient (tests)
 //!           ─▶ S3 endpoint: MinIO, S3, or `store` (the embedded server)
 //! ```
@@ -20,5 +21,5 @@ pub mod fuse;
 pub mod logging;
 pub mod namespace;
 pub mod object;
+pub mod readahead;
 pub mod store;
-pub mod view;

@@ -17,6 +17,7 @@ use rgrid_mount::fs::RgridFs;
 use rgrid_mount::fuse::{self, FuseAdapter};
 use rgrid_mount::namespace::Namespace;
 use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
+use rgrid_mount::readahead::ReadEngine;
 use rgrid_mount::store::EmbeddedStore;
 
 fn main() -> ExitCode {
@@ -60,7 +61,8 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         .block_on(client.check_bucket())
         .map_err(|e| startup_error(e, &client_config))?;
     let namespace = Namespace::new(client.clone(), config.namespace.clone());
-    let fs = Arc::new(RgridFs::new(namespace, client, config.fs));
+    let engine = ReadEngine::new(client, config.read.clone());
+    let fs = Arc::new(RgridFs::new(namespace, engine, config.fs));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);
     fuse::serve(
         adapter,

@@ -238,20 +238,22 @@ impl Namespace {
         self.tables().inodes.get(&ino).map(|i| i.parent)
     }
 
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: InodeNo, n: u64) {
+    /// The kernel dropped `n` references to `ino`; true when the inode is now gone.
+    pub fn forget(&self, ino: InodeNo, n: u64) -> bool {
         let mut tables = self.tables();
         let Some(inode) = tables.inodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         inode.lookups = inode.lookups.saturating_sub(n);
-        if inode.lookups == 0 && ino != InodeNo::ROOT {
-            let key = (inode.parent, inode.name.clone());
-            tables.inodes.remove(&ino);
-            if tables.by_name.get(&key) == Some(&ino) {
-                tables.by_name.remove(&key);
-            }
+        if inode.lookups > 0 || ino == InodeNo::ROOT {
+            return false;
         }
+        let key = (inode.parent, inode.name.clone());
+        tables.inodes.remove(&ino);
+        if tables.by_name.get(&key) == Some(&ino) {
+            tables.by_name.remove(&key);
+        }
+        true
     }
 
     /// Current attributes of `ino`, asking the store when the cached ones are stale.

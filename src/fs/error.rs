@@ -4,7 +4,7 @@ use thiserror::Error;
 
 use crate::namespace::NamespaceError;
 use crate::object::ObjectError;
-use crate::view::ViewError;
+use crate::readahead::ReadError;
 
 /// A failed filesystem operation.
 #[derive(Debug, Error)]
@@ -14,7 +14,7 @@ pub enum FsError {
     Namespace(#[from] NamespaceError),
     /// Read failure.
     #[error(transparent)]
-    View(#[from] ViewError),
+    Read(#[from] ReadError),
     /// A change on a read-only mount or place.
     #[error("read-only file system")]
     ReadOnly,
@@ -42,9 +42,11 @@ impl FsError {
                 NamespaceError::IsADirectory => libc::EISDIR,
                 NamespaceError::Object(e) => object_errno(e),
             },
-            FsError::View(e) => match e {
-                ViewError::Object(e) => object_errno(e),
-                ViewError::Truncated { .. } | ViewError::Stalled { .. } => libc::EIO,
+            FsError::Read(e) => match e {
+                ReadError::Object(e) => object_errno(e),
+                ReadError::Truncated { .. } | ReadError::Stalled { .. } | ReadError::Task(_) => {
+                    libc::EIO
+                }
             },
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
