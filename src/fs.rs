@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use attr::{Attr, Ownership};
 pub use error::{FsError, Severity};
 
-use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError};
+use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::readahead::{ReadAhead, ReadEngine};
 
 /// Filesystem settings.
@@ -42,20 +42,18 @@ pub struct Opened {
 
 /// One entry of a readdir reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirLine {
-    /// Inode of the entry.
-    pub ino: InodeNo,
-    /// File or directory.
-    pub kind: InodeKind,
+pub struct DirLine<'a> {
     /// Entry name.
-    pub name: String,
+    pub name: &'a str,
+    /// Attributes of the entry (for readdirplus; readdir uses ino and kind).
+    pub attr: Attr,
     /// Offset of the entry after this one, for the next readdir call.
     pub next_offset: u64,
 }
 
 #[derive(Debug)]
 struct DirHandle {
-    ino: InodeNo,
+    dir: Node,
     parent: InodeNo,
     entries: Arc<Vec<DirEntry>>,
 }
@@ -155,13 +153,14 @@ impl RgridFs {
 
     /// Opens directory `ino`, listing it.
     pub async fn opendir(&self, ino: InodeNo) -> Result<u64, FsError> {
+        let dir = self.namespace.getattr(ino).await?;
         let entries = self.namespace.readdir(ino).await?;
         let parent = self.namespace.parent(ino).unwrap_or(InodeNo::ROOT);
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(
             fh,
             DirHandle {
-                ino,
+                dir,
                 parent,
                 entries,
             },
@@ -169,29 +168,53 @@ impl RgridFs {
         Ok(fh)
     }
 
-    /// Entries of open directory `fh` from `offset` on, `.` and `..` first.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirLine>, FsError> {
+    /// Hands the entries of open directory `fh` from `offset` on (`.` and `..` first) to
+    /// `add`, until it returns false because the reply is full. With `plus`, every entry
+    /// taken but `.` and `..` counts as a lookup, which the kernel will forget.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(&DirLine<'_>) -> bool,
+    ) -> Result<(), FsError> {
         let dirs = lock(&self.dirs);
-        let dir = dirs.get(&fh).ok_or(FsError::BadHandle(fh))?;
-        let dots = [(dir.ino, "."), (dir.parent, "..")]
-            .map(|(ino, name)| (ino, InodeKind::Directory, name));
-        let entries = dir
-            .entries
-            .iter()
-            .map(|e| (e.node.ino, e.node.kind, e.name.as_str()));
-        let lines = dots
-            .into_iter()
-            .chain(entries)
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, (ino, kind, name))| DirLine {
-                ino,
-                kind,
-                name: name.to_owned(),
+        let handle = dirs.get(&fh).ok_or(FsError::BadHandle(fh))?;
+        let own = self.config.ownership;
+        let dir_attr = own.attr(&handle.dir);
+        let parent_attr = Attr {
+            ino: handle.parent,
+            ..dir_attr
+        };
+        // By index from `offset`: readdir runs once per reply page, so skipping entry by
+        // entry would make listing a large directory quadratic.
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for i in start..handle.entries.len() + 2 {
+            let (name, node) = match i {
+                0 => (".", None),
+                1 => ("..", None),
+                _ => (
+                    handle.entries[i - 2].name.as_str(),
+                    Some(&handle.entries[i - 2].node),
+                ),
+            };
+            let attr = match (i, node) {
+                (_, Some(node)) => own.attr(node),
+                (0, None) => dir_attr,
+                _ => parent_attr,
+            };
+            if !add(&DirLine {
+                name,
+                attr,
                 next_offset: i as u64 + 1,
-            })
-            .collect();
-        Ok(lines)
+            }) {
+                break;
+            }
+            if let (true, Some(node)) = (plus, node) {
+                self.namespace.remember(handle.dir.ino, name, node);
+            }
+        }
+        Ok(())
     }
 
     /// Closes directory `fh`.

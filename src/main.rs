@@ -2,9 +2,11 @@
 //! store if asked, check the bucket, mount, and serve until unmounted. Errors become one
 //! line on stderr and exit code 1.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use rgrid_mount::readahead::ReadEngine;
 use rgrid_mount::store::EmbeddedStore;
 
 fn main() -> ExitCode {
+    share_one_allocator_arena();
     let args = MountArgs::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +76,18 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
     .with_context(|| format!("mounting {}", config.mountpoint.display()))
 }
 
+/// Read parts are allocated and freed by the megabyte on many threads. glibc gives each
+/// thread its own arena, and each arena keeps the parts it freed: RSS grew to 210 MiB for
+/// a 96 MiB budget. One arena reuses them (130 MiB, same throughput); forcing them to
+/// mmap instead costs a third of the throughput in page faults (measured, 1 GiB reads).
+#[allow(unsafe_code)]
+fn share_one_allocator_arena() {
+    // SAFETY: mallopt only tunes the allocator and is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// One clear line for the start-up failures a user can fix.
 fn startup_error(e: ObjectError, client: &rgrid_mount::object::S3ClientConfig) -> anyhow::Error {
     let endpoint = client.endpoint_url.as_deref().unwrap_or("AWS S3");
@@ -91,36 +106,57 @@ fn startup_error(e: ObjectError, client: &rgrid_mount::object::S3ClientConfig) -
     }
 }
 
-/// Runs the daemon as a detached child (same arguments plus `--foreground`) and returns
-/// once its mount is up, or fails with the child's own error message.
+/// Where a detached daemon logs: a file per mount point in the temp dir.
+fn detached_log_path(mountpoint: &Path) -> PathBuf {
+    let name = mountpoint
+        .to_string_lossy()
+        .trim_matches('/')
+        .replace('/', "_");
+    std::env::temp_dir().join(format!("rgrid-mount-{name}.log"))
+}
+
+/// Runs the daemon as a detached child (same arguments plus `--foreground`, logging to a
+/// file) and returns once its mount is up, or fails with the child's own error message.
 fn detach(config: &MountConfig) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the rgrid-mount executable")?;
+    let log_path = detached_log_path(&config.mountpoint);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .with_context(|| format!("opening the log file {}", log_path.display()))?;
+    let start = log.metadata()?.len();
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))
         .arg("--foreground")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .context("starting the mount daemon")?;
-    let mut stderr = child.stderr.take().expect("stderr is piped");
     loop {
         if is_mounted(&config.mountpoint) {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
+            let mut file = std::fs::File::open(&log_path)?;
+            file.seek(SeekFrom::Start(start))?;
             let mut message = String::new();
-            stderr.read_to_string(&mut message)?;
-            let message = message.trim().trim_start_matches("rgrid-mount: ");
-            bail!(
-                "{} ({status})",
-                if message.is_empty() {
-                    "the mount daemon exited"
-                } else {
-                    message
-                }
-            );
+            file.read_to_string(&mut message)?;
+            let last = message
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("rgrid-mount: ");
+            let last = if last.is_empty() {
+                "the mount daemon exited"
+            } else {
+                last
+            };
+            bail!("{last} ({status}; log: {})", log_path.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

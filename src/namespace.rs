@@ -116,8 +116,14 @@ struct Inode {
 struct Tables {
     inodes: HashMap<InodeNo, Inode>,
     by_name: HashMap<(InodeNo, String), InodeNo>,
+    /// Names the store said do not exist, and when: negative lookups are cached too.
+    absent: HashMap<(InodeNo, String), Instant>,
     next: u64,
 }
+
+/// Negative entries kept at most; past it the oldest half is dropped. Each is a name and
+/// a timestamp, so this bounds the cache to a few MiB.
+const MAX_ABSENT: usize = 65_536;
 
 /// The inode table over one bucket view.
 #[derive(Debug)]
@@ -151,6 +157,7 @@ impl Namespace {
         let tables = Tables {
             inodes: HashMap::from([(InodeNo::ROOT, root)]),
             by_name: HashMap::new(),
+            absent: HashMap::new(),
             next: 2,
         };
         Namespace {
@@ -184,29 +191,34 @@ impl Namespace {
             }
             if let Some(node) = self.cached_child(&tables, dir, name) {
                 drop(tables);
-                return node
-                    .map(|n| self.reference(n.ino))
-                    .ok_or(NamespaceError::NotFound);
+                let node = node.ok_or(NamespaceError::NotFound)?;
+                return Ok(self.remember(parent, name, &node));
             }
             dir.node.key.clone()
         };
-        let found = self
-            .resolve(&prefix, name)
-            .await?
-            .ok_or(NamespaceError::NotFound)?;
+        let found = self.resolve(&prefix, name).await?;
         let mut tables = self.tables();
+        let Some(found) = found else {
+            remember_absent(&mut tables, parent, name);
+            return Err(NamespaceError::NotFound);
+        };
         let node = upsert(&mut tables, parent, name, found, self.mount_time);
-        Ok(self.reference_locked(&mut tables, node.ino))
+        Ok(reference(&mut tables, parent, name, &node))
     }
 
     /// A child known well enough to answer without the store: `Some(None)` means known
     /// absent (a fresh listing lacks it).
     fn cached_child(&self, tables: &Tables, dir: &Inode, name: &str) -> Option<Option<Node>> {
-        if let Some(ino) = tables.by_name.get(&(dir.node.ino, name.to_owned())) {
-            let child = &tables.inodes[ino];
-            if self.fresh(child.validated) {
-                return Some(Some(child.node.clone()));
-            }
+        let slot = (dir.node.ino, name.to_owned());
+        let child = tables
+            .by_name
+            .get(&slot)
+            .and_then(|ino| tables.inodes.get(ino));
+        if let Some(child) = child.filter(|c| self.fresh(c.validated)) {
+            return Some(Some(child.node.clone()));
+        }
+        if tables.absent.get(&slot).is_some_and(|at| self.fresh(*at)) {
+            return Some(None);
         }
         let (at, entries) = dir.listing.as_ref()?;
         if !self.fresh(*at) {
@@ -220,17 +232,10 @@ impl Namespace {
         )
     }
 
-    fn reference(&self, ino: InodeNo) -> Node {
-        self.reference_locked(&mut self.tables(), ino)
-    }
-
-    fn reference_locked(&self, tables: &mut Tables, ino: InodeNo) -> Node {
-        let inode = tables
-            .inodes
-            .get_mut(&ino)
-            .expect("referenced inode exists");
-        inode.lookups += 1;
-        inode.node.clone()
+    /// Counts one kernel reference to `node`, the entry `name` of `parent` (a lookup, or
+    /// an entry handed out by readdirplus).
+    pub fn remember(&self, parent: InodeNo, name: &str, node: &Node) -> Node {
+        reference(&mut self.tables(), parent, name, node)
     }
 
     /// The parent directory of `ino`, if the inode is known.
@@ -414,6 +419,41 @@ fn file_found(meta: ObjectMeta) -> Found {
     }
 }
 
+/// Counts a kernel reference to `node`, bringing its inode back if it was forgotten
+/// since a listing handed out its number.
+fn reference(tables: &mut Tables, parent: InodeNo, name: &str, node: &Node) -> Node {
+    if let Some(inode) = tables.inodes.get_mut(&node.ino) {
+        inode.lookups += 1;
+        return inode.node.clone();
+    }
+    let inode = Inode {
+        node: node.clone(),
+        parent,
+        name: name.to_owned(),
+        lookups: 1,
+        validated: Instant::now(),
+        listing: None,
+    };
+    tables.inodes.insert(node.ino, inode);
+    tables
+        .by_name
+        .entry((parent, name.to_owned()))
+        .or_insert(node.ino);
+    node.clone()
+}
+
+fn remember_absent(tables: &mut Tables, parent: InodeNo, name: &str) {
+    if tables.absent.len() >= MAX_ABSENT {
+        let mut times: Vec<Instant> = tables.absent.values().copied().collect();
+        let (_, median, _) = times.select_nth_unstable(MAX_ABSENT / 2);
+        let cutoff = *median;
+        tables.absent.retain(|_, at| *at > cutoff);
+    }
+    tables
+        .absent
+        .insert((parent, name.to_owned()), Instant::now());
+}
+
 /// Records what lives at `parent/name`, keeping the inode number while the kind is the same.
 fn upsert(
     tables: &mut Tables,
@@ -423,6 +463,7 @@ fn upsert(
     mount_time: SystemTime,
 ) -> Node {
     let slot = (parent, name.to_owned());
+    tables.absent.remove(&slot);
     let existing = tables.by_name.get(&slot).copied();
     if let Some(inode) = existing.and_then(|ino| tables.inodes.get_mut(&ino)) {
         if inode.node.kind == found.kind {
@@ -521,6 +562,28 @@ mod tests {
             (client.count(Operation::Head), client.count(Operation::List)),
             (heads, lists)
         );
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_inode_from_a_listing_comes_back_on_lookup() {
+        let (ns, _) = namespace(&["d/f"]);
+        let d = ns.lookup(InodeNo::ROOT, "d").await.unwrap();
+        let listed = ns.readdir(d.ino).await.unwrap()[0].node.clone();
+        let f = ns.lookup(d.ino, "f").await.unwrap();
+        assert!(ns.forget(f.ino, 1), "last reference gone");
+        let again = ns.lookup(d.ino, "f").await.unwrap();
+        assert_eq!(again.ino, listed.ino);
+        assert_eq!(ns.getattr(again.ino).await.unwrap().size, 3);
+    }
+
+    #[tokio::test]
+    async fn negative_lookups_are_cached_until_the_ttl() {
+        let (ns, client) = namespace(&["f"]);
+        for _ in 0..3 {
+            let missing = ns.lookup(InodeNo::ROOT, "missing").await;
+            assert!(matches!(missing, Err(NamespaceError::NotFound)));
+        }
+        assert_eq!(client.count(Operation::Head), 1);
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 
 pub use block_cache::{BlockCache, BlockId};
 
-use crate::object::{ObjectClient, ObjectError};
+use crate::object::{ByteStream, ObjectClient, ObjectError};
 
 /// Read-engine settings.
 #[derive(Debug, Clone)]
@@ -178,6 +178,7 @@ impl ReadEngine {
             size,
             window: Window::default(),
             last_end: None,
+            streak: 0,
         }
     }
 
@@ -207,28 +208,41 @@ impl ReadEngine {
     ) -> Result<Bytes, ReadError> {
         let if_match = (!etag.is_empty()).then_some(etag.as_str());
         let len = (range.end - range.start) as usize;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
         let mut body = self.client.get_range(key, range.clone(), if_match).await?;
+        let first = self.next_chunk(key, &mut body, len).await?;
+        if first.len() >= len {
+            return Ok(first.slice(..len)); // the whole range in one chunk: no copy
+        }
         let mut out = BytesMut::with_capacity(len);
+        out.extend_from_slice(&first);
         while out.len() < len {
-            let next = tokio::time::timeout(self.config.stall_timeout, body.next()).await;
-            match next {
-                Err(_) => {
-                    return Err(ReadError::Stalled {
-                        key: key.clone(),
-                        timeout: self.config.stall_timeout,
-                    })
-                }
-                Ok(None) => {
-                    return Err(ReadError::Truncated {
-                        key: key.clone(),
-                        missing: (len - out.len()) as u64,
-                    })
-                }
-                Ok(Some(chunk)) => out.extend_from_slice(&chunk?),
-            }
+            out.extend_from_slice(&self.next_chunk(key, &mut body, len - out.len()).await?);
         }
         out.truncate(len);
         Ok(out.freeze())
+    }
+
+    async fn next_chunk(
+        &self,
+        key: &str,
+        body: &mut ByteStream,
+        missing: usize,
+    ) -> Result<Bytes, ReadError> {
+        let timeout = self.config.stall_timeout;
+        match tokio::time::timeout(timeout, body.next()).await {
+            Err(_) => Err(ReadError::Stalled {
+                key: key.to_owned(),
+                timeout,
+            }),
+            Ok(None) => Err(ReadError::Truncated {
+                key: key.to_owned(),
+                missing: missing as u64,
+            }),
+            Ok(Some(chunk)) => Ok(chunk?),
+        }
     }
 }
 
@@ -278,8 +292,11 @@ impl Window {
         Some(self.parts.front()?.range.start..self.parts.back()?.range.end)
     }
 
-    fn covers(&self, offset: u64) -> bool {
-        self.range().is_some_and(|r| r.contains(&offset))
+    /// Whether `offset` is in the window or within one window size past it: the kernel's
+    /// concurrent read-ahead requests arrive out of order, and must not reset the stream.
+    fn reaches(&self, offset: u64) -> bool {
+        self.range()
+            .is_some_and(|r| r.start <= offset && offset < r.end + self.size)
     }
 }
 
@@ -291,7 +308,13 @@ pub struct ReadAhead {
     window: Window,
     /// Where the previous read ended.
     last_end: Option<u64>,
+    /// Reads in a row that each started where the previous one ended.
+    streak: u32,
 }
+
+/// Reads in a row, each where the last ended, that make a reader sequential. Two random
+/// reads that happen to touch are not a stream, and a window would over-fetch for them.
+const SEQUENTIAL_STREAK: u32 = 2;
 
 impl std::fmt::Debug for ReadAhead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -309,9 +332,13 @@ impl ReadAhead {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let sequential =
-            self.last_end.map_or(offset == 0, |last| last == offset) || self.window.covers(offset);
+        self.streak = match self.last_end {
+            Some(last) if last == offset => self.streak + 1,
+            None if offset == 0 => SEQUENTIAL_STREAK, // `cat`, `cp`: a window right away
+            _ => 0,
+        };
         self.last_end = Some(end);
+        let sequential = self.streak >= SEQUENTIAL_STREAK || self.window.reaches(offset);
         if sequential {
             self.read_window(offset..end).await
         } else {
@@ -321,7 +348,7 @@ impl ReadAhead {
     }
 
     async fn read_window(&mut self, want: Range<u64>) -> Result<Bytes, ReadError> {
-        if !self.window.covers(want.start) {
+        if !self.window.reaches(want.start) {
             self.window = Window {
                 parts: VecDeque::new(),
                 size: self.engine.config.initial_window,
@@ -356,10 +383,15 @@ impl ReadAhead {
             .size
             .min(want.start + self.window.size.max(want.end - want.start));
         while next < target {
-            let len = config.part_size.min(self.window.size).min(self.size - next);
+            let mut len = config.part_size.min(self.window.size).min(self.size - next);
             let permit = self.engine.budget.try_take(len);
-            if permit.is_none() && next >= want.end {
-                break; // over budget: fetch only what the reader is waiting for
+            if permit.is_none() {
+                if next >= want.end {
+                    break; // over budget: no prefetch
+                }
+                // Over budget, fetch just what the reader waits for: the overshoot stays
+                // at one request per reader instead of one part.
+                len = len.min(want.end - next);
             }
             let range = next..next + len;
             let engine = self.engine.clone();

@@ -48,6 +48,22 @@ pub struct EmbeddedStore {
 struct Probe {
     counts: Arc<Mutex<HashMap<String, u64>>>,
     failures: Arc<AtomicU32>,
+    /// Bytes asked for by ranged GETs (`Range: bytes=a-b`).
+    range_bytes: Arc<AtomicU64>,
+}
+
+/// Length of a `bytes=a-b` range; other forms count as 0.
+fn range_len(header: &str) -> u64 {
+    let Some((a, b)) = header
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+    else {
+        return 0;
+    };
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) if b >= a => b - a + 1,
+        _ => 0,
+    }
 }
 
 #[async_trait::async_trait]
@@ -57,6 +73,10 @@ impl S3Access for Probe {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         }
         let op = cx.s3_op().name().to_owned();
+        if let Some(range) = cx.headers().get("range").and_then(|v| v.to_str().ok()) {
+            self.range_bytes
+                .fetch_add(range_len(range), Ordering::Relaxed);
+        }
         *self
             .counts
             .lock()
@@ -146,6 +166,11 @@ impl EmbeddedStore {
     pub fn requests(&self, op: &str) -> u64 {
         let counts = self.probe.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.get(op).copied().unwrap_or(0)
+    }
+
+    /// Bytes requested by ranged GETs so far.
+    pub fn range_bytes(&self) -> u64 {
+        self.probe.range_bytes.load(Ordering::Relaxed)
     }
 
     /// Answers the next `n` requests with 500 InternalError.

@@ -132,3 +132,21 @@ fn detached_mode_returns_once_mounted() {
     assert!(mounted && unmounted.success());
     assert_eq!(read.unwrap(), "f");
 }
+
+#[test]
+fn detached_mode_reports_the_daemons_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rgrid-mount"))
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .args(["--endpoint-url", "http://127.0.0.1:1"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the store at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,9 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -71,10 +74,13 @@ pub struct S3Client {
 impl S3Client {
     /// Builds the SDK client; makes no request.
     pub async fn new(config: S3ClientConfig) -> S3Client {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
+        // Region: the flag, else the environment or profile, else us-east-1. Not the full
+        // default chain: it asks EC2's metadata service, which stalls start-up elsewhere.
+        let region = RegionProviderChain::first_try(config.region.clone().map(Region::new))
+            .or_else(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
+            .or_else(Region::new("us-east-1"));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
         if let Some((access_key, secret_key)) = &config.credentials {
             let creds = Credentials::new(access_key, secret_key, None, None, "rgrid-mount");
             loader = loader.credentials_provider(creds);
@@ -88,9 +94,6 @@ impl S3Client {
             .force_path_style(config.force_path_style)
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
-        if sdk_config.region().is_none() {
-            builder = builder.region(Region::new("us-east-1"));
-        }
         if let Some(url) = &config.endpoint_url {
             builder = builder.endpoint_url(url);
         }

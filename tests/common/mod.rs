@@ -70,6 +70,11 @@ impl TestStore {
         self.store.as_ref().map_or(0, |s| s.requests(op))
     }
 
+    /// Bytes the store was asked for by ranged GETs.
+    pub fn range_bytes(&self) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.range_bytes())
+    }
+
     /// Makes the store answer the next `n` requests with 500.
     pub fn fail_next(&self, n: u32) {
         self.store.as_ref().expect("store running").fail_next(n);
@@ -166,7 +171,7 @@ impl Mount {
         let log = dir.path().join("daemon.log");
         let child = cmd
             .arg("--foreground")
-            .arg("--log-level=debug")
+            .arg("--log-level=info")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,399 @@
+//! Read benchmark: the mount against the raw aws-sdk-s3 client, same store, same run.
+//!
+//! `cargo bench --bench read` (root, /dev/fuse). Every figure is the median of RUNS runs
+//! and is printed beside the raw client doing the same work; ratios are mount/raw
+//! throughput (time ratios for listings). Request counts come from the store itself.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use common::{pseudo_random, Mount, TestStore, BUCKET};
+use futures::StreamExt;
+
+const RUNS: usize = 5;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Writes a file of pseudo-random bytes straight into the store's directory.
+fn seed_file(store: &TestStore, key: &str, len: u64, seed: u64) {
+    let path = store.dir.path().join(BUCKET).join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut out = std::io::BufWriter::new(File::create(&path).unwrap());
+    let chunk = pseudo_random(64 << 20, seed);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        std::io::Write::write_all(&mut out, &chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+}
+
+/// Drops the page cache, then warms the store's copy of `keys`: the store side is hot,
+/// the mount's side cold, for both contestants alike.
+fn cold_mount_warm_store(store: &TestStore, keys: &[&str]) {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    for key in keys {
+        let mut f = File::open(store.dir.path().join(BUCKET).join(key)).unwrap();
+        std::io::copy(&mut f, &mut std::io::sink()).unwrap();
+    }
+}
+
+fn read_through_mount(path: &Path) -> u64 {
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return total;
+        }
+        total += n as u64;
+    }
+}
+
+/// Parallel ranged GETs of a whole object: 8 MiB parts, 8 in flight.
+async fn raw_parallel_get(sdk: &Client, key: &str, size: u64) -> u64 {
+    let parts = (0..size)
+        .step_by(8 * MIB as usize)
+        .map(|start| (start, (start + 8 * MIB).min(size)));
+    let counts = futures::stream::iter(parts)
+        .map(|(a, b)| async move { raw_range(sdk, key, a, b).await })
+        .buffer_unordered(8)
+        .collect::<Vec<u64>>()
+        .await;
+    counts.into_iter().sum()
+}
+
+async fn raw_range(sdk: &Client, key: &str, a: u64, b: u64) -> u64 {
+    let out = sdk
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .range(format!("bytes={a}-{}", b - 1))
+        .send()
+        .await
+        .unwrap();
+    let mut body = out.body;
+    let mut n = 0;
+    while let Some(chunk) = body.next().await {
+        n += chunk.unwrap().len() as u64;
+    }
+    n
+}
+
+/// Peak RSS of `pid` since the last reset, in MiB; resets it.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    kib / 1024.0
+}
+
+struct Row {
+    name: &'static str,
+    mount: String,
+    raw: String,
+    ratio: String,
+    rss: String,
+    notes: String,
+}
+
+fn gbps(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e9
+}
+
+fn sequential(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    let gets_before = store.requests("GetObject");
+    for _ in 0..RUNS {
+        cold_mount_warm_store(store, &["seq-1g.bin"]);
+        let t = Instant::now();
+        assert_eq!(read_through_mount(&mount.join("seq-1g.bin")), GIB);
+        m.push(gbps(GIB, t.elapsed()));
+        cold_mount_warm_store(store, &["seq-1g.bin"]);
+        let t = Instant::now();
+        assert_eq!(
+            store
+                .runtime
+                .block_on(raw_parallel_get(sdk, "seq-1g.bin", GIB)),
+            GIB
+        );
+        r.push(gbps(GIB, t.elapsed()));
+    }
+    let raw_gets = RUNS as u64 * GIB.div_ceil(8 * MIB);
+    let mount_gets = (store.requests("GetObject") - gets_before - raw_gets) as f64 / RUNS as f64;
+    let (m, r) = (median(m), median(r));
+    Row {
+        name: "cold sequential read, 1 GiB",
+        mount: format!("{m:.2} GB/s"),
+        raw: format!("{r:.2} GB/s"),
+        ratio: format!("{:.2}", m / r),
+        rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
+        notes: format!("{mount_gets:.0} GETs per GiB through the mount"),
+    }
+}
+
+fn concurrent(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
+    let keys = ["par-0.bin", "par-1.bin", "par-2.bin", "par-3.bin"];
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        cold_mount_warm_store(store, &keys);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for key in keys {
+                s.spawn(move || assert_eq!(read_through_mount(&mount.join(key)), 256 * MIB));
+            }
+        });
+        m.push(gbps(GIB, t.elapsed()));
+        cold_mount_warm_store(store, &keys);
+        let t = Instant::now();
+        store.runtime.block_on(async {
+            let reads = keys.iter().map(|k| raw_parallel_get(sdk, k, 256 * MIB));
+            futures::future::join_all(reads).await
+        });
+        r.push(gbps(GIB, t.elapsed()));
+    }
+    let (m, r) = (median(m), median(r));
+    Row {
+        name: "4 concurrent sequential readers, 4 x 256 MiB",
+        mount: format!("{m:.2} GB/s"),
+        raw: format!("{r:.2} GB/s"),
+        ratio: format!("{:.2}", m / r),
+        rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
+        notes: String::new(),
+    }
+}
+
+fn offsets(seed: u64, n: usize) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % (GIB / 4096)) * 4096
+        })
+        .collect()
+}
+
+fn random(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
+    const READS: usize = 2000;
+    const THREADS: usize = 4;
+    let (mut m, mut r, mut amplification, mut gets_per_miss) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let offs = offsets(run as u64 * 7919 + 11, READS);
+        cold_mount_warm_store(store, &["seq-1g.bin"]);
+        let (gets, bytes) = (store.requests("GetObject"), store.range_bytes());
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for chunk in offs.chunks(READS / THREADS) {
+                let path = mount.join("seq-1g.bin");
+                s.spawn(move || {
+                    let f = File::open(path).unwrap();
+                    let mut buf = [0u8; 4096];
+                    for &o in chunk {
+                        f.read_exact_at(&mut buf, o).unwrap();
+                    }
+                });
+            }
+        });
+        m.push((READS * 4096) as f64 / t.elapsed().as_secs_f64() / 1e6);
+        amplification.push((store.range_bytes() - bytes) as f64 / (READS * 4096) as f64);
+        gets_per_miss.push((store.requests("GetObject") - gets) as f64 / READS as f64);
+        let t = Instant::now();
+        store.runtime.block_on(async {
+            let tasks = offs.chunks(READS / THREADS).map(|chunk| async move {
+                for &o in chunk {
+                    raw_range(sdk, "seq-1g.bin", o, o + 4096).await;
+                }
+            });
+            futures::future::join_all(tasks).await
+        });
+        r.push((READS * 4096) as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+    let (m, r) = (median(m), median(r));
+    Row {
+        name: "4 KiB random reads over 1 GiB, 4 threads",
+        mount: format!("{m:.1} MB/s"),
+        raw: format!("{r:.1} MB/s"),
+        ratio: format!("{:.2}", m / r),
+        rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
+        notes: format!(
+            "{:.2} GETs per read, fetched/read = {:.1}",
+            median(gets_per_miss),
+            median(amplification)
+        ),
+    }
+}
+
+fn total_requests(store: &TestStore) -> u64 {
+    ["GetObject", "HeadObject", "ListObjectsV2", "HeadBucket"]
+        .iter()
+        .map(|op| store.requests(op))
+        .sum()
+}
+
+fn tail(store: &TestStore) -> Row {
+    let (mut times, mut requests, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let mount = Mount::new(store, &[]);
+        let before = total_requests(store);
+        let t = Instant::now();
+        let out = Command::new("tail")
+            .args(["-c", "100"])
+            .arg(mount.join("seq-1g.bin"))
+            .output()
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(out.stdout.len(), 100);
+        requests.push((total_requests(store) - before) as f64);
+        rss.push(peak_rss_mib(mount.pid()));
+    }
+    Row {
+        name: "tail -c 100 of 1 GiB, fresh mount",
+        mount: format!("{:.1} ms", median(times)),
+        raw: "-".into(),
+        ratio: "-".into(),
+        rss: format!("{:.0} MiB", median(rss)),
+        notes: format!("{:.0} requests in all", median(requests)),
+    }
+}
+
+fn listing(store: &TestStore, sdk: &Client) -> Row {
+    let (mut m, mut r, mut lists, mut heads, mut rss) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let mount = Mount::new(store, &[]);
+        let (l, h) = (
+            store.requests("ListObjectsV2"),
+            store.requests("HeadObject"),
+        );
+        let t = Instant::now();
+        let out = Command::new("ls")
+            .arg("-l")
+            .arg(mount.join("list"))
+            .output()
+            .unwrap();
+        m.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .filter(|l| l.starts_with(b"-"))
+                .count(),
+            10_000
+        );
+        lists.push((store.requests("ListObjectsV2") - l) as f64);
+        heads.push((store.requests("HeadObject") - h) as f64);
+        rss.push(peak_rss_mib(mount.pid()));
+        let t = Instant::now();
+        let n = store.runtime.block_on(async {
+            let mut token = None;
+            let mut n = 0;
+            loop {
+                let page = sdk
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .prefix("list/")
+                    .delimiter("/")
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                n += page.contents().len();
+                token = page.next_continuation_token().map(str::to_owned);
+                if token.is_none() {
+                    return n;
+                }
+            }
+        });
+        r.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, 10_000);
+    }
+    let (m, r) = (median(m), median(r));
+    Row {
+        name: "ls -l of 10,000 objects, fresh mount",
+        mount: format!("{m:.0} ms"),
+        raw: format!("{r:.0} ms"),
+        ratio: format!("{:.2} (time)", m / r),
+        rss: format!("{:.0} MiB", median(rss)),
+        notes: format!(
+            "{:.0} LIST (the lookup of list/ included), {:.0} HEAD",
+            median(lists),
+            median(heads)
+        ),
+    }
+}
+
+fn big_file_rss(store: &TestStore) -> Row {
+    let mount = Mount::new(store, &[]);
+    cold_mount_warm_store(store, &[]);
+    let t = Instant::now();
+    assert_eq!(read_through_mount(&mount.join("big-4g.bin")), 4 * GIB);
+    let speed = gbps(4 * GIB, t.elapsed());
+    Row {
+        name: "sequential read, 4 GiB (one run)",
+        mount: format!("{speed:.2} GB/s"),
+        raw: "-".into(),
+        ratio: "-".into(),
+        rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
+        notes: "store side cold".into(),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("read: bench");
+        return;
+    }
+    let mut store = TestStore::start();
+    seed_file(&store, "seq-1g.bin", GIB, 1);
+    for i in 0..4 {
+        seed_file(&store, &format!("par-{i}.bin"), 256 * MIB, 10 + i);
+    }
+    seed_file(&store, "big-4g.bin", 4 * GIB, 99);
+    let list = store.dir.path().join(BUCKET).join("list");
+    std::fs::create_dir_all(&list).unwrap();
+    for i in 0..10_000 {
+        std::fs::write(list.join(format!("f{i:05}.txt")), "x").unwrap();
+    }
+    store.restart(); // index what was written behind the store's back
+    let sdk = store.sdk();
+    let mount = Mount::new(&store, &[]);
+    peak_rss_mib(mount.pid());
+    let rows = [
+        sequential(&store, &sdk, &mount),
+        concurrent(&store, &sdk, &mount),
+        random(&store, &sdk, &mount),
+        tail(&store),
+        listing(&store, &sdk),
+        big_file_rss(&store),
+    ];
+    println!(
+        "\n| scenario (median of {RUNS}) | mount | raw SDK | ratio | daemon peak RSS | notes |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.name, r.mount, r.raw, r.ratio, r.rss, r.notes
+        );
+    }
+}
