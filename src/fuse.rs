@@ -127,7 +127,10 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.run(span!("lookup", req, parent = parent.0, ?name), self.fs.lookup(ino(parent), name)) {
+        match self.run(
+            span!("lookup", req, parent = parent.0, ?name),
+            self.fs.lookup(ino(parent), name),
+        ) {
             Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
             Err(e) => reply.error(errno("lookup", &e)),
         }
@@ -167,7 +170,10 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.run(span!("read", req, fh = fh.0, offset, size), self.fs.read(fh.0, offset, size)) {
+        match self.run(
+            span!("read", req, fh = fh.0, offset, size),
+            self.fs.read(fh.0, offset, size),
+        ) {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => reply.error(errno("read", &e)),
         }
