@@ -13,6 +13,7 @@ use crate::fuse::SessionConfig;
 use crate::namespace::NamespaceConfig;
 use crate::object::S3ClientConfig;
 use crate::readahead::ReadConfig;
+use crate::upload::WriteConfig;
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
 #[derive(Debug, Clone, Parser)]
@@ -78,6 +79,20 @@ pub struct MountArgs {
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_read_window: u64,
 
+    /// Where files being written are spooled and pending uploads journaled (default:
+    /// $XDG_CACHE_HOME/rgrid-mount, else /var/cache/rgrid for root, ~/.cache/rgrid-mount).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Part size of multipart uploads, in MiB (S3's minimum is 5); smaller files go up in
+    /// one PUT.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub upload_part_size: u64,
+
+    /// Parts, and closed files, uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub upload_concurrency: usize,
+
     /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
     #[arg(long, value_name = "DIR")]
     pub local: Option<PathBuf>,
@@ -98,6 +113,8 @@ pub struct MountConfig {
     pub fs: FsConfig,
     /// Read engine.
     pub read: ReadConfig,
+    /// Write engine; `None` on a read-only mount.
+    pub write: Option<WriteConfig>,
     /// FUSE session.
     pub session: SessionConfig,
     /// Stay in the foreground.
@@ -199,6 +216,50 @@ fn read_config(args: &MountArgs) -> anyhow::Result<ReadConfig> {
     })
 }
 
+fn default_cache_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("rgrid-mount");
+    }
+    match (current_ids().0, std::env::var_os("HOME")) {
+        (0, _) | (_, None) => PathBuf::from("/var/cache/rgrid"),
+        (_, Some(home)) => PathBuf::from(home).join(".cache/rgrid-mount"),
+    }
+}
+
+fn write_config(args: &MountArgs) -> anyhow::Result<Option<WriteConfig>> {
+    if args.read_only {
+        return Ok(None);
+    }
+    if !(5..=5120).contains(&args.upload_part_size) {
+        bail!("--upload-part-size must be between 5 and 5120 MiB");
+    }
+    if args.upload_concurrency == 0 {
+        bail!("--upload-concurrency must be at least 1");
+    }
+    // One directory per store and bucket: a journal must never replay into another bucket.
+    let store = args.local.as_ref().map(|d| d.display().to_string());
+    let store = store
+        .or_else(|| args.endpoint_url.clone())
+        .unwrap_or_else(|| "s3".into());
+    let id: String = format!("{}@{store}", args.bucket)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    Ok(Some(WriteConfig {
+        cache_dir: base.join(id),
+        part_size: args.upload_part_size * MIB,
+        concurrency: args.upload_concurrency,
+        retry_interval: Duration::from_secs(5),
+    }))
+}
+
 impl MountConfig {
     /// Validates `args`: the mount point must be an existing, unmounted directory.
     pub fn from_args(args: MountArgs) -> anyhow::Result<MountConfig> {
@@ -208,6 +269,7 @@ impl MountConfig {
         }
         let ttl = Duration::from_secs_f64(args.metadata_ttl);
         let mut read = read_config(&args)?;
+        let write = write_config(&args)?;
         let mut client = S3ClientConfig::new(&args.bucket);
         client.force_path_style = args.endpoint_url.is_some() || args.local.is_some();
         client.endpoint_url = args.endpoint_url;
@@ -238,6 +300,7 @@ impl MountConfig {
                 read_only: args.read_only,
             },
             read,
+            write,
             client,
             session: SessionConfig {
                 allow_other: args.allow_other,

@@ -9,6 +9,7 @@
 
 mod attr;
 mod error;
+mod write;
 
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -20,7 +21,10 @@ pub use attr::{Attr, Ownership};
 pub use error::{FsError, Severity};
 
 use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
+use crate::object::ObjectClient;
 use crate::readahead::{ReadAhead, ReadEngine};
+use crate::upload::Uploader;
+use write::Writer;
 
 /// Filesystem settings.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +33,22 @@ pub struct FsConfig {
     pub ownership: Ownership,
     /// Refuse every change with EROFS.
     pub read_only: bool,
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenMode {
+    /// Any access mode but read-only.
+    pub write: bool,
+    /// O_TRUNC.
+    pub truncate: bool,
+}
+
+/// An open file: a reader of one object version, or a writer with its spool.
+#[derive(Debug)]
+enum OpenFile {
+    Read(ReadAhead),
+    Write(Writer),
 }
 
 /// An opened file.
@@ -63,8 +83,11 @@ struct DirHandle {
 pub struct RgridFs {
     namespace: Namespace,
     engine: Arc<ReadEngine>,
+    /// `None` on a read-only mount.
+    uploader: Option<Arc<Uploader>>,
+    client: Arc<dyn ObjectClient>,
     config: FsConfig,
-    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<ReadAhead>>>>,
+    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenFile>>>>,
     /// ETag of each inode's last open: what its page cache holds.
     cached_versions: Mutex<HashMap<InodeNo, Option<String>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
@@ -82,11 +105,20 @@ fn utf8(name: &OsStr) -> Result<&str, FsError> {
 }
 
 impl RgridFs {
-    /// A filesystem over `namespace`, reading through `engine`.
-    pub fn new(namespace: Namespace, engine: Arc<ReadEngine>, config: FsConfig) -> RgridFs {
+    /// A filesystem over `namespace`, reading through `engine` and writing through
+    /// `uploader` (`None`: read-only).
+    pub fn new(
+        namespace: Namespace,
+        client: Arc<dyn ObjectClient>,
+        engine: Arc<ReadEngine>,
+        uploader: Option<Arc<Uploader>>,
+        config: FsConfig,
+    ) -> RgridFs {
         RgridFs {
             namespace,
             engine,
+            uploader,
+            client,
             config,
             cached_versions: Mutex::default(),
             files: Mutex::default(),
@@ -113,42 +145,65 @@ impl RgridFs {
         }
     }
 
+    /// setattr of modes, owners or times: accepted, so that `cp -p`, `touch` and `tar -x`
+    /// do not fail; the attributes stay those the store implies.
+    pub async fn setattr_other(&self, ino: InodeNo) -> Result<Attr, FsError> {
+        if self.uploader.is_none() {
+            return Err(FsError::ReadOnly);
+        }
+        self.getattr(ino).await
+    }
+
     /// stat of `ino`.
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr, FsError> {
         let node = self.namespace.getattr(ino).await?;
         Ok(self.config.ownership.attr(&node))
     }
 
-    /// Opens file `ino`; `write` is any access mode other than read-only.
-    pub async fn open(&self, ino: InodeNo, write: bool) -> Result<Opened, FsError> {
-        if write {
-            return Err(FsError::ReadOnly);
-        }
+    /// Opens file `ino`.
+    pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> Result<Opened, FsError> {
         let node = self.namespace.getattr(ino).await?;
         if node.kind == InodeKind::Directory {
             return Err(NamespaceError::IsADirectory.into());
         }
+        if mode.write || mode.truncate {
+            let writer = self.open_writer(&node, mode.truncate).await?;
+            let fh = self.insert_file(OpenFile::Write(writer));
+            return Ok(Opened {
+                fh,
+                keep_cache: false,
+            });
+        }
         let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());
         let keep_cache = node.etag.is_some() && previous == Some(node.etag.clone());
         let reader = self.engine.open(node.key, node.etag, node.size);
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        lock(&self.files).insert(fh, Arc::new(tokio::sync::Mutex::new(reader)));
+        let fh = self.insert_file(OpenFile::Read(reader));
         Ok(Opened { fh, keep_cache })
+    }
+
+    fn insert_file(&self, file: OpenFile) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(fh, Arc::new(tokio::sync::Mutex::new(file)));
+        fh
+    }
+
+    fn file(&self, fh: u64) -> Result<Arc<tokio::sync::Mutex<OpenFile>>, FsError> {
+        lock(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))
     }
 
     /// Up to `size` bytes of open file `fh` at `offset`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
-        let reader = lock(&self.files)
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle(fh))?;
-        let mut reader = reader.lock().await;
-        Ok(reader.read(offset, size).await?)
-    }
-
-    /// Closes file `fh`.
-    pub fn release(&self, fh: u64) {
-        lock(&self.files).remove(&fh);
+        let file = self.file(fh)?;
+        let mut file = file.lock().await;
+        match &mut *file {
+            OpenFile::Read(reader) => Ok(reader.read(offset, size).await?),
+            OpenFile::Write(writer) => {
+                Ok(Bytes::from(writer.spool.read_at(offset, size as usize)?))
+            }
+        }
     }
 
     /// Opens directory `ino`, listing it.
@@ -220,11 +275,5 @@ impl RgridFs {
     /// Closes directory `fh`.
     pub fn releasedir(&self, fh: u64) {
         lock(&self.dirs).remove(&fh);
-    }
-
-    /// Every change (create, write, mkdir, unlink, rename, setattr...) until the write
-    /// engine exists.
-    pub fn change(&self) -> Result<(), FsError> {
-        Err(FsError::ReadOnly)
     }
 }

@@ -17,7 +17,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{debug, warn, Instrument};
 
-use crate::fs::{Attr, FsError, RgridFs, Severity};
+use crate::fs::{Attr, FsError, OpenMode, RgridFs, Severity};
 use crate::namespace::{InodeKind, InodeNo as Ino};
 
 /// The largest read or write one FUSE request carries (256 pages, the kernel's maximum).
@@ -101,13 +101,6 @@ impl FuseAdapter {
     fn run<F: Future>(&self, span: tracing::Span, op: F) -> F::Output {
         self.runtime.block_on(op.instrument(span))
     }
-
-    fn refuse(&self, op: &str) -> Errno {
-        match self.fs.change() {
-            Ok(()) => Errno::ENOSYS,
-            Err(e) => errno(op, &e),
-        }
-    }
 }
 
 impl fuser::Filesystem for FuseAdapter {
@@ -122,6 +115,8 @@ impl fuser::Filesystem for FuseAdapter {
         // readdirplus hands attributes over with the entries: `ls -l` of N files then
         // costs no lookup round trip per file.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        // O_TRUNC arrives with the open instead of as a separate truncate beforehand.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }
@@ -148,8 +143,11 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        match self.run(span!("open", req, ino = i.0), self.fs.open(ino(i), write)) {
+        let mode = OpenMode {
+            write: flags.acc_mode() != OpenAccMode::O_RDONLY,
+            truncate: flags.0 & libc::O_TRUNC != 0,
+        };
+        match self.run(span!("open", req, ino = i.0), self.fs.open(ino(i), mode)) {
             Ok(opened) => {
                 let mut flags = FopenFlags::empty();
                 flags.set(FopenFlags::FOPEN_KEEP_CACHE, opened.keep_cache);
@@ -189,20 +187,22 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        self.runtime.block_on(self.fs.release(fh.0));
         reply.ok();
     }
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is buffered for a reader; without this the kernel logs ENOSYS once.
-        reply.ok();
+        match self.run(span!("flush", req, fh = fh.0), self.fs.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("flush", &e)),
+        }
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -276,23 +276,33 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        i: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(self.refuse("setattr"));
+        let span = span!("setattr", req, ino = i.0, ?size);
+        let result = match size {
+            Some(size) => self.run(span, self.fs.truncate(ino(i), size, fh.map(|f| f.0))),
+            // Modes and times are accepted so that cp -p, touch and tar do not fail;
+            // keeping them in object metadata is the write engine's next step.
+            None => self.run(span, self.fs.setattr_other(ino(i))),
+        };
+        match result {
+            Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
+            Err(e) => reply.error(errno("setattr", &e)),
+        }
     }
 
     fn mknod(
@@ -305,27 +315,45 @@ impl fuser::Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("mknod"));
+        reply.error(Errno::EPERM);
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("mkdir"));
+        match self.run(
+            span!("mkdir", req, parent = parent.0, ?name),
+            self.fs.mkdir(ino(parent), name),
+        ) {
+            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno("mkdir", &e)),
+        }
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("unlink"));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.run(
+            span!("unlink", req, parent = parent.0, ?name),
+            self.fs.unlink(ino(parent), name),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &e)),
+        }
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("rmdir"));
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.run(
+            span!("rmdir", req, parent = parent.0, ?name),
+            self.fs.rmdir(ino(parent), name),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", &e)),
+        }
     }
 
     fn symlink(
@@ -336,20 +364,34 @@ impl fuser::Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("symlink"));
+        reply.error(Errno::EPERM);
     }
 
     fn rename(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         _flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse("rename"));
+        let span = span!(
+            "rename",
+            req,
+            parent = parent.0,
+            ?name,
+            newparent = newparent.0,
+            ?newname
+        );
+        match self.run(
+            span,
+            self.fs.rename(ino(parent), name, ino(newparent), newname),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rename", &e)),
+        }
     }
 
     fn link(
@@ -360,35 +402,65 @@ impl fuser::Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse("link"));
+        reply.error(Errno::EPERM);
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse("write"));
+        let span = span!("write", req, fh = fh.0, offset, size = data.len());
+        match self.run(span, self.fs.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno("write", &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.run(span!("fsync", req, fh = fh.0), self.fs.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        }
     }
 
     fn create(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.refuse("create"));
+        match self.run(
+            span!("create", req, parent = parent.0, ?name),
+            self.fs.create(ino(parent), name),
+        ) {
+            Ok((attr, opened)) => reply.created(
+                &self.ttl,
+                &file_attr(&attr),
+                Generation(0),
+                FileHandle(opened.fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno("create", &e)),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //!           namespace  Namespace: inodes ↔ keys/prefixes, lookup, listings, TTL cache
 //!           readahead  ReadEngine/ReadAhead: windows of parallel range GETs for
 //!                      sequential readers, a shared block cache for random ones
+//!           upload     Spool, UploadJournal, Uploader: write-back, crash-safe uploads
 //!           object     ObjectClient trait: S3Client (aws-sdk-s3), MemoryClient (tests)
 //!           ─▶ S3 endpoint: MinIO, S3, or `store` (the embedded server)
 //! ```
@@ -23,3 +24,4 @@ pub mod namespace;
 pub mod object;
 pub mod readahead;
 pub mod store;
+pub mod upload;

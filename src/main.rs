@@ -21,6 +21,7 @@ use rgrid_mount::namespace::Namespace;
 use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
 use rgrid_mount::readahead::ReadEngine;
 use rgrid_mount::store::EmbeddedStore;
+use rgrid_mount::upload::{Uploader, WriteConfig};
 
 fn main() -> ExitCode {
     share_one_allocator_arena();
@@ -64,8 +65,12 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         .block_on(client.check_bucket())
         .map_err(|e| startup_error(e, &client_config))?;
     let namespace = Namespace::new(client.clone(), config.namespace.clone());
-    let engine = ReadEngine::new(client, config.read.clone());
-    let fs = Arc::new(RgridFs::new(namespace, engine, config.fs));
+    let engine = ReadEngine::new(client.clone(), config.read.clone());
+    let uploader = match &config.write {
+        Some(write) => Some(start_uploader(&runtime, client.clone(), write.clone())?),
+        None => None,
+    };
+    let fs = Arc::new(RgridFs::new(namespace, client, engine, uploader, config.fs));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);
     fuse::serve(
         adapter,
@@ -86,6 +91,28 @@ fn share_one_allocator_arena() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// The write engine: finishes what the journal lists (a crash or an outage interrupted it)
+/// before the mount comes up, then keeps retrying whatever fails later.
+fn start_uploader(
+    runtime: &tokio::runtime::Runtime,
+    client: Arc<dyn ObjectClient>,
+    config: WriteConfig,
+) -> anyhow::Result<Arc<Uploader>> {
+    let dir = config.cache_dir.clone();
+    let uploader = Uploader::new(client, config)
+        .with_context(|| format!("preparing the cache directory {}", dir.display()))?;
+    let left = runtime.block_on(uploader.finish_pending());
+    if left > 0 {
+        tracing::warn!(
+            "{left} uploads still pending in {}; retrying in the background",
+            dir.display()
+        );
+    }
+    let _guard = runtime.enter();
+    uploader.spawn_retries();
+    Ok(uploader)
 }
 
 /// One clear line for the start-up failures a user can fix.

@@ -74,6 +74,9 @@ pub enum NamespaceError {
     /// A directory where a file is needed.
     #[error("is a directory")]
     IsADirectory,
+    /// A name that cannot be a key segment.
+    #[error("invalid name")]
+    InvalidName,
     /// The kernel named an inode this mount does not know (forgotten, or never issued).
     #[error("unknown inode {0}")]
     UnknownInode(u64),
@@ -110,6 +113,9 @@ struct Inode {
     lookups: u64,
     validated: Instant,
     listing: Option<(Instant, Arc<Vec<DirEntry>>)>,
+    /// This mount's facts win over the store's: a file being written (not yet uploaded)
+    /// or a directory made here, which the store may not know yet.
+    local: bool,
 }
 
 #[derive(Debug)]
@@ -153,6 +159,7 @@ impl Namespace {
             lookups: 1,
             validated: Instant::now(),
             listing: None,
+            local: true,
         };
         let tables = Tables {
             inodes: HashMap::from([(InodeNo::ROOT, root)]),
@@ -179,6 +186,12 @@ impl Namespace {
 
     /// The entry `name` in directory `parent`; counts one kernel reference.
     pub async fn lookup(&self, parent: InodeNo, name: &str) -> Result<Node, NamespaceError> {
+        let node = self.find(parent, name).await?;
+        Ok(self.remember(parent, name, &node))
+    }
+
+    /// The entry `name` in directory `parent`, without counting a kernel reference.
+    pub async fn find(&self, parent: InodeNo, name: &str) -> Result<Node, NamespaceError> {
         check_name(name).map_err(|_| NamespaceError::NotFound)?;
         let prefix = {
             let tables = self.tables();
@@ -190,9 +203,7 @@ impl Namespace {
                 return Err(NamespaceError::NotADirectory);
             }
             if let Some(node) = self.cached_child(&tables, dir, name) {
-                drop(tables);
-                let node = node.ok_or(NamespaceError::NotFound)?;
-                return Ok(self.remember(parent, name, &node));
+                return node.ok_or(NamespaceError::NotFound);
             }
             dir.node.key.clone()
         };
@@ -202,8 +213,7 @@ impl Namespace {
             remember_absent(&mut tables, parent, name);
             return Err(NamespaceError::NotFound);
         };
-        let node = upsert(&mut tables, parent, name, found, self.mount_time);
-        Ok(reference(&mut tables, parent, name, &node))
+        Ok(upsert(&mut tables, parent, name, found, self.mount_time))
     }
 
     /// A child known well enough to answer without the store: `Some(None)` means known
@@ -214,7 +224,7 @@ impl Namespace {
             .by_name
             .get(&slot)
             .and_then(|ino| tables.inodes.get(ino));
-        if let Some(child) = child.filter(|c| self.fresh(c.validated)) {
+        if let Some(child) = child.filter(|c| c.local || self.fresh(c.validated)) {
             return Some(Some(child.node.clone()));
         }
         if tables.absent.get(&slot).is_some_and(|at| self.fresh(*at)) {
@@ -236,6 +246,132 @@ impl Namespace {
     /// an entry handed out by readdirplus).
     pub fn remember(&self, parent: InodeNo, name: &str, node: &Node) -> Node {
         reference(&mut self.tables(), parent, name, node)
+    }
+
+    /// Makes `parent/name` a file or directory of this mount, not (yet) in the store; counts
+    /// one kernel reference, as a lookup would.
+    pub fn create_local(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        kind: InodeKind,
+    ) -> Result<Node, NamespaceError> {
+        check_name(name).map_err(|_| NamespaceError::InvalidName)?;
+        let mut tables = self.tables();
+        let dir = tables
+            .inodes
+            .get_mut(&parent)
+            .ok_or(NamespaceError::UnknownInode(parent.0))?;
+        if dir.node.kind != InodeKind::Directory {
+            return Err(NamespaceError::NotADirectory);
+        }
+        dir.listing = None;
+        let suffix = if kind == InodeKind::Directory {
+            "/"
+        } else {
+            ""
+        };
+        let key = format!("{}{name}{suffix}", dir.node.key);
+        let ino = InodeNo(tables.next);
+        tables.next += 1;
+        let node = Node {
+            ino,
+            kind,
+            key,
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+        };
+        let inode = Inode {
+            node: node.clone(),
+            parent,
+            name: name.to_owned(),
+            lookups: 1,
+            validated: Instant::now(),
+            listing: None,
+            local: true,
+        };
+        tables.inodes.insert(ino, inode);
+        tables.by_name.insert((parent, name.to_owned()), ino);
+        tables.absent.remove(&(parent, name.to_owned()));
+        Ok(node)
+    }
+
+    /// A file of the store is being written here: until [`Namespace::stored`], this
+    /// mount's size and mtime are the truth.
+    pub fn begin_write(&self, ino: InodeNo) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            inode.local = true;
+        }
+    }
+
+    /// The size of a file being written changed.
+    pub fn set_size(&self, ino: InodeNo, size: u64) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            inode.node.size = size;
+            inode.node.mtime = SystemTime::now();
+        }
+    }
+
+    /// The store now holds `ino`'s content: `size` bytes at version `etag`.
+    pub fn stored(&self, ino: InodeNo, size: u64, etag: Option<String>) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            inode.local = inode.node.kind == InodeKind::Directory;
+            inode.node.size = size;
+            inode.node.etag = etag;
+            inode.validated = Instant::now();
+        }
+    }
+
+    /// `parent/name` is gone (unlinked, removed or renamed away).
+    pub fn remove(&self, parent: InodeNo, name: &str) {
+        let mut tables = self.tables();
+        let slot = (parent, name.to_owned());
+        if let Some(ino) = tables.by_name.remove(&slot) {
+            if let Some(inode) = tables.inodes.get_mut(&ino) {
+                inode.local = false;
+            }
+        }
+        if let Some(dir) = tables.inodes.get_mut(&parent) {
+            dir.listing = None;
+        }
+        remember_absent(&mut tables, parent, name);
+    }
+
+    /// Moves the inode at `parent/name` to `new_parent/new_name`, whose key is now `key`:
+    /// the kernel keeps the inode number across a rename.
+    pub fn rename(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        new_parent: InodeNo,
+        new_name: &str,
+        key: String,
+    ) {
+        let mut tables = self.tables();
+        let Some(ino) = tables.by_name.remove(&(parent, name.to_owned())) else {
+            return;
+        };
+        let new_slot = (new_parent, new_name.to_owned());
+        tables.absent.remove(&new_slot);
+        tables.by_name.insert(new_slot, ino);
+        if let Some(inode) = tables.inodes.get_mut(&ino) {
+            inode.parent = new_parent;
+            inode.name = new_name.to_owned();
+            inode.node.key = key;
+            inode.validated = Instant::now();
+        }
+        for dir in [parent, new_parent] {
+            if let Some(dir) = tables.inodes.get_mut(&dir) {
+                dir.listing = None;
+            }
+        }
+        remember_absent(&mut tables, parent, name);
+    }
+
+    /// Whether `ino` is a directory made in this mount.
+    pub fn is_local(&self, ino: InodeNo) -> bool {
+        self.tables().inodes.get(&ino).is_some_and(|i| i.local)
     }
 
     /// The parent directory of `ino`, if the inode is known.
@@ -269,7 +405,7 @@ impl Namespace {
                 .inodes
                 .get(&ino)
                 .ok_or(NamespaceError::UnknownInode(ino.0))?;
-            if ino == InodeNo::ROOT || self.fresh(inode.validated) {
+            if inode.local || self.fresh(inode.validated) {
                 return Ok(inode.node.clone());
             }
             let parent = &tables
@@ -310,12 +446,27 @@ impl Namespace {
         };
         let found = self.list_all(&prefix).await?;
         let mut tables = self.tables();
-        let entries: Vec<DirEntry> = found
+        let mut entries: BTreeMap<String, Node> = found
             .into_iter()
-            .map(|(name, f)| DirEntry {
-                node: upsert(&mut tables, ino, &name, f, self.mount_time),
-                name,
+            .map(|(name, f)| {
+                (
+                    name.clone(),
+                    upsert(&mut tables, ino, &name, f, self.mount_time),
+                )
             })
+            .collect();
+        // Files being written and directories made here, which the store may lack. A scan
+        // of the table: it holds what the kernel references, not the whole bucket.
+        for inode in tables
+            .inodes
+            .values()
+            .filter(|i| i.local && i.parent == ino && i.node.ino != ino)
+        {
+            entries.insert(inode.name.clone(), inode.node.clone());
+        }
+        let entries: Vec<DirEntry> = entries
+            .into_iter()
+            .map(|(name, node)| DirEntry { name, node })
             .collect();
         let entries = Arc::new(entries);
         if let Some(dir) = tables.inodes.get_mut(&ino) {
@@ -433,6 +584,7 @@ fn reference(tables: &mut Tables, parent: InodeNo, name: &str, node: &Node) -> N
         lookups: 1,
         validated: Instant::now(),
         listing: None,
+        local: false,
     };
     tables.inodes.insert(node.ino, inode);
     tables
@@ -466,6 +618,9 @@ fn upsert(
     tables.absent.remove(&slot);
     let existing = tables.by_name.get(&slot).copied();
     if let Some(inode) = existing.and_then(|ino| tables.inodes.get_mut(&ino)) {
+        if inode.local {
+            return inode.node.clone();
+        }
         if inode.node.kind == found.kind {
             inode.node.size = found.size;
             inode.node.mtime = if found.kind == InodeKind::Directory {
@@ -496,6 +651,7 @@ fn upsert(
         lookups: 0,
         validated: Instant::now(),
         listing: None,
+        local: false,
     };
     tables.inodes.insert(ino, inode);
     tables.by_name.insert(slot, ino);

@@ -94,9 +94,51 @@ pub trait ObjectClient: Send + Sync + Debug {
         if_match: Option<&str>,
     ) -> Result<ByteStream, ObjectError>;
 
-    /// PutObject of a whole body.
-    async fn put(&self, key: &str, body: Bytes, headers: ObjectHeaders) -> Result<(), ObjectError>;
+    /// PutObject of a whole body; returns the new object's ETag.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        headers: ObjectHeaders,
+    ) -> Result<Option<String>, ObjectError>;
 
     /// DeleteObject.
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;
+
+    /// Starts a multipart upload of `key`; returns the upload id.
+    async fn create_multipart(
+        &self,
+        key: &str,
+        headers: ObjectHeaders,
+    ) -> Result<String, ObjectError>;
+
+    /// Uploads part `number` (from 1) of an upload; returns the part's ETag.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, ObjectError>;
+
+    /// Completes an upload from its parts, `(number, ETag)` in ascending order; returns
+    /// the new object's ETag.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(u32, String)>,
+    ) -> Result<Option<String>, ObjectError>;
+
+    /// Abandons an upload and its parts.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ObjectError>;
+
+    /// Server-side copy of `from` to `to`, with `headers` replacing the metadata if given;
+    /// returns the new object's ETag.
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        headers: Option<ObjectHeaders>,
+    ) -> Result<Option<String>, ObjectError>;
 }

@@ -148,6 +148,84 @@ async fn suite(client: Arc<dyn ObjectClient>) {
     );
     client.delete("marker/").await.unwrap();
 
+    let copied = client.copy("dir/a.csv", "copy/a.csv", None).await.unwrap();
+    let head = client.head("copy/a.csv").await.unwrap();
+    assert_eq!(
+        copied, head.meta.etag,
+        "copy returns the new version's ETag"
+    );
+    assert_eq!(
+        head.headers.content_type.as_deref(),
+        Some("text/csv"),
+        "metadata copied"
+    );
+    let replaced = ObjectHeaders {
+        content_type: Some("text/plain".into()),
+        ..ObjectHeaders::default()
+    };
+    client
+        .copy("dir/a.csv", "copy/a.csv", Some(replaced))
+        .await
+        .unwrap();
+    let head = client.head("copy/a.csv").await.unwrap();
+    assert_eq!(
+        head.headers.content_type.as_deref(),
+        Some("text/plain"),
+        "metadata replaced"
+    );
+    assert!(head.headers.user_metadata.is_empty());
+    assert_eq!(
+        get(&*client, "copy/a.csv", 0..10, head.meta.etag.as_deref())
+            .await
+            .unwrap(),
+        b"0123456789"
+    );
+    client.delete("copy/a.csv").await.unwrap();
+
+    let id = client
+        .create_multipart("mp/obj", headers.clone())
+        .await
+        .unwrap();
+    let e2 = client
+        .upload_part("mp/obj", &id, 2, Bytes::from_static(b"world"))
+        .await
+        .unwrap();
+    let e1 = client
+        .upload_part("mp/obj", &id, 1, Bytes::from_static(b"hello "))
+        .await
+        .unwrap();
+    let etag = client
+        .complete_multipart("mp/obj", &id, vec![(1, e1), (2, e2)])
+        .await
+        .unwrap();
+    let head = client.head("mp/obj").await.unwrap();
+    assert_eq!(etag, head.meta.etag);
+    assert_eq!(
+        head.headers
+            .user_metadata
+            .get("rgrid-sha256")
+            .map(String::as_str),
+        Some("abc")
+    );
+    assert_eq!(
+        get(&*client, "mp/obj", 0..11, None).await.unwrap(),
+        b"hello world"
+    );
+    let id = client
+        .create_multipart("mp/gone", ObjectHeaders::default())
+        .await
+        .unwrap();
+    client
+        .upload_part("mp/gone", &id, 1, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    client.abort_multipart("mp/gone", &id).await.unwrap();
+    assert!(matches!(
+        client.head("mp/gone").await,
+        Err(ObjectError::NotFound { .. })
+    ));
+    client.delete("mp/obj").await.unwrap();
+
     client.delete("dir/sub/b").await.unwrap();
     let page = client.list_page("dir/sub/", None, None).await.unwrap();
     assert_eq!(

@@ -5,6 +5,7 @@ use thiserror::Error;
 use crate::namespace::NamespaceError;
 use crate::object::ObjectError;
 use crate::readahead::ReadError;
+use crate::upload::UploadError;
 
 /// A failed filesystem operation.
 #[derive(Debug, Error)]
@@ -18,9 +19,30 @@ pub enum FsError {
     /// A change on a read-only mount or place.
     #[error("read-only file system")]
     ReadOnly,
-    /// The kernel named a handle that is not open.
+    /// The kernel named a handle that is not open (or a reader where a writer is needed).
     #[error("unknown file handle {0}")]
     BadHandle(u64),
+    /// Uploading failed; the file stays journaled.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// Local disk (the spool).
+    #[error("local cache: {0}")]
+    Io(#[from] std::io::Error),
+    /// The name exists.
+    #[error("file exists")]
+    Exists,
+    /// rmdir of a directory with entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// A rename the store cannot do in place; `mv` falls back to copying.
+    #[error("cannot rename across this mount's directories")]
+    CrossDevice,
+    /// Not supported for this kind of file (hard links).
+    #[error("operation not permitted")]
+    NotPermitted,
+    /// The store failed outside a read.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
 }
 
 /// How loudly a failure is logged: expected outcomes (a missing file) stay quiet.
@@ -40,6 +62,7 @@ impl FsError {
                 NamespaceError::NotFound | NamespaceError::UnknownInode(_) => libc::ENOENT,
                 NamespaceError::NotADirectory => libc::ENOTDIR,
                 NamespaceError::IsADirectory => libc::EISDIR,
+                NamespaceError::InvalidName => libc::EINVAL,
                 NamespaceError::Object(e) => object_errno(e),
             },
             FsError::Read(e) => match e {
@@ -50,13 +73,28 @@ impl FsError {
             },
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::Upload(UploadError::Io(e)) | FsError::Io(e) => {
+                e.raw_os_error().unwrap_or(libc::EIO)
+            }
+            FsError::Upload(UploadError::Object(e)) | FsError::Object(e) => object_errno(e),
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::CrossDevice => libc::EXDEV,
+            FsError::NotPermitted => libc::EPERM,
         }
     }
 
     /// How loudly to log it.
     pub fn severity(&self) -> Severity {
         match self.errno() {
-            libc::ENOENT | libc::EROFS | libc::ENOTDIR | libc::EISDIR => Severity::Debug,
+            libc::ENOENT
+            | libc::EROFS
+            | libc::ENOTDIR
+            | libc::EISDIR
+            | libc::EEXIST
+            | libc::ENOTEMPTY
+            | libc::EXDEV
+            | libc::EPERM => Severity::Debug,
             _ => Severity::Warn,
         }
     }

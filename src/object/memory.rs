@@ -31,6 +31,10 @@ pub enum Operation {
     Put,
     /// `delete`
     Delete,
+    /// `create_multipart`, `upload_part`, `complete_multipart`, `abort_multipart`
+    Multipart,
+    /// `copy`
+    Copy,
 }
 
 #[derive(Debug, Clone)]
@@ -41,9 +45,13 @@ struct StoredObject {
     etag: String,
 }
 
+/// A multipart upload in progress: its key, headers and parts so far.
+type PendingUpload = (String, ObjectHeaders, BTreeMap<u32, Bytes>);
+
 #[derive(Debug, Default)]
 struct State {
     objects: BTreeMap<String, StoredObject>,
+    uploads: HashMap<String, PendingUpload>,
     counts: HashMap<Operation, u64>,
     /// Number of upcoming calls that fail as if the store were down.
     failures: u32,
@@ -65,16 +73,17 @@ impl MemoryClient {
         Self::default()
     }
 
-    /// Stores `data` under `key`, replacing any earlier version (a new ETag).
-    pub fn insert(&self, key: &str, data: impl Into<Bytes>, headers: ObjectHeaders) {
+    /// Stores `data` under `key`, replacing any earlier version; returns the new ETag.
+    pub fn insert(&self, key: &str, data: impl Into<Bytes>, headers: ObjectHeaders) -> String {
         let etag = format!("\"v{}\"", self.versions.fetch_add(1, Ordering::Relaxed));
         let object = StoredObject {
             data: data.into(),
             headers,
             last_modified: SystemTime::now(),
-            etag,
+            etag: etag.clone(),
         };
         self.lock().objects.insert(key.to_owned(), object);
+        etag
     }
 
     /// How many calls of `op` were made so far.
@@ -104,6 +113,13 @@ impl MemoryClient {
             });
         }
         Ok(state)
+    }
+}
+
+fn no_upload(key: &str) -> ObjectError {
+    ObjectError::Other {
+        target: key.to_owned(),
+        message: "no such upload".into(),
     }
 }
 
@@ -208,14 +224,95 @@ impl ObjectClient for MemoryClient {
         Ok(futures::stream::once(async move { Ok(body) }).boxed())
     }
 
-    async fn put(&self, key: &str, body: Bytes, headers: ObjectHeaders) -> Result<(), ObjectError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        headers: ObjectHeaders,
+    ) -> Result<Option<String>, ObjectError> {
         drop(self.begin(Operation::Put, key)?);
-        self.insert(key, body, headers);
-        Ok(())
+        Ok(Some(self.insert(key, body, headers)))
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         self.begin(Operation::Delete, key)?.objects.remove(key);
         Ok(())
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        headers: ObjectHeaders,
+    ) -> Result<String, ObjectError> {
+        let mut state = self.begin(Operation::Multipart, key)?;
+        let id = format!("upload-{}", self.versions.fetch_add(1, Ordering::Relaxed));
+        state
+            .uploads
+            .insert(id.clone(), (key.to_owned(), headers, BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, ObjectError> {
+        let mut state = self.begin(Operation::Multipart, key)?;
+        let upload = state
+            .uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| no_upload(key))?;
+        upload.2.insert(number, body);
+        Ok(format!("\"part-{number}\""))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(u32, String)>,
+    ) -> Result<Option<String>, ObjectError> {
+        let (upload_key, headers, stored) = {
+            let mut state = self.begin(Operation::Multipart, key)?;
+            state
+                .uploads
+                .remove(upload_id)
+                .ok_or_else(|| no_upload(key))?
+        };
+        let mut data = Vec::new();
+        for (number, _) in parts {
+            data.extend_from_slice(stored.get(&number).ok_or_else(|| no_upload(key))?);
+        }
+        Ok(Some(self.insert(&upload_key, data, headers)))
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ObjectError> {
+        self.begin(Operation::Multipart, key)?
+            .uploads
+            .remove(upload_id);
+        Ok(())
+    }
+
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        headers: Option<ObjectHeaders>,
+    ) -> Result<Option<String>, ObjectError> {
+        let source = {
+            let state = self.begin(Operation::Copy, from)?;
+            state
+                .objects
+                .get(from)
+                .cloned()
+                .ok_or_else(|| ObjectError::NotFound { key: from.into() })?
+        };
+        Ok(Some(self.insert(
+            to,
+            source.data,
+            headers.unwrap_or(source.headers),
+        )))
     }
 }

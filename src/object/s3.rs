@@ -17,6 +17,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -257,8 +258,14 @@ impl ObjectClient for S3Client {
         Ok(body_stream(out.body, key.to_owned()))
     }
 
-    async fn put(&self, key: &str, body: Bytes, headers: ObjectHeaders) -> Result<(), ObjectError> {
-        self.client
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        headers: ObjectHeaders,
+    ) -> Result<Option<String>, ObjectError> {
+        let out = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -269,7 +276,7 @@ impl ObjectClient for S3Client {
             .send()
             .await
             .map_err(|e| classify(e, key))?;
-        Ok(())
+        Ok(out.e_tag().map(str::to_owned))
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectError> {
@@ -282,4 +289,130 @@ impl ObjectClient for S3Client {
             .map_err(|e| classify(e, key))?;
         Ok(())
     }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        headers: ObjectHeaders,
+    ) -> Result<String, ObjectError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(headers.content_type)
+            .set_content_encoding(headers.content_encoding)
+            .set_metadata(Some(headers.user_metadata))
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| ObjectError::Other {
+                target: key.to_owned(),
+                message: "CreateMultipartUpload returned no upload id".into(),
+            })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, ObjectError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(u32, String)>,
+    ) -> Result<Option<String>, ObjectError> {
+        let parts = parts
+            .into_iter()
+            .map(|(n, etag)| {
+                CompletedPart::builder()
+                    .part_number(i32::try_from(n).unwrap_or(i32::MAX))
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect();
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(upload)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(out.e_tag().map(str::to_owned))
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ObjectError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        headers: Option<ObjectHeaders>,
+    ) -> Result<Option<String>, ObjectError> {
+        let mut request = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(format!("{}/{}", self.bucket, url_encode_key(from)));
+        if let Some(headers) = headers {
+            request = request
+                .metadata_directive(MetadataDirective::Replace)
+                .set_content_type(headers.content_type)
+                .set_content_encoding(headers.content_encoding)
+                .set_metadata(Some(headers.user_metadata));
+        }
+        let out = request.send().await.map_err(|e| classify(e, from))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_owned))
+    }
+}
+
+/// CopySource is a URL path: each key byte outside the unreserved set is %-encoded.
+fn url_encode_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

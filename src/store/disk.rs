@@ -23,6 +23,8 @@ use s3s::dto::{self, ETag, ETagCondition, Timestamp};
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod multipart;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
@@ -192,14 +194,15 @@ impl DiskStore {
         Ok((entry.clone(), file))
     }
 
-    async fn write_tmp(&self, bucket: &str, body: Option<dto::StreamingBlob>) -> S3Result<PathBuf> {
+    /// A fresh path in the bucket's staging directory.
+    fn tmp_path(&self, bucket: &str) -> PathBuf {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join(bucket)
-            .join(INTERNAL)
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
+        let name = format!("{}-{n}", std::process::id());
+        self.root.join(bucket).join(INTERNAL).join("tmp").join(name)
+    }
+
+    async fn write_tmp(&self, bucket: &str, body: Option<dto::StreamingBlob>) -> S3Result<PathBuf> {
+        let tmp = self.tmp_path(bucket);
         let file = tokio::fs::File::create(&tmp).await.map_err(internal_err)?;
         let mut writer = tokio::io::BufWriter::with_capacity(READ_CHUNK, file);
         if let Some(mut body) = body {
@@ -547,6 +550,69 @@ impl S3 for DiskStore {
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
         self.remove(&req.input.bucket, &req.input.key)?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let upload_id = self.create_upload(req.input).await?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(bucket),
+            key: Some(key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let e_tag = self.store_part(req.input).await?;
+        Ok(S3Response::new(dto::UploadPartOutput {
+            e_tag: Some(e_tag),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let bucket = req.input.bucket.clone();
+        let entry = self.complete_upload(req.input).await?;
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(bucket),
+            key: Some(entry.key),
+            e_tag: Some(ETag::Strong(entry.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        self.abort_upload(req.input).await?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let entry = self.copy(req.input).await?;
+        let result = dto::CopyObjectResult {
+            e_tag: Some(ETag::Strong(entry.etag)),
+            last_modified: Some(Timestamp::from(entry.mtime)),
+            ..Default::default()
+        };
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(result),
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(

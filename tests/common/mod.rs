@@ -169,6 +169,9 @@ impl Mount {
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
         let log = dir.path().join("daemon.log");
+        if !cmd.get_args().any(|a| a == "--cache-dir") {
+            cmd.arg("--cache-dir").arg(dir.path().join("cache"));
+        }
         let child = cmd
             .arg("--foreground")
             .arg("--log-level=info")

@@ -1,0 +1,263 @@
+//! Write operations of [`RgridFs`]: files open for writing (each backed by a [`Spool`] and
+//! uploaded on flush, fsync and release), and changes to the tree: create, truncate,
+//! unlink, mkdir, rmdir, rename.
+//!
+//! close() maps to flush: it returns only once the upload is done, with EIO if it failed;
+//! the file then stays journaled and is uploaded by the retry loop.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
+use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
+use crate::upload::{Spool, Uploader};
+
+/// A file open for writing.
+#[derive(Debug)]
+pub(super) struct Writer {
+    ino: InodeNo,
+    key: String,
+    pub(super) spool: Spool,
+    /// Changed since the last upload.
+    dirty: bool,
+}
+
+impl RgridFs {
+    fn uploader(&self) -> Result<&Arc<Uploader>, FsError> {
+        self.uploader.as_ref().ok_or(FsError::ReadOnly)
+    }
+
+    /// A writer of `node`; without `truncate` the spool starts with the object's bytes.
+    pub(super) async fn open_writer(&self, node: &Node, truncate: bool) -> Result<Writer, FsError> {
+        let spool = self.uploader()?.spool()?;
+        if !truncate && node.size > 0 && node.etag.is_some() {
+            self.fill(&spool, node).await?;
+        }
+        self.namespace.begin_write(node.ino);
+        if truncate {
+            self.namespace.set_size(node.ino, 0);
+        }
+        Ok(Writer {
+            ino: node.ino,
+            key: node.key.clone(),
+            spool,
+            dirty: truncate,
+        })
+    }
+
+    /// Copies the object's current version into `spool`.
+    async fn fill(&self, spool: &Spool, node: &Node) -> Result<(), FsError> {
+        let mut body = self
+            .client
+            .get_range(&node.key, 0..node.size, node.etag.as_deref())
+            .await?;
+        let mut offset = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            spool.write_at(offset, &chunk)?;
+            offset += chunk.len() as u64;
+        }
+        if offset != node.size {
+            return Err(FsError::Io(std::io::Error::other(format!(
+                "{}: short body",
+                node.key
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Creates file `name` in `parent` and opens it for writing.
+    pub async fn create(&self, parent: InodeNo, name: &OsStr) -> Result<(Attr, Opened), FsError> {
+        let spool = self.uploader()?.spool()?;
+        let node = self
+            .namespace
+            .create_local(parent, utf8(name)?, InodeKind::File)?;
+        let writer = Writer {
+            ino: node.ino,
+            key: node.key.clone(),
+            spool,
+            dirty: true,
+        };
+        let fh = self.insert_file(OpenFile::Write(writer));
+        Ok((
+            self.config.ownership.attr(&node),
+            Opened {
+                fh,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    /// Writes `data` at `offset` of open file `fh`.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let file = self.file(fh)?;
+        let mut file = file.lock().await;
+        let OpenFile::Write(writer) = &mut *file else {
+            return Err(FsError::BadHandle(fh));
+        };
+        writer.spool.write_at(offset, data)?;
+        writer.dirty = true;
+        self.namespace.set_size(writer.ino, writer.spool.size()?);
+        Ok(data.len() as u32)
+    }
+
+    /// close() and fsync(): uploads open file `fh` if it changed.
+    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let file = self.file(fh)?;
+        let mut file = file.lock().await;
+        match &mut *file {
+            OpenFile::Write(writer) if writer.dirty => self.upload(writer).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
+        let uploaded = self.uploader()?.upload(&writer.key, &writer.spool).await?;
+        writer.dirty = false;
+        // The page cache holds what was written, which is now this version.
+        lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());
+        self.namespace
+            .stored(writer.ino, uploaded.size, uploaded.etag);
+        Ok(())
+    }
+
+    /// Closes file `fh`: a writer not flushed (written through mmap) is uploaded now, and
+    /// its spool removed unless the upload is still pending.
+    pub async fn release(&self, fh: u64) {
+        let Some(file) = lock(&self.files).remove(&fh) else {
+            return;
+        };
+        let mut file = file.lock().await;
+        let OpenFile::Write(writer) = &mut *file else {
+            return;
+        };
+        if writer.dirty {
+            if let Err(e) = self.upload(writer).await {
+                tracing::warn!(key = %writer.key, "upload at release failed, kept pending: {e}");
+            }
+        }
+        if let Some(uploader) = &self.uploader {
+            if !uploader.is_pending(writer.spool.path()) {
+                let _ = std::fs::remove_file(writer.spool.path());
+            }
+        }
+    }
+
+    /// Truncates or extends file `ino` to `size`, through open handle `fh` if given.
+    pub async fn truncate(
+        &self,
+        ino: InodeNo,
+        size: u64,
+        fh: Option<u64>,
+    ) -> Result<Attr, FsError> {
+        let file = match fh {
+            Some(fh) => Some(self.file(fh)?),
+            None => None,
+        };
+        if let Some(file) = file {
+            let mut file = file.lock().await;
+            if let OpenFile::Write(writer) = &mut *file {
+                writer.spool.set_len(size)?;
+                writer.dirty = true;
+                self.namespace.set_size(ino, size);
+                return self.getattr(ino).await;
+            }
+        }
+        // truncate(2) on a path: a writer of its own, uploaded at once.
+        let node = self.namespace.getattr(ino).await?;
+        let mut writer = self.open_writer(&node, size == 0).await?;
+        writer.spool.set_len(size)?;
+        let result = self.upload(&mut writer).await;
+        let _ = std::fs::remove_file(writer.spool.path());
+        result?;
+        self.getattr(ino).await
+    }
+
+    /// Deletes file `name` of `parent`.
+    pub async fn unlink(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
+        self.uploader()?;
+        let name = utf8(name)?;
+        let node = self.namespace.find(parent, name).await?;
+        if node.kind == InodeKind::Directory {
+            return Err(NamespaceError::IsADirectory.into());
+        }
+        match self.client.delete(&node.key).await {
+            Ok(()) | Err(crate::object::ObjectError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.namespace.remove(parent, name);
+        Ok(())
+    }
+
+    /// Makes directory `name` in `parent`; it exists in this mount until it has entries.
+    pub async fn mkdir(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
+        self.uploader()?;
+        let name = utf8(name)?;
+        if self.namespace.find(parent, name).await.is_ok() {
+            return Err(FsError::Exists);
+        }
+        let node = self
+            .namespace
+            .create_local(parent, name, InodeKind::Directory)?;
+        Ok(self.config.ownership.attr(&node))
+    }
+
+    /// Removes empty directory `name` of `parent` (and its marker object, if any).
+    pub async fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
+        self.uploader()?;
+        let name = utf8(name)?;
+        let node = self.namespace.find(parent, name).await?;
+        if node.kind != InodeKind::Directory {
+            return Err(NamespaceError::NotADirectory.into());
+        }
+        if !self.namespace.readdir(node.ino).await?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        match self.client.delete(&node.key).await {
+            Ok(()) | Err(crate::object::ObjectError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.namespace.remove(parent, name);
+        Ok(())
+    }
+
+    /// Renames a file (server-side copy, then delete), or an empty directory made here;
+    /// other directories get EXDEV, so that `mv` copies them.
+    pub async fn rename(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        new_parent: InodeNo,
+        new_name: &OsStr,
+    ) -> Result<(), FsError> {
+        self.uploader()?;
+        let (name, new_name) = (utf8(name)?, utf8(new_name)?);
+        let node = self.namespace.find(parent, name).await?;
+        let target_dir = self.namespace.getattr(new_parent).await?;
+        if node.kind == InodeKind::Directory {
+            let empty = self.namespace.readdir(node.ino).await?.is_empty();
+            if !(empty && self.namespace.is_local(node.ino)) {
+                return Err(FsError::CrossDevice);
+            }
+            let key = format!("{}{new_name}/", target_dir.key);
+            self.namespace
+                .rename(parent, name, new_parent, new_name, key);
+            return Ok(());
+        }
+        if node.etag.is_none() {
+            // Still being written here: nothing in the store to copy yet.
+            return Err(FsError::CrossDevice);
+        }
+        let new_key = format!("{}{new_name}", target_dir.key);
+        let etag = self.client.copy(&node.key, &new_key, None).await?;
+        self.client.delete(&node.key).await?;
+        self.namespace
+            .rename(parent, name, new_parent, new_name, new_key);
+        // Same bytes, new version: readers of the new name pin the copy's ETag.
+        lock(&self.cached_versions).insert(node.ino, etag.clone());
+        self.namespace.stored(node.ino, node.size, etag);
+        Ok(())
+    }
+}

@@ -1,0 +1,410 @@
+//! The write engine: local spools for files open for writing, the upload journal that
+//! makes closed files crash-safe, and the uploader that turns a spool into an object.
+//!
+//! Order of a close: the spool is synced, a journal entry naming key and spool is written
+//! and synced, then the upload runs. Only when the store has the object is the entry
+//! removed. A crash or a failed upload leaves both on disk; the retry loop (and the next
+//! start of the daemon) finishes them. So no file that was written and closed is lost,
+//! and close() can report the truth: 0 when the object is durable, EIO when it is not.
+//!
+//! Small files go up in one PutObject; larger ones as a multipart upload with parts sent
+//! in parallel. Every object carries the SHA-256 of its content in `rgrid-sha256`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
+
+/// User-metadata key (x-amz-meta-rgrid-sha256) of the content's SHA-256.
+pub const SHA256_KEY: &str = "rgrid-sha256";
+
+/// Write-engine settings.
+#[derive(Debug, Clone)]
+pub struct WriteConfig {
+    /// Holds `spool/` and `journal/`; mode 0700.
+    pub cache_dir: PathBuf,
+    /// Files up to this size go up in one PutObject; larger ones in parts of this size.
+    pub part_size: u64,
+    /// Parts (and closed files) uploaded at once.
+    pub concurrency: usize,
+    /// How often pending uploads are tried again.
+    pub retry_interval: Duration,
+}
+
+/// What can go wrong writing.
+#[derive(Debug, Error)]
+pub enum UploadError {
+    /// Local disk: the spool or the journal.
+    #[error("local cache: {0}")]
+    Io(#[from] io::Error),
+    /// The store refused or could not be reached.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+/// A local file holding the content of one file open for writing.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    file: File,
+}
+
+static SPOOL_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Spool {
+    /// A new, empty spool in `dir`.
+    pub fn create(dir: &Path) -> io::Result<Spool> {
+        let n = SPOOL_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("{}-{nanos:x}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Spool { path, file })
+    }
+
+    /// Where the spool lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `data` at `offset`, growing the file as needed.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    /// Up to `len` bytes at `offset`.
+    pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let size = self.size()?;
+        let len = len.min(size.saturating_sub(offset) as usize);
+        let mut buf = vec![0; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Current size.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Truncates or extends (with zeros) to `len`.
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    /// Makes the content durable on the local disk.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// One pending upload, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Destination key.
+    pub key: String,
+    /// The spool holding the content.
+    pub spool: PathBuf,
+}
+
+/// One small file per pending upload in `journal/`, each written and synced before its
+/// upload starts and removed once the object is in the store.
+#[derive(Debug)]
+pub struct UploadJournal {
+    dir: PathBuf,
+}
+
+impl UploadJournal {
+    /// The journal in `dir` (created if needed).
+    pub fn open(dir: PathBuf) -> io::Result<UploadJournal> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(UploadJournal { dir })
+    }
+
+    fn entry_path(&self, spool: &Path) -> PathBuf {
+        let name = spool
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Durably records `entry` (temp file, fsync, rename, fsync of the directory).
+    pub fn record(&self, entry: &JournalEntry) -> io::Result<()> {
+        let path = self.entry_path(&entry.spool);
+        let tmp = path.with_extension("tmp");
+        let mut file = File::create(&tmp)?;
+        io::Write::write_all(&mut file, &serde_json::to_vec(entry)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Forgets the upload of `spool`: it is in the store.
+    pub fn remove(&self, spool: &Path) -> io::Result<()> {
+        match std::fs::remove_file(self.entry_path(spool)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether an upload of `spool` is pending.
+    pub fn contains(&self, spool: &Path) -> bool {
+        self.entry_path(spool).exists()
+    }
+
+    /// Every pending upload; unreadable entries are logged and skipped.
+    pub fn pending(&self) -> Vec<JournalEntry> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut entries = Vec::new();
+        for item in dir.flatten() {
+            let path = item.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                match std::fs::read(&path).map(|b| serde_json::from_slice::<JournalEntry>(&b)) {
+                    Ok(Ok(entry)) => entries.push(entry),
+                    _ => {
+                        tracing::error!(path = %path.display(), "unreadable journal entry left in place")
+                    }
+                }
+            }
+        }
+        entries
+    }
+}
+
+/// An object the uploader put in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Its size.
+    pub size: u64,
+    /// Its ETag, when the store returned one.
+    pub etag: Option<String>,
+}
+
+/// Turns spools into objects.
+#[derive(Debug)]
+pub struct Uploader {
+    client: Arc<dyn ObjectClient>,
+    config: WriteConfig,
+    journal: UploadJournal,
+}
+
+impl Uploader {
+    /// An uploader with its spool and journal directories under `config.cache_dir`.
+    pub fn new(client: Arc<dyn ObjectClient>, config: WriteConfig) -> io::Result<Arc<Uploader>> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.cache_dir)?;
+        std::fs::create_dir_all(config.cache_dir.join("spool"))?;
+        let journal = UploadJournal::open(config.cache_dir.join("journal"))?;
+        Ok(Arc::new(Uploader {
+            client,
+            config,
+            journal,
+        }))
+    }
+
+    /// A new spool for a file being written.
+    pub fn spool(&self) -> io::Result<Spool> {
+        Spool::create(&self.config.cache_dir.join("spool"))
+    }
+
+    /// Whether `spool` still has an upload pending (so it must outlive its handle).
+    pub fn is_pending(&self, spool: &Path) -> bool {
+        self.journal.contains(spool)
+    }
+
+    /// Makes `spool` the content of `key` in the store: journaled first, so that a crash
+    /// or failure anywhere after this call's start loses nothing.
+    pub async fn upload(&self, key: &str, spool: &Spool) -> Result<Uploaded, UploadError> {
+        spool.sync()?;
+        let entry = JournalEntry {
+            key: key.to_owned(),
+            spool: spool.path().to_owned(),
+        };
+        self.journal.record(&entry)?;
+        let uploaded = self.put_file(key, spool.path()).await?;
+        self.journal.remove(spool.path())?;
+        Ok(uploaded)
+    }
+
+    /// Uploads every journaled file; returns how many are still pending.
+    pub async fn finish_pending(&self) -> usize {
+        let pending = self.journal.pending();
+        let results = futures::stream::iter(pending)
+            .map(|entry| async move {
+                let result = self.put_file(&entry.key, &entry.spool).await;
+                (entry, result)
+            })
+            .buffer_unordered(self.config.concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut left = 0;
+        for (entry, result) in results {
+            match result.and_then(|_| Ok(self.journal.remove(&entry.spool)?)) {
+                Ok(()) => {
+                    tracing::info!(key = %entry.key, "finished pending upload");
+                    let _ = std::fs::remove_file(&entry.spool);
+                }
+                Err(e) => {
+                    left += 1;
+                    tracing::warn!(key = %entry.key, spool = %entry.spool.display(), "upload still pending: {e}");
+                }
+            }
+        }
+        left
+    }
+
+    /// Retries pending uploads every `retry_interval`, for as long as the runtime runs.
+    pub fn spawn_retries(self: &Arc<Self>) {
+        let uploader = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(uploader.config.retry_interval).await;
+                if !uploader.journal.pending().is_empty() {
+                    uploader.finish_pending().await;
+                }
+            }
+        });
+    }
+
+    /// Puts the file at `path` under `key`, with its SHA-256 and a content type.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, UploadError> {
+        let file = Arc::new(File::open(path)?);
+        let size = file.metadata()?.len();
+        let sha256 = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || sha256_of(&file))
+                .await
+                .map_err(io::Error::other)??
+        };
+        let headers = ObjectHeaders {
+            content_type: Some(content_type(key).to_owned()),
+            content_encoding: None,
+            user_metadata: [(SHA256_KEY.to_owned(), sha256)].into(),
+        };
+        let etag = if size <= self.config.part_size {
+            let body = read_range(file, 0, size).await?;
+            self.client.put(key, body, headers).await?
+        } else {
+            self.put_multipart(key, file, size, headers).await?
+        };
+        Ok(Uploaded { size, etag })
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        file: Arc<File>,
+        size: u64,
+        headers: ObjectHeaders,
+    ) -> Result<Option<String>, UploadError> {
+        let upload_id = self.client.create_multipart(key, headers).await?;
+        let part_size = self.config.part_size;
+        let parts = (0..size.div_ceil(part_size)).map(|i| {
+            let file = file.clone();
+            let upload_id = &upload_id;
+            async move {
+                let start = i * part_size;
+                let body = read_range(file, start, part_size.min(size - start)).await?;
+                let number = i as u32 + 1;
+                let etag = self
+                    .client
+                    .upload_part(key, upload_id, number, body)
+                    .await?;
+                Ok::<_, UploadError>((number, etag))
+            }
+        });
+        let result = futures::stream::iter(parts)
+            .buffered(self.config.concurrency)
+            .try_collect::<Vec<_>>()
+            .await;
+        let completed = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart(key, &upload_id, parts)
+                .await
+                .map_err(UploadError::from),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Parts of an abandoned upload cost storage until aborted.
+            let _ = self.client.abort_multipart(key, &upload_id).await;
+        }
+        completed
+    }
+}
+
+async fn read_range(file: Arc<File>, start: u64, len: u64) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, start)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+fn sha256_of(file: &File) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Content type from the file name, for the formats an execution typically writes.
+pub fn content_type(key: &str) -> &'static str {
+    let ext = key
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("csv") => "text/csv",
+        Some("tsv") => "text/tab-separated-values",
+        Some("txt" | "log" | "md") => "text/plain",
+        Some("json") => "application/json",
+        Some("jsonl" | "ndjson") => "application/x-ndjson",
+        Some("xml") => "application/xml",
+        Some("html" | "htm") => "text/html",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gz") => "application/gzip",
+        Some("zip") => "application/zip",
+        Some("pdf") => "application/pdf",
+        Some("parquet") => "application/vnd.apache.parquet",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! Unit and property tests of the write engine over the in-memory client.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use proptest::prelude::*;
+
+use super::*;
+use crate::object::{MemoryClient, Operation};
+
+fn uploader(part_size: u64) -> (Arc<Uploader>, MemoryClient, tempfile::TempDir) {
+    let client = MemoryClient::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriteConfig {
+        cache_dir: dir.path().join("cache"),
+        part_size,
+        concurrency: 3,
+        retry_interval: Duration::from_secs(3600),
+    };
+    (
+        Uploader::new(Arc::new(client.clone()), config).unwrap(),
+        client,
+        dir,
+    )
+}
+
+async fn stored(client: &MemoryClient, key: &str) -> (Vec<u8>, ObjectHeaders) {
+    let info = client.head(key).await.unwrap();
+    let chunks: Vec<Bytes> = client
+        .get_range(key, 0..info.meta.size, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    (chunks.concat(), info.headers)
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn small_files_are_put_with_sha256_and_content_type() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, b"a,b\n1,2\n").unwrap();
+    let done = uploader.upload("out/data.csv", &spool).await.unwrap();
+    assert_eq!(done.size, 8);
+    let (data, headers) = stored(&client, "out/data.csv").await;
+    assert_eq!(data, b"a,b\n1,2\n");
+    assert_eq!(headers.user_metadata[SHA256_KEY], sha_hex(b"a,b\n1,2\n"));
+    assert_eq!(headers.content_type.as_deref(), Some("text/csv"));
+    assert!(!uploader.is_pending(spool.path()));
+}
+
+#[tokio::test]
+async fn large_files_go_up_in_parts() {
+    let (uploader, client, _dir) = uploader(1000);
+    let spool = uploader.spool().unwrap();
+    let content: Vec<u8> = (0..4500u32).map(|i| (i % 253) as u8).collect();
+    spool.write_at(0, &content).unwrap();
+    uploader.upload("big.bin", &spool).await.unwrap();
+    assert_eq!(stored(&client, "big.bin").await.0, content);
+    assert_eq!(client.count(Operation::Put), 0);
+    assert_eq!(
+        client.count(Operation::Multipart),
+        7,
+        "create, 5 parts, complete"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upload_stays_journaled_and_finishes_later() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, b"precious").unwrap();
+    client.fail_next(100);
+    assert!(uploader.upload("keep.txt", &spool).await.is_err());
+    assert!(uploader.is_pending(spool.path()));
+    assert_eq!(uploader.finish_pending().await, 1, "store still down");
+    client.fail_next(0);
+    assert_eq!(uploader.finish_pending().await, 0);
+    assert_eq!(stored(&client, "keep.txt").await.0, b"precious");
+    assert!(!spool.path().exists(), "spool removed once uploaded");
+}
+
+#[tokio::test]
+async fn a_failed_multipart_upload_leaves_no_object() {
+    let (uploader, client, _dir) = uploader(100);
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, &[1u8; 1000]).unwrap();
+    client.fail_next(3);
+    assert!(uploader.upload("x", &spool).await.is_err());
+    assert!(client.head("x").await.is_err());
+}
+
+#[test]
+fn content_types_follow_the_extension() {
+    assert_eq!(content_type("a/b/report.JSON"), "application/json");
+    assert_eq!(content_type("image.png"), "image/png");
+    assert_eq!(content_type("noext"), "application/octet-stream");
+    assert_eq!(content_type("dir.d/file"), "application/octet-stream");
+}
+
+#[derive(Debug, Clone)]
+enum SpoolOp {
+    Write(u64, Vec<u8>),
+    Truncate(u64),
+    Read(u64, usize),
+}
+
+fn spool_ops() -> impl Strategy<Value = Vec<SpoolOp>> {
+    let op = prop_oneof![
+        (0u64..5000, proptest::collection::vec(any::<u8>(), 0..700))
+            .prop_map(|(o, d)| SpoolOp::Write(o, d)),
+        (0u64..6000).prop_map(SpoolOp::Truncate),
+        (0u64..7000, 0usize..3000).prop_map(|(o, n)| SpoolOp::Read(o, n)),
+    ];
+    proptest::collection::vec(op, 1..50)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn spool_matches_a_vec_model(ops in spool_ops()) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path()).unwrap();
+        let mut model: Vec<u8> = Vec::new();
+        for op in ops {
+            match op {
+                SpoolOp::Write(offset, data) => {
+                    spool.write_at(offset, &data).unwrap();
+                    let end = offset as usize + data.len();
+                    if !data.is_empty() && model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    if !data.is_empty() {
+                        model[offset as usize..end].copy_from_slice(&data);
+                    }
+                }
+                SpoolOp::Truncate(len) => {
+                    spool.set_len(len).unwrap();
+                    model.resize(len as usize, 0);
+                }
+                SpoolOp::Read(offset, len) => {
+                    let start = (offset as usize).min(model.len());
+                    let end = (offset as usize + len).min(model.len());
+                    prop_assert_eq!(spool.read_at(offset, len).unwrap(), model[start..end].to_vec());
+                }
+            }
+            prop_assert_eq!(spool.size().unwrap(), model.len() as u64);
+        }
+    }
+}

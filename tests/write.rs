@@ -1,0 +1,266 @@
+//! The write engine through a real mount: what ordinary tools write reaches the store,
+//! close reports the truth, and nothing closed is lost when the store or daemon fails.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{pseudo_random, run, Mount, TestStore, BUCKET};
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1 << 20;
+
+fn stored(
+    store: &TestStore,
+    key: &str,
+) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    let sdk = store.sdk();
+    let out = store
+        .runtime
+        .block_on(sdk.get_object().bucket(BUCKET).key(key).send())
+        .ok()?;
+    let meta = out.metadata().cloned().unwrap_or_default();
+    let body = store
+        .runtime
+        .block_on(out.body.collect())
+        .ok()?
+        .into_bytes()
+        .to_vec();
+    Some((body, meta))
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn cp_in_reaches_the_store_with_its_sha256() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let local = tempfile::tempdir().unwrap();
+    for (name, len) in [("small.txt", 1000), ("large.bin", 20 * MIB + 7)] {
+        let data = pseudo_random(len, len as u64);
+        fs::write(local.path().join(name), &data).unwrap();
+        fs::create_dir_all(mount.join("out")).unwrap();
+        run(Command::new("cp")
+            .arg(local.path().join(name))
+            .arg(mount.join("out")));
+        let (body, meta) = stored(&store, &format!("out/{name}")).expect("object after close");
+        assert!(body == data, "{name}: stored bytes differ");
+        assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)), "{name}");
+        assert!(
+            fs::read(mount.join("out").join(name)).unwrap() == data,
+            "{name}: read back"
+        );
+        assert_eq!(
+            fs::metadata(mount.join("out").join(name)).unwrap().len(),
+            len as u64
+        );
+    }
+}
+
+#[test]
+fn random_writes_overwrite_truncate_and_append() {
+    let store = TestStore::start();
+    store.put("f.bin", vec![b'a'; 10_000]);
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("f.bin");
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(b"XYZ", 5000).unwrap();
+    file.write_all_at(b"tail", 12_000).unwrap();
+    drop(file);
+    let mut expected = vec![b'a'; 10_000];
+    expected[5000..5003].copy_from_slice(b"XYZ");
+    expected.resize(12_000, 0);
+    expected.extend_from_slice(b"tail");
+    assert!(
+        stored(&store, "f.bin").unwrap().0 == expected,
+        "random writes"
+    );
+
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"+more").unwrap();
+    drop(file);
+    expected.extend_from_slice(b"+more");
+    assert!(stored(&store, "f.bin").unwrap().0 == expected, "append");
+
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(100).unwrap();
+    drop(file);
+    assert_eq!(stored(&store, "f.bin").unwrap().0, expected[..100]);
+
+    fs::write(&path, b"replaced").unwrap();
+    assert_eq!(stored(&store, "f.bin").unwrap().0, b"replaced");
+    assert_eq!(fs::read(&path).unwrap(), b"replaced");
+}
+
+#[test]
+fn empty_file_created_by_touch_exists_in_the_store() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    run(Command::new("touch").arg(mount.join("empty")));
+    assert_eq!(stored(&store, "empty").unwrap().0, b"");
+    assert_eq!(fs::metadata(mount.join("empty")).unwrap().len(), 0);
+}
+
+#[test]
+fn reads_of_a_file_being_written_see_the_written_bytes() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("live.txt");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"hello world").unwrap();
+    file.seek(SeekFrom::Start(6)).unwrap();
+    let mut buf = [0u8; 5];
+    std::io::Read::read_exact(&mut file, &mut buf).unwrap();
+    assert_eq!(&buf, b"world");
+    assert_eq!(fs::metadata(&path).unwrap().len(), 11);
+    assert!(
+        stored(&store, "live.txt").is_none(),
+        "nothing uploaded before close"
+    );
+    drop(file);
+    assert_eq!(stored(&store, "live.txt").unwrap().0, b"hello world");
+}
+
+#[test]
+fn rename_replaces_the_target_and_unlink_deletes() {
+    let store = TestStore::start();
+    store.put("d/old.txt", "old");
+    store.put("d/target.txt", "to be replaced");
+    let mount = Mount::new(&store, &[]);
+    // rsync's way: write a temp file, then rename it over the target.
+    fs::write(mount.join("d/.tmp.XXXX"), "new content").unwrap();
+    fs::rename(mount.join("d/.tmp.XXXX"), mount.join("d/target.txt")).unwrap();
+    assert_eq!(stored(&store, "d/target.txt").unwrap().0, b"new content");
+    assert!(stored(&store, "d/.tmp.XXXX").is_none());
+    assert_eq!(
+        fs::read_to_string(mount.join("d/target.txt")).unwrap(),
+        "new content"
+    );
+    fs::remove_file(mount.join("d/old.txt")).unwrap();
+    assert!(stored(&store, "d/old.txt").is_none());
+    assert_eq!(
+        fs::metadata(mount.join("d/old.txt")).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    let mut names: Vec<String> = fs::read_dir(mount.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["target.txt"]);
+}
+
+#[test]
+fn mkdir_and_rmdir_follow_posix_rules() {
+    let store = TestStore::start();
+    store.put("full/file", "x");
+    let mount = Mount::new(&store, &[]);
+    fs::create_dir(mount.join("made")).unwrap();
+    assert!(mount.join("made").is_dir());
+    assert_eq!(
+        fs::create_dir(mount.join("made"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    fs::write(mount.join("made/inner.txt"), "i").unwrap();
+    assert_eq!(stored(&store, "made/inner.txt").unwrap().0, b"i");
+    assert_eq!(
+        fs::remove_dir(mount.join("full"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    fs::create_dir(mount.join("empty")).unwrap();
+    fs::remove_dir(mount.join("empty")).unwrap();
+    assert!(!mount.join("empty").exists());
+}
+
+#[test]
+fn hard_links_are_refused() {
+    let store = TestStore::start();
+    store.put("a", "a");
+    let mount = Mount::new(&store, &[]);
+    assert_eq!(
+        fs::hard_link(mount.join("a"), mount.join("b"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EPERM)
+    );
+}
+
+#[test]
+fn store_down_at_close_gives_eio_and_the_upload_completes_later() {
+    let mut store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let mut file = fs::File::create(mount.join("precious.txt")).unwrap();
+    file.write_all(b"do not lose me").unwrap();
+    store.stop();
+    let err = file.sync_all().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(file);
+    store.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored(&store, "precious.txt").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not uploaded after the store came back: {}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(stored(&store, "precious.txt").unwrap().0, b"do not lose me");
+}
+
+#[test]
+fn a_killed_daemon_finishes_its_uploads_on_restart() {
+    let mut store = TestStore::start();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap().to_owned();
+    let data = pseudo_random(3 * MIB, 77);
+    {
+        let mut mount = Mount::new(&store, &["--cache-dir", &cache_arg]);
+        let mut file = fs::File::create(mount.join("out.bin")).unwrap();
+        file.write_all(&data).unwrap();
+        store.stop();
+        assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+        run(Command::new("kill")
+            .arg("-KILL")
+            .arg(mount.pid().to_string()));
+        mount.wait(Duration::from_secs(10));
+    }
+    store.restart();
+    let _mount = Mount::new(&store, &["--cache-dir", &cache_arg]);
+    let (body, meta) = stored(&store, "out.bin").expect("uploaded at restart");
+    assert!(body == data);
+    assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)));
+}
+
+#[test]
+fn read_only_mount_still_refuses_changes() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &["--read-only"]);
+    assert_eq!(
+        fs::write(mount.join("x"), "x").unwrap_err().raw_os_error(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs::create_dir(mount.join("d")).unwrap_err().raw_os_error(),
+        Some(libc::EROFS)
+    );
+}
