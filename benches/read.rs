@@ -15,17 +15,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use common::{pseudo_random, Mount, TestStore, BUCKET};
+use common::{median, peak_rss_mib, pseudo_random, Mount, TestStore, BUCKET};
 use futures::StreamExt;
 
 const RUNS: usize = 5;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
-}
 
 /// Writes a file of pseudo-random bytes straight into the store's directory.
 fn seed_file(store: &TestStore, key: &str, len: u64, seed: u64) {
@@ -92,18 +87,6 @@ async fn raw_range(sdk: &Client, key: &str, a: u64, b: u64) -> u64 {
         n += chunk.unwrap().len() as u64;
     }
     n
-}
-
-/// Peak RSS of `pid` since the last reset, in MiB; resets it.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-    kib / 1024.0
 }
 
 struct Row {

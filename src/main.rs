@@ -70,15 +70,40 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         Some(write) => Some(start_uploader(&runtime, client.clone(), write.clone())?),
         None => None,
     };
-    let fs = Arc::new(RgridFs::new(namespace, client, engine, uploader, config.fs));
+    let fs = Arc::new(RgridFs::new(
+        namespace,
+        client,
+        engine,
+        uploader.clone(),
+        config.fs,
+    ));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);
-    fuse::serve(
+    let served = fuse::serve(
         adapter,
         &config.mountpoint,
         &config.session,
         config.fs.read_only,
     )
-    .with_context(|| format!("mounting {}", config.mountpoint.display()))
+    .with_context(|| format!("mounting {}", config.mountpoint.display()));
+    if let Some(uploader) = uploader {
+        drain_uploads(&runtime, &uploader);
+    }
+    served
+}
+
+/// How long an unmount waits for uploads that are still pending.
+const UNMOUNT_UPLOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// After unmount: one more try of the pending uploads, then a word on what is left.
+fn drain_uploads(runtime: &tokio::runtime::Runtime, uploader: &Uploader) {
+    let left = runtime.block_on(async {
+        tokio::time::timeout(UNMOUNT_UPLOAD_WAIT, uploader.finish_pending()).await
+    });
+    match left {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("{n} uploads still pending; the next mount of this store finishes them"),
+        Err(_) => tracing::warn!("pending uploads not finished after {UNMOUNT_UPLOAD_WAIT:?}; the next mount finishes them"),
+    }
 }
 
 /// Read parts are allocated and freed by the megabyte on many threads. glibc gives each

@@ -265,7 +265,7 @@ impl Namespace {
         if dir.node.kind != InodeKind::Directory {
             return Err(NamespaceError::NotADirectory);
         }
-        dir.listing = None;
+        let listing = dir.listing.take();
         let suffix = if kind == InodeKind::Directory {
             "/"
         } else {
@@ -288,10 +288,27 @@ impl Namespace {
             name: name.to_owned(),
             lookups: 1,
             validated: Instant::now(),
-            listing: None,
+            // A directory made here starts empty: lookups of new names in it (tar -x, cp -r)
+            // need not ask the store.
+            listing: (kind == InodeKind::Directory).then(|| (Instant::now(), Arc::new(Vec::new()))),
             local: true,
         };
         tables.inodes.insert(ino, inode);
+        if let Some((at, mut entries)) = listing {
+            // The parent's listing stays valid with the new entry in it.
+            let list = Arc::make_mut(&mut entries);
+            let entry = DirEntry {
+                name: name.to_owned(),
+                node: node.clone(),
+            };
+            match list.binary_search_by(|e| e.name.as_str().cmp(name)) {
+                Ok(i) => list[i] = entry,
+                Err(i) => list.insert(i, entry),
+            }
+            if let Some(dir) = tables.inodes.get_mut(&parent) {
+                dir.listing = Some((at, entries));
+            }
+        }
         tables.by_name.insert((parent, name.to_owned()), ino);
         tables.absent.remove(&(parent, name.to_owned()));
         Ok(node)
@@ -440,7 +457,18 @@ impl Namespace {
                 return Err(NamespaceError::NotADirectory);
             }
             match &dir.listing {
-                Some((at, entries)) if self.fresh(*at) => return Ok(entries.clone()),
+                Some((at, entries)) if self.fresh(*at) => {
+                    // Names from the listing, attributes as they are now (a file written
+                    // since has grown).
+                    let current = |e: &DirEntry| DirEntry {
+                        name: e.name.clone(),
+                        node: tables
+                            .inodes
+                            .get(&e.node.ino)
+                            .map_or_else(|| e.node.clone(), |i| i.node.clone()),
+                    };
+                    return Ok(Arc::new(entries.iter().map(current).collect()));
+                }
                 _ => dir.node.key.clone(),
             }
         };

@@ -264,3 +264,21 @@ fn read_only_mount_still_refuses_changes() {
         Some(libc::EROFS)
     );
 }
+
+#[test]
+fn ls_l_after_writing_shows_the_written_sizes() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    fs::create_dir(mount.join("new")).unwrap();
+    assert!(fs::read_dir(mount.join("new")).unwrap().next().is_none());
+    for i in 0..3 {
+        fs::write(mount.join(&format!("new/f{i}")), vec![b'x'; 1000 * (i + 1)]).unwrap();
+    }
+    let ls = run(Command::new("ls").arg("-l").arg(mount.join("new")));
+    let sizes: Vec<&str> = ls
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .collect();
+    assert_eq!(sizes, ["1000", "2000", "3000"], "{ls}");
+}

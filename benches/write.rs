@@ -1,0 +1,206 @@
+//! Write benchmark: uploads through the mount against the raw aws-sdk-s3 client, same
+//! store, same run. `cargo bench --bench write` (root, /dev/fuse).
+//!
+//! Times run until the command returns, which through the mount means the object is in
+//! the store (close waits for the upload). Ratios are mount time / raw time.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use common::{median, peak_rss_mib, pseudo_random, run, Mount, TestStore, BUCKET};
+use futures::StreamExt;
+
+const RUNS: usize = 5;
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+const PART: usize = 8 * MIB;
+
+/// Multipart upload of `data`: 8 MiB parts, 8 in flight, as the mount's defaults.
+async fn raw_multipart(sdk: &Client, key: &str, data: &Bytes) {
+    let upload = sdk
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap().to_owned();
+    let parts = (0..data.len().div_ceil(PART)).map(|i| {
+        let body = data.slice(i * PART..((i + 1) * PART).min(data.len()));
+        let (sdk, id) = (sdk.clone(), id.clone());
+        async move {
+            let number = i as i32 + 1;
+            let out = sdk
+                .upload_part()
+                .bucket(BUCKET)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(out.e_tag().unwrap())
+                .build()
+        }
+    });
+    let parts: Vec<CompletedPart> = futures::stream::iter(parts).buffered(8).collect().await;
+    let done = CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build();
+    sdk.complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn row(name: &str, mount: Vec<f64>, raw: Vec<f64>, rss: f64) {
+    let (m, r) = (median(mount), median(raw));
+    println!(
+        "| {name} | {m:.2} s | {r:.2} s | {:.2} | {rss:.0} MiB |",
+        m / r
+    );
+}
+
+fn time(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("write: bench");
+        return;
+    }
+    let store = TestStore::start();
+    let sdk = store.sdk();
+    let mount = Mount::new(&store, &[]);
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    let data = Bytes::from(pseudo_random(GIB, 3));
+    std::fs::write(&big, &data).unwrap();
+    let zeros = Bytes::from(vec![0u8; GIB]);
+    let tar = make_tar(local.path());
+    let files: Vec<(String, Bytes)> = (0..1000)
+        .map(|i| {
+            (
+                format!("f{i:04}.dat"),
+                Bytes::from(pseudo_random(10 << 10, i)),
+            )
+        })
+        .collect();
+    peak_rss_mib(mount.pid());
+
+    println!(
+        "\n| scenario (median of {RUNS}) | mount | raw SDK | ratio (time) | daemon peak RSS |"
+    );
+    println!("|---|---|---|---|---|");
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let out = mount.join(&format!("dd-{i}"));
+        m.push(time(|| {
+            run(Command::new("dd")
+                .args([
+                    "if=/dev/zero",
+                    "bs=1M",
+                    "count=1024",
+                    "conv=fsync",
+                    "status=none",
+                ])
+                .arg(format!("of={}", out.display())));
+        }));
+        r.push(time(|| {
+            store
+                .runtime
+                .block_on(raw_multipart(&sdk, &format!("raw-dd-{i}"), &zeros))
+        }));
+    }
+    row(
+        "dd bs=1M count=1024 conv=fsync",
+        m,
+        r,
+        peak_rss_mib(mount.pid()),
+    );
+
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let out = mount.join(&format!("cp-{i}"));
+        m.push(time(|| {
+            run(Command::new("cp").arg(&big).arg(&out));
+        }));
+        r.push(time(|| {
+            store
+                .runtime
+                .block_on(raw_multipart(&sdk, &format!("raw-cp-{i}"), &data))
+        }));
+    }
+    row("cp of a 1 GiB file", m, r, peak_rss_mib(mount.pid()));
+
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let dir = mount.join(&format!("untar-{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        m.push(time(|| {
+            run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&dir));
+        }));
+        r.push(time(|| {
+            store.runtime.block_on(async {
+                let puts = files.iter().map(|(name, body)| {
+                    let sdk = sdk.clone();
+                    let key = format!("raw-untar-{i}/{name}");
+                    async move {
+                        sdk.put_object()
+                            .bucket(BUCKET)
+                            .key(key)
+                            .body(ByteStream::from(body.clone()))
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                });
+                futures::stream::iter(puts)
+                    .buffer_unordered(32)
+                    .collect::<Vec<_>>()
+                    .await
+            });
+        }));
+    }
+    row(
+        "tar -x of 1,000 files of 10 KiB",
+        m,
+        r,
+        peak_rss_mib(mount.pid()),
+    );
+}
+
+/// A tar of 1,000 files of 10 KiB, made once in `dir`.
+fn make_tar(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("tree");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..1000u64 {
+        std::fs::write(src.join(format!("f{i:04}.dat")), pseudo_random(10 << 10, i)).unwrap();
+    }
+    let tar = dir.join("tree.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
+    tar
+}
