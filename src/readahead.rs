@@ -99,17 +99,23 @@ pub enum ReadError {
     /// The store failed.
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// The body broke off mid-way (connection reset).
+    #[error("body interrupted: {0}")]
+    Interrupted(ObjectError),
     /// A fetch task died (runtime shutting down).
     #[error("read task failed: {0}")]
     Task(String),
 }
 
 impl ReadError {
+    /// Broken bodies are fetched again; a failed request is not, because the SDK has
+    /// already retried it (a dead store must give EIO in seconds, not minutes).
     fn is_retryable(&self) -> bool {
         match self {
-            ReadError::Truncated { .. } | ReadError::Stalled { .. } => true,
-            ReadError::Object(e) => e.is_transient(),
-            ReadError::Task(_) => false,
+            ReadError::Truncated { .. } | ReadError::Stalled { .. } | ReadError::Interrupted(_) => {
+                true
+            }
+            ReadError::Object(_) | ReadError::Task(_) => false,
         }
     }
 }
@@ -241,7 +247,7 @@ impl ReadEngine {
                 key: key.to_owned(),
                 missing: missing as u64,
             }),
-            Ok(Some(chunk)) => Ok(chunk?),
+            Ok(Some(chunk)) => chunk.map_err(ReadError::Interrupted),
         }
     }
 }

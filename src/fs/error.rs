@@ -67,9 +67,10 @@ impl FsError {
             },
             FsError::Read(e) => match e {
                 ReadError::Object(e) => object_errno(e),
-                ReadError::Truncated { .. } | ReadError::Stalled { .. } | ReadError::Task(_) => {
-                    libc::EIO
-                }
+                ReadError::Truncated { .. }
+                | ReadError::Stalled { .. }
+                | ReadError::Interrupted(_)
+                | ReadError::Task(_) => libc::EIO,
             },
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
