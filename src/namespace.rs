@@ -118,6 +118,21 @@ struct Inode {
     local: bool,
 }
 
+impl Inode {
+    /// A freshly validated inode of the store with `lookups` kernel references.
+    fn new(node: Node, parent: InodeNo, name: &str, lookups: u64) -> Inode {
+        Inode {
+            node,
+            parent,
+            name: name.to_owned(),
+            lookups,
+            validated: Instant::now(),
+            listing: None,
+            local: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Tables {
     inodes: HashMap<InodeNo, Inode>,
@@ -145,22 +160,16 @@ impl Namespace {
     /// A namespace whose root is `config.root_prefix`.
     pub fn new(client: Arc<dyn ObjectClient>, config: NamespaceConfig) -> Namespace {
         let mount_time = SystemTime::now();
-        let root = Inode {
-            node: Node {
-                ino: InodeNo::ROOT,
-                kind: InodeKind::Directory,
-                key: config.root_prefix.clone(),
-                size: 0,
-                mtime: mount_time,
-                etag: None,
-            },
-            parent: InodeNo::ROOT,
-            name: String::new(),
-            lookups: 1,
-            validated: Instant::now(),
-            listing: None,
-            local: true,
+        let node = Node {
+            ino: InodeNo::ROOT,
+            kind: InodeKind::Directory,
+            key: config.root_prefix.clone(),
+            size: 0,
+            mtime: mount_time,
+            etag: None,
         };
+        let mut root = Inode::new(node, InodeNo::ROOT, "", 1);
+        root.local = true; // never revalidated
         let tables = Tables {
             inodes: HashMap::from([(InodeNo::ROOT, root)]),
             by_name: HashMap::new(),
@@ -282,17 +291,12 @@ impl Namespace {
             mtime: SystemTime::now(),
             etag: None,
         };
-        let inode = Inode {
-            node: node.clone(),
-            parent,
-            name: name.to_owned(),
-            lookups: 1,
-            validated: Instant::now(),
-            // A directory made here starts empty: lookups of new names in it (tar -x, cp -r)
-            // need not ask the store.
-            listing: (kind == InodeKind::Directory).then(|| (Instant::now(), Arc::new(Vec::new()))),
-            local: true,
-        };
+        let mut inode = Inode::new(node.clone(), parent, name, 1);
+        inode.local = true;
+        // A directory made here starts empty: lookups of new names in it (tar -x, cp -r)
+        // need not ask the store.
+        inode.listing =
+            (kind == InodeKind::Directory).then(|| (Instant::now(), Arc::new(Vec::new())));
         tables.inodes.insert(ino, inode);
         if let Some((at, mut entries)) = listing {
             // The parent's listing stays valid with the new entry in it.
@@ -605,16 +609,9 @@ fn reference(tables: &mut Tables, parent: InodeNo, name: &str, node: &Node) -> N
         inode.lookups += 1;
         return inode.node.clone();
     }
-    let inode = Inode {
-        node: node.clone(),
-        parent,
-        name: name.to_owned(),
-        lookups: 1,
-        validated: Instant::now(),
-        listing: None,
-        local: false,
-    };
-    tables.inodes.insert(node.ino, inode);
+    tables
+        .inodes
+        .insert(node.ino, Inode::new(node.clone(), parent, name, 1));
     tables
         .by_name
         .entry((parent, name.to_owned()))
@@ -672,16 +669,9 @@ fn upsert(
         mtime: found.mtime,
         etag: found.etag,
     };
-    let inode = Inode {
-        node: node.clone(),
-        parent,
-        name: name.to_owned(),
-        lookups: 0,
-        validated: Instant::now(),
-        listing: None,
-        local: false,
-    };
-    tables.inodes.insert(ino, inode);
+    tables
+        .inodes
+        .insert(ino, Inode::new(node.clone(), parent, name, 0));
     tables.by_name.insert(slot, ino);
     node
 }
