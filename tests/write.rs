@@ -282,3 +282,38 @@ fn ls_l_after_writing_shows_the_written_sizes() {
         .collect();
     assert_eq!(sizes, ["1000", "2000", "3000"], "{ls}");
 }
+
+#[test]
+fn a_full_spool_disk_gives_enospc_and_uploads_nothing() {
+    let store = TestStore::start();
+    let cache = tempfile::tempdir().unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(cache.path()));
+    let unmount = TmpfsGuard(cache.path().to_owned());
+    let mount = Mount::new(&store, &["--cache-dir", cache.path().to_str().unwrap()]);
+    let mut file = fs::File::create(mount.join("huge.bin")).unwrap();
+    let chunk = vec![7u8; MIB];
+    let err = (0..8)
+        .find_map(|_| file.write_all(&chunk).err())
+        .expect("the spool fills up");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    let closed = file.sync_all();
+    assert_eq!(closed.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    drop(file);
+    assert!(
+        stored(&store, "huge.bin").is_none(),
+        "no half object in the store"
+    );
+    drop(mount);
+    drop(unmount);
+}
+
+/// Unmounts a test's tmpfs when dropped, even if the test failed.
+struct TmpfsGuard(std::path::PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

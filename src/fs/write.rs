@@ -22,6 +22,33 @@ pub(super) struct Writer {
     pub(super) spool: Spool,
     /// Changed since the last upload.
     dirty: bool,
+    /// A write to the spool failed (a full disk): the content is incomplete, so it is
+    /// never uploaded, and every later write, flush and fsync reports this errno.
+    failed: Option<i32>,
+}
+
+impl Writer {
+    fn new(ino: InodeNo, key: String, spool: Spool, dirty: bool) -> Writer {
+        Writer {
+            ino,
+            key,
+            spool,
+            dirty,
+            failed: None,
+        }
+    }
+
+    /// Runs a spool operation, remembering a failure for good.
+    fn spool_op<T>(&mut self, op: impl FnOnce(&Spool) -> std::io::Result<T>) -> Result<T, FsError> {
+        if let Some(errno) = self.failed {
+            return Err(FsError::Io(std::io::Error::from_raw_os_error(errno)));
+        }
+        op(&self.spool).map_err(|e| {
+            self.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
+            tracing::warn!(key = %self.key, "spool write failed, the file will not be uploaded: {e}");
+            FsError::Io(e)
+        })
+    }
 }
 
 impl RgridFs {
@@ -39,12 +66,7 @@ impl RgridFs {
         if truncate {
             self.namespace.set_size(node.ino, 0);
         }
-        Ok(Writer {
-            ino: node.ino,
-            key: node.key.clone(),
-            spool,
-            dirty: truncate,
-        })
+        Ok(Writer::new(node.ino, node.key.clone(), spool, truncate))
     }
 
     /// Copies the object's current version into `spool`.
@@ -74,12 +96,7 @@ impl RgridFs {
         let node = self
             .namespace
             .create_local(parent, utf8(name)?, InodeKind::File)?;
-        let writer = Writer {
-            ino: node.ino,
-            key: node.key.clone(),
-            spool,
-            dirty: true,
-        };
+        let writer = Writer::new(node.ino, node.key.clone(), spool, true);
         let fh = self.insert_file(OpenFile::Write(writer));
         Ok((
             self.config.ownership.attr(&node),
@@ -97,9 +114,12 @@ impl RgridFs {
         let OpenFile::Write(writer) = &mut *file else {
             return Err(FsError::BadHandle(fh));
         };
-        writer.spool.write_at(offset, data)?;
+        let size = writer.spool_op(|spool| {
+            spool.write_at(offset, data)?;
+            spool.size()
+        })?;
         writer.dirty = true;
-        self.namespace.set_size(writer.ino, writer.spool.size()?);
+        self.namespace.set_size(writer.ino, size);
         Ok(data.len() as u32)
     }
 
@@ -114,6 +134,7 @@ impl RgridFs {
     }
 
     async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
+        writer.spool_op(|_| Ok(()))?;
         let uploaded = self.uploader()?.upload(&writer.key, &writer.spool).await?;
         writer.dirty = false;
         // The page cache holds what was written, which is now this version.
@@ -133,7 +154,7 @@ impl RgridFs {
         let OpenFile::Write(writer) = &mut *file else {
             return;
         };
-        if writer.dirty {
+        if writer.dirty && writer.failed.is_none() {
             if let Err(e) = self.upload(writer).await {
                 tracing::warn!(key = %writer.key, "upload at release failed, kept pending: {e}");
             }
@@ -159,7 +180,7 @@ impl RgridFs {
         if let Some(file) = file {
             let mut file = file.lock().await;
             if let OpenFile::Write(writer) = &mut *file {
-                writer.spool.set_len(size)?;
+                writer.spool_op(|spool| spool.set_len(size))?;
                 writer.dirty = true;
                 self.namespace.set_size(ino, size);
                 return self.getattr(ino).await;
