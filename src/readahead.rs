@@ -348,7 +348,16 @@ impl ReadAhead {
         if sequential {
             self.read_window(offset..end).await
         } else {
-            self.window = Window::default();
+            // A read a little ahead of the window is the kernel's read-ahead overtaking
+            // itself: serve it from blocks, but keep the stream. Anything else ends it.
+            let max_window = self.engine.config.max_window;
+            if !self
+                .window
+                .range()
+                .is_some_and(|r| r.start <= offset && offset < r.end + max_window)
+            {
+                self.window = Window::default();
+            }
             self.read_blocks(offset..end).await
         }
     }
