@@ -1,11 +1,13 @@
 //! The write engine: local spools for files open for writing, the upload journal that
 //! makes closed files crash-safe, and the uploader that turns a spool into an object.
 //!
-//! Order of a close: the spool is synced, a journal entry naming key and spool is written
-//! and synced, then the upload runs. Only when the store has the object is the entry
-//! removed. A crash or a failed upload leaves both on disk; the retry loop (and the next
-//! start of the daemon) finishes them. So no file that was written and closed is lost,
-//! and close() can report the truth: 0 when the object is durable, EIO when it is not.
+//! Order of a close: the spool's size and SHA-256 are taken, a journal entry naming key,
+//! spool, size and hash is written and synced, then the upload runs. Only when the store
+//! has the object is the entry removed. A failed upload syncs the spool too, and leaves
+//! both on disk for the retry loop (and the next start of the daemon) to finish; a spool
+//! that no longer matches its entry (a power cut before it reached the disk) is set aside,
+//! never uploaded. So no file that was closed is lost or stored damaged, and close() can
+//! report the truth: 0 when the object is durable, EIO when it is not.
 //!
 //! Small files go up in one PutObject; larger ones as a multipart upload with parts sent
 //! in parallel. Every object carries the SHA-256 of its content in `rgrid-sha256`.
@@ -51,6 +53,13 @@ pub enum UploadError {
     /// The store refused or could not be reached.
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// A journaled spool no longer holds what was journaled (lost in a power cut); it is
+    /// kept for inspection and never uploaded.
+    #[error("{key}: spool does not match its journal entry; not uploaded")]
+    Damaged {
+        /// Destination key.
+        key: String,
+    },
 }
 
 /// A local file holding the content of one file open for writing.
@@ -120,6 +129,11 @@ pub struct JournalEntry {
     pub key: String,
     /// The spool holding the content.
     pub spool: PathBuf,
+    /// Size of the content.
+    pub size: u64,
+    /// Hex SHA-256 of the content: a spool that lost data in a power cut no longer
+    /// matches, and is never uploaded.
+    pub sha256: String,
 }
 
 /// One small file per pending upload in `journal/`, each written and synced before its
@@ -161,6 +175,12 @@ impl UploadJournal {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Keeps the entry of a damaged spool as `.damaged`, out of the retries.
+    pub fn set_aside(&self, spool: &Path) -> io::Result<()> {
+        let path = self.entry_path(spool);
+        std::fs::rename(&path, path.with_extension("damaged"))
     }
 
     /// Whether an upload of `spool` is pending.
@@ -236,15 +256,27 @@ impl Uploader {
     /// Makes `spool` the content of `key` in the store: journaled first, so that a crash
     /// or failure anywhere after this call's start loses nothing.
     pub async fn upload(&self, key: &str, spool: &Spool) -> Result<Uploaded, UploadError> {
-        spool.sync()?;
+        let file = Arc::new(File::open(spool.path())?);
+        let (size, sha256) = fingerprint(&file).await?;
         let entry = JournalEntry {
             key: key.to_owned(),
             spool: spool.path().to_owned(),
+            size,
+            sha256,
         };
         self.journal.record(&entry)?;
-        let uploaded = self.put_file(key, spool.path()).await?;
-        self.journal.remove(spool.path())?;
-        Ok(uploaded)
+        match self.put_file(&entry, file).await {
+            Ok(uploaded) => {
+                self.journal.remove(spool.path())?;
+                Ok(uploaded)
+            }
+            Err(e) => {
+                // Pending now: the spool must survive a power cut too. (On success the
+                // store has the bytes, so the happy path skips this flush of the spool.)
+                spool.sync()?;
+                Err(e)
+            }
+        }
     }
 
     /// Uploads every journaled file; returns how many are still pending.
@@ -252,7 +284,7 @@ impl Uploader {
         let pending = self.journal.pending();
         let results = futures::stream::iter(pending)
             .map(|entry| async move {
-                let result = self.put_file(&entry.key, &entry.spool).await;
+                let result = self.replay(&entry).await;
                 (entry, result)
             })
             .buffer_unordered(self.config.concurrency)
@@ -265,6 +297,10 @@ impl Uploader {
                     tracing::info!(key = %entry.key, "finished pending upload");
                     let _ = std::fs::remove_file(&entry.spool);
                 }
+                Err(e @ UploadError::Damaged { .. }) => {
+                    tracing::error!(key = %entry.key, spool = %entry.spool.display(), "{e}");
+                    let _ = self.journal.set_aside(&entry.spool);
+                }
                 Err(e) => {
                     left += 1;
                     tracing::warn!(key = %entry.key, spool = %entry.spool.display(), "upload still pending: {e}");
@@ -272,6 +308,18 @@ impl Uploader {
             }
         }
         left
+    }
+
+    /// Uploads a journaled spool if it still holds what was journaled.
+    async fn replay(&self, entry: &JournalEntry) -> Result<Uploaded, UploadError> {
+        let file = Arc::new(File::open(&entry.spool)?);
+        let (size, sha256) = fingerprint(&file).await?;
+        if (size, sha256.as_str()) != (entry.size, entry.sha256.as_str()) {
+            return Err(UploadError::Damaged {
+                key: entry.key.clone(),
+            });
+        }
+        self.put_file(entry, file).await
     }
 
     /// Retries pending uploads every `retry_interval`, for as long as the runtime runs.
@@ -287,20 +335,17 @@ impl Uploader {
         });
     }
 
-    /// Puts the file at `path` under `key`, with its SHA-256 and a content type.
-    async fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, UploadError> {
-        let file = Arc::new(File::open(path)?);
-        let size = file.metadata()?.len();
-        let sha256 = {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || sha256_of(&file))
-                .await
-                .map_err(io::Error::other)??
-        };
+    /// Puts the journaled content under its key, with its SHA-256 and a content type.
+    async fn put_file(
+        &self,
+        entry: &JournalEntry,
+        file: Arc<File>,
+    ) -> Result<Uploaded, UploadError> {
+        let (key, size) = (entry.key.as_str(), entry.size);
         let headers = ObjectHeaders {
             content_type: Some(content_type(key).to_owned()),
             content_encoding: None,
-            user_metadata: [(SHA256_KEY.to_owned(), sha256)].into(),
+            user_metadata: [(SHA256_KEY.to_owned(), entry.sha256.clone())].into(),
         };
         let etag = if size <= self.config.part_size {
             let body = read_range(file, 0, size).await?;
@@ -352,6 +397,14 @@ impl Uploader {
         }
         completed
     }
+}
+
+/// Size and hex SHA-256 of an open file.
+async fn fingerprint(file: &Arc<File>) -> io::Result<(u64, String)> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || Ok((file.metadata()?.len(), sha256_of(&file)?)))
+        .await
+        .map_err(io::Error::other)?
 }
 
 async fn read_range(file: Arc<File>, start: u64, len: u64) -> io::Result<Bytes> {

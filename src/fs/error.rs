@@ -78,6 +78,7 @@ impl FsError {
                 e.raw_os_error().unwrap_or(libc::EIO)
             }
             FsError::Upload(UploadError::Object(e)) | FsError::Object(e) => object_errno(e),
+            FsError::Upload(UploadError::Damaged { .. }) => libc::EIO,
             FsError::Exists => libc::EEXIST,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,

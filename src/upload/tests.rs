@@ -157,3 +157,21 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, b"the real content").unwrap();
+    client.fail_next(100);
+    assert!(uploader.upload("k", &spool).await.is_err());
+    client.fail_next(0);
+    spool.set_len(4).unwrap(); // what a power cut can leave of an unsynced file
+    assert_eq!(uploader.finish_pending().await, 0, "set aside, not retried");
+    assert!(
+        client.head("k").await.is_err(),
+        "no damaged object in the store"
+    );
+    assert!(!uploader.is_pending(spool.path()));
+    assert!(spool.path().exists(), "kept for inspection");
+}
