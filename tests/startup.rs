@@ -122,6 +122,8 @@ fn detached_mode_returns_once_mounted() {
     let status = Command::new(env!("CARGO_BIN_EXE_rgrid-mount"))
         .arg("--local")
         .arg(data.path())
+        .arg("--cache-dir")
+        .arg(data.path().join("cache"))
         .arg(mnt.path())
         .status()
         .unwrap();
