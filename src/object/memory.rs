@@ -55,6 +55,8 @@ struct State {
     counts: HashMap<Operation, u64>,
     /// Number of upcoming calls that fail as if the store were down.
     failures: u32,
+    /// Number of upcoming GET bodies that break off after half their bytes.
+    broken_bodies: u32,
 }
 
 /// An in-memory bucket. Cloning shares the bucket.
@@ -94,6 +96,12 @@ impl MemoryClient {
     /// Makes the next `n` calls fail with [`ObjectError::Unavailable`].
     pub fn fail_next(&self, n: u32) {
         self.lock().failures = n;
+    }
+
+    /// Makes the next `n` GET bodies send half their bytes, then fail mid-stream (a
+    /// connection reset).
+    pub fn break_next_bodies(&self, n: u32) {
+        self.lock().broken_bodies = n;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -210,7 +218,7 @@ impl ObjectClient for MemoryClient {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<ByteStream, ObjectError> {
-        let state = self.begin(Operation::Get, key)?;
+        let mut state = self.begin(Operation::Get, key)?;
         let object = state
             .objects
             .get(key)
@@ -221,6 +229,15 @@ impl ObjectClient for MemoryClient {
         let len = object.data.len() as u64;
         let (start, end) = (range.start.min(len) as usize, range.end.min(len) as usize);
         let body = object.data.slice(start..end);
+        if state.broken_bodies > 0 {
+            state.broken_bodies -= 1;
+            let half = body.slice(..body.len() / 2);
+            let reset = ObjectError::Unavailable {
+                target: key.into(),
+                message: "connection reset".into(),
+            };
+            return Ok(futures::stream::iter([Ok(half), Err(reset)]).boxed());
+        }
         Ok(futures::stream::once(async move { Ok(body) }).boxed())
     }
 

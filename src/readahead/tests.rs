@@ -122,6 +122,21 @@ async fn failed_requests_are_not_retried_twice() {
 }
 
 #[tokio::test]
+async fn a_body_broken_mid_way_is_fetched_again() {
+    let bytes = data(100_000);
+    let (engine, client) = engine(&bytes, small_config());
+    let mut reader = open(&engine, bytes.len());
+    client.break_next_bodies(2);
+    assert_eq!(&reader.read(0, 1000).await.unwrap()[..], &bytes[..1000]);
+    client.break_next_bodies(10);
+    let mut other = open(&engine, bytes.len());
+    assert!(
+        other.read(50_000, 100).await.is_err(),
+        "gives up after the last attempt"
+    );
+}
+
+#[tokio::test]
 async fn budget_bounds_prefetch_and_is_returned() {
     let bytes = data(200_000);
     let (engine, _) = engine(&bytes, small_config());
