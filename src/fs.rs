@@ -1,8 +1,9 @@
 //! `RgridFs`: the filesystem operations, free of the FUSE binding. Each operation takes
 //! plain values and returns a typed result or an [`FsError`]; `fuse.rs` only translates.
 //!
-//! Open handles live here: a file handle owns a [`ReadAhead`], a directory handle a
-//! snapshot of the listing taken at opendir, so that readdir offsets stay stable.
+//! Open handles live here: a file handle owns a [`ReadAhead`] (reading) or a writer with
+//! its spool (`fs/write.rs`), a directory handle a snapshot of the listing taken at
+//! opendir, so that readdir offsets stay stable.
 //!
 //! The kernel's page cache is the cheapest cache there is, so an open keeps it
 //! (`keep_cache`) when the object's ETag is the one the previous open of the inode saw.
@@ -31,8 +32,6 @@ use write::Writer;
 pub struct FsConfig {
     /// Owner and modes shown.
     pub ownership: Ownership,
-    /// Refuse every change with EROFS.
-    pub read_only: bool,
 }
 
 /// How a file is opened.
@@ -125,11 +124,6 @@ impl RgridFs {
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
         }
-    }
-
-    /// Whether this mount refuses every change.
-    pub fn read_only(&self) -> bool {
-        self.config.read_only
     }
 
     /// `name` in directory `parent`.

@@ -34,6 +34,8 @@ pub struct SessionConfig {
     pub attr_ttl: Duration,
     /// fuser worker threads.
     pub threads: usize,
+    /// Mount read-only: the kernel refuses every change (EROFS) before asking us.
+    pub read_only: bool,
 }
 
 /// The fuser binding of one mount.
@@ -470,7 +472,6 @@ pub fn serve(
     adapter: FuseAdapter,
     mountpoint: &Path,
     config: &SessionConfig,
-    read_only: bool,
 ) -> std::io::Result<()> {
     let runtime = adapter.runtime.clone();
     let readahead_runtime = runtime.clone();
@@ -481,7 +482,7 @@ pub fn serve(
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    if read_only {
+    if config.read_only {
         options.push(MountOption::RO);
     }
     let mut fuse_config = fuser::Config::default();

@@ -78,13 +78,8 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         config.fs,
     ));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);
-    let served = fuse::serve(
-        adapter,
-        &config.mountpoint,
-        &config.session,
-        config.fs.read_only,
-    )
-    .with_context(|| format!("mounting {}", config.mountpoint.display()));
+    let served = fuse::serve(adapter, &config.mountpoint, &config.session)
+        .with_context(|| format!("mounting {}", config.mountpoint.display()));
     if let Some(uploader) = uploader {
         drain_uploads(&runtime, &uploader);
     }

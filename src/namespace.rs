@@ -517,7 +517,10 @@ impl Namespace {
                 .list_page(prefix, token.as_deref(), None)
                 .await?;
             for object in page.objects {
-                let name = &object.key[prefix.len()..];
+                // A store that answers with keys outside the prefix is ignored, not trusted.
+                let Some(name) = object.key.strip_prefix(prefix) else {
+                    continue;
+                };
                 if name.is_empty() {
                     continue; // the directory's own marker object
                 }
@@ -528,7 +531,10 @@ impl Namespace {
                 }
             }
             for dir_prefix in page.prefixes {
-                let name = &dir_prefix[prefix.len()..dir_prefix.len() - 1];
+                let name = dir_prefix
+                    .strip_prefix(prefix)
+                    .and_then(|p| p.strip_suffix('/'));
+                let Some(name) = name else { continue };
                 if self.showable(name, &dir_prefix) {
                     let dir = Found {
                         kind: InodeKind::Directory,
