@@ -47,7 +47,7 @@ pub struct OpenMode {
 #[derive(Debug)]
 enum OpenFile {
     Read(ReadAhead),
-    Write(Writer),
+    Write(Box<Writer>),
 }
 
 /// An opened file.
@@ -162,7 +162,7 @@ impl RgridFs {
         }
         if mode.write || mode.truncate {
             let writer = self.open_writer(&node, mode.truncate).await?;
-            let fh = self.insert_file(OpenFile::Write(writer));
+            let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
             return Ok(Opened {
                 fh,
                 keep_cache: false,

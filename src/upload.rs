@@ -255,9 +255,19 @@ impl Uploader {
 
     /// Makes `spool` the content of `key` in the store: journaled first, so that a crash
     /// or failure anywhere after this call's start loses nothing.
-    pub async fn upload(&self, key: &str, spool: &Spool) -> Result<Uploaded, UploadError> {
+    pub async fn upload(
+        &self,
+        key: &str,
+        spool: &Spool,
+        stream: Option<PartStream>,
+    ) -> Result<Uploaded, UploadError> {
         let file = Arc::new(File::open(spool.path())?);
-        let (size, sha256) = fingerprint(&file).await?;
+        let size = spool.size()?;
+        let hashed = stream.as_ref().and_then(|s| s.sha256_of_all(size));
+        let sha256 = match hashed {
+            Some(sha256) => sha256,
+            None => fingerprint(&file).await?.1,
+        };
         let entry = JournalEntry {
             key: key.to_owned(),
             spool: spool.path().to_owned(),
@@ -265,7 +275,21 @@ impl Uploader {
             sha256,
         };
         self.journal.record(&entry)?;
-        match self.put_file(&entry, file).await {
+        let result = match stream {
+            Some(s) if s.sha256_of_all(size).is_some() => match self.finish_stream(s, &entry).await
+            {
+                Ok(Some(uploaded)) => Ok(uploaded),
+                Ok(None) => self.put_file(&entry, file).await,
+                Err(e) => Err(e),
+            },
+            other => {
+                if let Some(s) = other {
+                    self.abandon(s);
+                }
+                self.put_file(&entry, file).await
+            }
+        };
+        match result {
             Ok(uploaded) => {
                 self.journal.remove(spool.path())?;
                 Ok(uploaded)
@@ -342,11 +366,7 @@ impl Uploader {
         file: Arc<File>,
     ) -> Result<Uploaded, UploadError> {
         let (key, size) = (entry.key.as_str(), entry.size);
-        let headers = ObjectHeaders {
-            content_type: Some(content_type(key).to_owned()),
-            content_encoding: None,
-            user_metadata: [(SHA256_KEY.to_owned(), entry.sha256.clone())].into(),
-        };
+        let headers = headers_for(key, Some(&entry.sha256));
         let etag = if size <= self.config.part_size {
             let body = read_range(file, 0, size).await?;
             self.client.put(key, body, headers).await?
@@ -396,6 +416,19 @@ impl Uploader {
             let _ = self.client.abort_multipart(key, &upload_id).await;
         }
         completed
+    }
+}
+
+/// Headers of an uploaded object: a content type from the name and, once known, the
+/// content's SHA-256.
+fn headers_for(key: &str, sha256: Option<&str>) -> ObjectHeaders {
+    ObjectHeaders {
+        content_type: Some(content_type(key).to_owned()),
+        content_encoding: None,
+        user_metadata: sha256
+            .map(|h| (SHA256_KEY.to_owned(), h.to_owned()))
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -458,6 +491,10 @@ pub fn content_type(key: &str) -> &'static str {
         _ => "application/octet-stream",
     }
 }
+
+mod stream;
+
+pub use stream::PartStream;
 
 #[cfg(test)]
 mod tests;

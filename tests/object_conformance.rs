@@ -180,6 +180,26 @@ async fn suite(client: Arc<dyn ObjectClient>) {
             .unwrap(),
         b"0123456789"
     );
+    let meta_only = ObjectHeaders {
+        content_type: Some("text/x".into()),
+        ..ObjectHeaders::default()
+    };
+    client
+        .copy("copy/a.csv", "copy/a.csv", Some(meta_only))
+        .await
+        .unwrap();
+    let head = client.head("copy/a.csv").await.unwrap();
+    assert_eq!(
+        head.headers.content_type.as_deref(),
+        Some("text/x"),
+        "copy onto itself"
+    );
+    assert_eq!(
+        get(&*client, "copy/a.csv", 0..10, head.meta.etag.as_deref())
+            .await
+            .unwrap(),
+        b"0123456789"
+    );
     client.delete("copy/a.csv").await.unwrap();
 
     let id = client

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
 use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
-use crate::upload::{Spool, Uploader};
+use crate::upload::{PartStream, Spool, Uploader};
 
 /// A file open for writing.
 #[derive(Debug)]
@@ -25,6 +25,8 @@ pub(super) struct Writer {
     /// A write to the spool failed (a full disk): the content is incomplete, so it is
     /// never uploaded, and every later write, flush and fsync reports this errno.
     failed: Option<i32>,
+    /// Parts sent while the file is written front to back, from empty.
+    stream: Option<PartStream>,
 }
 
 impl Writer {
@@ -35,6 +37,7 @@ impl Writer {
             spool,
             dirty,
             failed: None,
+            stream: None,
         }
     }
 
@@ -66,7 +69,11 @@ impl RgridFs {
         if truncate {
             self.namespace.set_size(node.ino, 0);
         }
-        Ok(Writer::new(node.ino, node.key.clone(), spool, truncate))
+        let mut writer = Writer::new(node.ino, node.key.clone(), spool, truncate);
+        if truncate {
+            writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
+        }
+        Ok(writer)
     }
 
     /// Copies the object's current version into `spool`.
@@ -96,8 +103,9 @@ impl RgridFs {
         let node = self
             .namespace
             .create_local(parent, utf8(name)?, InodeKind::File)?;
-        let writer = Writer::new(node.ino, node.key.clone(), spool, true);
-        let fh = self.insert_file(OpenFile::Write(writer));
+        let mut writer = Writer::new(node.ino, node.key.clone(), spool, true);
+        writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
+        let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
         Ok((
             self.config.ownership.attr(&node),
             Opened {
@@ -117,10 +125,26 @@ impl RgridFs {
         let size = writer.spool_op(|spool| {
             spool.write_at(offset, data)?;
             spool.size()
-        })?;
+        });
+        let Ok(size) = size else {
+            self.end_stream(writer);
+            return size.map(|_| 0);
+        };
         writer.dirty = true;
         self.namespace.set_size(writer.ino, size);
+        if let Some(stream) = writer.stream.as_mut() {
+            if !self.uploader()?.stream_write(stream, offset, data).await {
+                self.end_stream(writer);
+            }
+        }
         Ok(data.len() as u32)
+    }
+
+    /// Gives up sending parts while writing: close uploads the spool whole.
+    fn end_stream(&self, writer: &mut Writer) {
+        if let (Some(stream), Some(uploader)) = (writer.stream.take(), &self.uploader) {
+            uploader.abandon(stream);
+        }
     }
 
     /// close() and fsync(): uploads open file `fh` if it changed.
@@ -135,7 +159,11 @@ impl RgridFs {
 
     async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
         writer.spool_op(|_| Ok(()))?;
-        let uploaded = self.uploader()?.upload(&writer.key, &writer.spool).await?;
+        let stream = writer.stream.take();
+        let uploaded = self
+            .uploader()?
+            .upload(&writer.key, &writer.spool, stream)
+            .await?;
         writer.dirty = false;
         // The page cache holds what was written, which is now this version.
         lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());
@@ -159,6 +187,7 @@ impl RgridFs {
                 tracing::warn!(key = %writer.key, "upload at release failed, kept pending: {e}");
             }
         }
+        self.end_stream(writer);
         if let Some(uploader) = &self.uploader {
             if !uploader.is_pending(writer.spool.path()) {
                 let _ = std::fs::remove_file(writer.spool.path());
@@ -180,6 +209,7 @@ impl RgridFs {
         if let Some(file) = file {
             let mut file = file.lock().await;
             if let OpenFile::Write(writer) = &mut *file {
+                self.end_stream(writer);
                 writer.spool_op(|spool| spool.set_len(size))?;
                 writer.dirty = true;
                 self.namespace.set_size(ino, size);

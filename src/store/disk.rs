@@ -229,16 +229,41 @@ impl DiskStore {
         entry.size = meta.len();
         entry.mtime = meta.modified().map_err(internal_err)?;
         entry.etag = derived_etag(&meta);
-        let sidecar = serde_json::to_vec(&entry).map_err(internal_err)?;
-        let meta_path = self.meta_path(bucket, &entry.key);
-        std::fs::create_dir_all(meta_path.parent().expect("meta dir")).map_err(internal_err)?;
-        std::fs::write(&meta_path, sidecar).map_err(internal_err)?;
+        self.write_sidecar(bucket, &entry)?;
         if let Some(old) = index.insert(entry.key.clone(), entry.clone()) {
             if old.location != entry.location {
                 let _ = std::fs::remove_file(self.data_path(bucket, &old));
             }
         }
         Ok(entry)
+    }
+
+    /// Content type, content encoding and user metadata of an object.
+    fn replace_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        (content_type, content_encoding, metadata): (
+            Option<String>,
+            Option<String>,
+            HashMap<String, String>,
+        ),
+    ) -> S3Result<Entry> {
+        let index = self.bucket(bucket)?;
+        let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+        let entry = index.get_mut(key).ok_or_else(|| s3_error!(NoSuchKey))?;
+        entry.content_type = content_type;
+        entry.content_encoding = content_encoding;
+        entry.metadata = metadata;
+        self.write_sidecar(bucket, entry)?;
+        Ok(entry.clone())
+    }
+
+    fn write_sidecar(&self, bucket: &str, entry: &Entry) -> S3Result<()> {
+        let sidecar = serde_json::to_vec(entry).map_err(internal_err)?;
+        let meta_dir = self.root.join(bucket).join(INTERNAL).join("meta");
+        std::fs::create_dir_all(&meta_dir).map_err(internal_err)?;
+        std::fs::write(self.meta_path(bucket, &entry.key), sidecar).map_err(internal_err)
     }
 
     fn remove(&self, bucket: &str, key: &str) -> S3Result<()> {

@@ -48,7 +48,7 @@ async fn small_files_are_put_with_sha256_and_content_type() {
     let (uploader, client, _dir) = uploader(1 << 20);
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"a,b\n1,2\n").unwrap();
-    let done = uploader.upload("out/data.csv", &spool).await.unwrap();
+    let done = uploader.upload("out/data.csv", &spool, None).await.unwrap();
     assert_eq!(done.size, 8);
     let (data, headers) = stored(&client, "out/data.csv").await;
     assert_eq!(data, b"a,b\n1,2\n");
@@ -63,7 +63,7 @@ async fn large_files_go_up_in_parts() {
     let spool = uploader.spool().unwrap();
     let content: Vec<u8> = (0..4500u32).map(|i| (i % 253) as u8).collect();
     spool.write_at(0, &content).unwrap();
-    uploader.upload("big.bin", &spool).await.unwrap();
+    uploader.upload("big.bin", &spool, None).await.unwrap();
     assert_eq!(stored(&client, "big.bin").await.0, content);
     assert_eq!(client.count(Operation::Put), 0);
     assert_eq!(
@@ -79,7 +79,7 @@ async fn a_failed_upload_stays_journaled_and_finishes_later() {
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"precious").unwrap();
     client.fail_next(100);
-    assert!(uploader.upload("keep.txt", &spool).await.is_err());
+    assert!(uploader.upload("keep.txt", &spool, None).await.is_err());
     assert!(uploader.is_pending(spool.path()));
     assert_eq!(uploader.finish_pending().await, 1, "store still down");
     client.fail_next(0);
@@ -94,7 +94,7 @@ async fn a_failed_multipart_upload_leaves_no_object() {
     let spool = uploader.spool().unwrap();
     spool.write_at(0, &[1u8; 1000]).unwrap();
     client.fail_next(3);
-    assert!(uploader.upload("x", &spool).await.is_err());
+    assert!(uploader.upload("x", &spool, None).await.is_err());
     assert!(client.head("x").await.is_err());
 }
 
@@ -164,7 +164,7 @@ async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"the real content").unwrap();
     client.fail_next(100);
-    assert!(uploader.upload("k", &spool).await.is_err());
+    assert!(uploader.upload("k", &spool, None).await.is_err());
     client.fail_next(0);
     spool.set_len(4).unwrap(); // what a power cut can leave of an unsynced file
     assert_eq!(uploader.finish_pending().await, 0, "set aside, not retried");
@@ -174,4 +174,45 @@ async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
     );
     assert!(!uploader.is_pending(spool.path()));
     assert!(spool.path().exists(), "kept for inspection");
+}
+
+#[tokio::test]
+async fn sequential_writes_send_parts_before_close() {
+    let (uploader, client, _dir) = uploader(1000);
+    let spool = uploader.spool().unwrap();
+    let mut stream = uploader.stream("seq.bin", &spool).unwrap();
+    let content: Vec<u8> = (0..4500u32).map(|i| (i % 251) as u8).collect();
+    for (i, chunk) in content.chunks(300).enumerate() {
+        let offset = (i * 300) as u64;
+        spool.write_at(offset, chunk).unwrap();
+        assert!(uploader.stream_write(&mut stream, offset, chunk).await);
+    }
+    assert_eq!(stream.sent(), 4000, "four full parts went up while writing");
+    let done = uploader
+        .upload("seq.bin", &spool, Some(stream))
+        .await
+        .unwrap();
+    let (data, headers) = stored(&client, "seq.bin").await;
+    assert_eq!(data, content);
+    assert_eq!(headers.user_metadata[SHA256_KEY], sha_hex(&content));
+    assert_eq!(done.etag, client.head("seq.bin").await.unwrap().meta.etag);
+    assert_eq!(client.count(Operation::Put), 0);
+}
+
+#[tokio::test]
+async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
+    let (uploader, client, _dir) = uploader(1000);
+    let spool = uploader.spool().unwrap();
+    let mut stream = uploader.stream("r.bin", &spool).unwrap();
+    spool.write_at(0, &[1u8; 2500]).unwrap();
+    assert!(uploader.stream_write(&mut stream, 0, &[1u8; 2500]).await);
+    spool.write_at(100, b"patch").unwrap();
+    assert!(!uploader.stream_write(&mut stream, 100, b"patch").await);
+    uploader.abandon(stream);
+    uploader.upload("r.bin", &spool, None).await.unwrap();
+    let mut expected = vec![1u8; 2500];
+    expected[100..105].copy_from_slice(b"patch");
+    let (data, headers) = stored(&client, "r.bin").await;
+    assert_eq!(data, expected);
+    assert_eq!(headers.user_metadata[SHA256_KEY], sha_hex(&expected));
 }

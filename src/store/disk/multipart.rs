@@ -148,6 +148,19 @@ impl DiskStore {
         else {
             return Err(s3_error!(NotImplemented, "copy from an access point"));
         };
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == "REPLACE");
+        if replace && **src_bucket == *input.bucket && **src_key == *input.key {
+            // A copy onto itself only changes metadata, as in S3 and MinIO: no data moves.
+            let headers = (
+                input.content_type,
+                input.content_encoding,
+                input.metadata.unwrap_or_default(),
+            );
+            return self.replace_metadata(&input.bucket, &input.key, headers);
+        }
         let if_match = input.copy_source_if_match.as_ref();
         let (source, mut file) = self.opened(src_bucket, src_key, if_match)?;
         let tmp = self.tmp_path(&input.bucket);
@@ -160,10 +173,6 @@ impl DiskStore {
         .await
         .map_err(internal_err)?
         .map_err(internal_err)?;
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|d| d.as_str() == "REPLACE");
         let entry = Entry {
             key: input.key,
             content_type: if replace {

@@ -1,0 +1,187 @@
+//! Parts uploaded while a file is written front to back, so that close waits only for the
+//! tail. A [`PartStream`] hashes what is written and, each time a part's worth has been
+//! written, sends that part of the spool; a write anywhere else ends the stream, and close
+//! then uploads the spool whole, as for any other file.
+//!
+//! The object's SHA-256 is known only at close, after CreateMultipartUpload has fixed the
+//! metadata, so it is set by a copy of the object onto itself (metadata only, in S3 and
+//! MinIO alike).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use super::{headers_for, read_range, JournalEntry, UploadError, Uploaded, Uploader};
+
+type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
+
+/// The upload of a file being written sequentially.
+pub struct PartStream {
+    key: String,
+    file: Arc<File>,
+    hasher: Sha256,
+    /// Bytes written, all hashed, from offset 0 without a gap.
+    written: u64,
+    /// Bytes handed to part uploads.
+    sent: u64,
+    upload_id: Option<String>,
+    in_flight: VecDeque<PartTask>,
+    done: Vec<(u32, String)>,
+}
+
+impl std::fmt::Debug for PartStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartStream")
+            .field("key", &self.key)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl PartStream {
+    /// Bytes handed to part uploads so far.
+    #[cfg(test)]
+    pub(super) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Hex SHA-256 of what was written, if that is the whole `size` bytes.
+    pub(super) fn sha256_of_all(&self, size: u64) -> Option<String> {
+        (self.written == size).then(|| {
+            self.hasher
+                .clone()
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+    }
+}
+
+impl Uploader {
+    /// A stream for `key`, whose content is written to the (empty) spool at `spool`.
+    pub fn stream(&self, key: &str, spool: &super::Spool) -> std::io::Result<PartStream> {
+        Ok(PartStream {
+            key: key.to_owned(),
+            file: Arc::new(File::open(spool.path())?),
+            hasher: Sha256::new(),
+            written: 0,
+            sent: 0,
+            upload_id: None,
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+        })
+    }
+
+    /// Takes note of `data`, just written to the spool at `offset`, and sends every part
+    /// now complete. False when the stream is over (a write elsewhere, or a failure): the
+    /// caller then [`Uploader::abandon`]s it.
+    pub async fn stream_write(&self, s: &mut PartStream, offset: u64, data: &[u8]) -> bool {
+        if offset != s.written {
+            return false;
+        }
+        s.hasher.update(data);
+        s.written += data.len() as u64;
+        let part_size = self.config.part_size;
+        while s.written - s.sent >= part_size {
+            if let Err(e) = self.send_part(s, part_size).await {
+                tracing::debug!(key = %s.key, "streaming upload stopped, will upload at close: {e}");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the next `len` bytes as a part, starting the upload first if needed; waits
+    /// while `concurrency` parts are already in flight.
+    async fn send_part(&self, s: &mut PartStream, len: u64) -> Result<(), UploadError> {
+        if s.upload_id.is_none() {
+            let headers = headers_for(&s.key, None);
+            s.upload_id = Some(self.client.create_multipart(&s.key, headers).await?);
+        }
+        while s.in_flight.len() >= self.config.concurrency {
+            let Some(task) = s.in_flight.pop_front() else {
+                break;
+            };
+            s.done.push(task.await.map_err(std::io::Error::other)??);
+        }
+        let number = (s.sent / self.config.part_size) as u32 + 1;
+        let (client, file, start) = (self.client.clone(), s.file.clone(), s.sent);
+        let (key, upload_id) = (s.key.clone(), s.upload_id.clone().unwrap_or_default());
+        s.in_flight.push_back(tokio::spawn(async move {
+            let body = read_range(file, start, len).await?;
+            let etag = client.upload_part(&key, &upload_id, number, body).await?;
+            Ok((number, etag))
+        }));
+        s.sent += len;
+        Ok(())
+    }
+
+    /// Completes the journaled `entry` from stream `s`: sends the tail, waits for every
+    /// part, completes the upload and sets the metadata. `Ok(None)` when no part was sent
+    /// (the file is small): the caller uploads it whole.
+    pub(super) async fn finish_stream(
+        &self,
+        mut s: PartStream,
+        entry: &JournalEntry,
+    ) -> Result<Option<Uploaded>, UploadError> {
+        if s.upload_id.is_none() {
+            return Ok(None);
+        }
+        let result = self.complete_stream(&mut s, entry).await;
+        if result.is_err() {
+            self.abandon(s);
+        }
+        result.map(Some)
+    }
+
+    async fn complete_stream(
+        &self,
+        s: &mut PartStream,
+        entry: &JournalEntry,
+    ) -> Result<Uploaded, UploadError> {
+        if entry.size > s.sent {
+            self.send_part(s, entry.size - s.sent).await?;
+        }
+        while let Some(task) = s.in_flight.pop_front() {
+            s.done.push(task.await.map_err(std::io::Error::other)??);
+        }
+        s.done.sort_by_key(|(number, _)| *number);
+        let upload_id = s.upload_id.take().unwrap_or_default();
+        let parts = std::mem::take(&mut s.done);
+        let completed = self
+            .client
+            .complete_multipart(&entry.key, &upload_id, parts)
+            .await;
+        if completed.is_err() {
+            s.upload_id = Some(upload_id);
+        }
+        completed?;
+        let headers = headers_for(&entry.key, Some(&entry.sha256));
+        let etag = self
+            .client
+            .copy(&entry.key, &entry.key, Some(headers))
+            .await?;
+        Ok(Uploaded {
+            size: entry.size,
+            etag,
+        })
+    }
+
+    /// Stops a stream: parts in flight are cancelled and the upload aborted, in the
+    /// background (it only frees storage).
+    pub fn abandon(&self, mut s: PartStream) {
+        for task in s.in_flight.drain(..) {
+            task.abort();
+        }
+        if let Some(upload_id) = s.upload_id.take() {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.abort_multipart(&s.key, &upload_id).await;
+            });
+        }
+    }
+}
