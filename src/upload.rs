@@ -263,7 +263,9 @@ impl Uploader {
     ) -> Result<Uploaded, UploadError> {
         let file = Arc::new(File::open(spool.path())?);
         let size = spool.size()?;
+        // A stream that saw every byte has hashed them already: no second pass.
         let hashed = stream.as_ref().and_then(|s| s.sha256_of_all(size));
+        let streamed = hashed.is_some();
         let sha256 = match hashed {
             Some(sha256) => sha256,
             None => fingerprint(&file).await?.1,
@@ -276,8 +278,7 @@ impl Uploader {
         };
         self.journal.record(&entry)?;
         let result = match stream {
-            Some(s) if s.sha256_of_all(size).is_some() => match self.finish_stream(s, &entry).await
-            {
+            Some(s) if streamed => match self.finish_stream(s, &entry).await {
                 Ok(Some(uploaded)) => Ok(uploaded),
                 Ok(None) => self.put_file(&entry, file).await,
                 Err(e) => Err(e),
@@ -450,21 +451,25 @@ async fn read_range(file: Arc<File>, start: u64, len: u64) -> io::Result<Bytes> 
     .map_err(io::Error::other)?
 }
 
-fn sha256_of(file: &File) -> io::Result<String> {
+fn sha256_of(mut file: &File) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
     let mut buf = vec![0; 1 << 20];
     loop {
-        let n = reader.read(&mut buf)?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
-            return Ok(hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect());
+            return Ok(hex_digest(hasher));
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// The hash as lowercase hex, as `x-amz-meta-rgrid-sha256` carries it.
+fn hex_digest(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Content type from the file name, for the formats an execution typically writes.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::{headers_for, read_range, JournalEntry, UploadError, Uploaded, Uploader};
+use super::{headers_for, hex_digest, read_range, JournalEntry, UploadError, Uploaded, Uploader};
 
 type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
 
@@ -50,14 +50,7 @@ impl PartStream {
 
     /// Hex SHA-256 of what was written, if that is the whole `size` bytes.
     pub(super) fn sha256_of_all(&self, size: u64) -> Option<String> {
-        (self.written == size).then(|| {
-            self.hasher
-                .clone()
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        })
+        (self.written == size).then(|| hex_digest(self.hasher.clone()))
     }
 }
 
