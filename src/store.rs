@@ -21,7 +21,6 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Result};
-use sha2::Digest;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -102,8 +101,7 @@ fn generated_credentials() -> (String, String) {
         .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let seed = format!("{}-{nanos}-{n}", std::process::id());
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = disk::sha_hex(&seed);
     (
         format!("RGRID{}", &hex[..15]).to_uppercase(),
         hex[16..56].to_owned(),

@@ -70,7 +70,8 @@ fn internal_err(e: impl std::fmt::Display) -> s3s::S3Error {
     s3_error!(InternalError, "{e}")
 }
 
-fn sha_hex(key: &str) -> String {
+/// Hex SHA-256 of a string: blob and sidecar names, generated credentials.
+pub(super) fn sha_hex(key: &str) -> String {
     Sha256::digest(key.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
