@@ -10,7 +10,7 @@ use clap::Parser;
 
 use crate::fs::{FsConfig, Ownership};
 use crate::fuse::SessionConfig;
-use crate::namespace::NamespaceConfig;
+use crate::namespace::{check_name, NamespaceConfig};
 use crate::object::S3ClientConfig;
 use crate::readahead::ReadConfig;
 use crate::upload::WriteConfig;
@@ -29,6 +29,11 @@ pub struct MountArgs {
     /// Show only keys under this prefix; the mount root is the prefix.
     #[arg(long)]
     pub prefix: Option<String>,
+
+    /// Mount one execution as its script's /work: inputs/ is executions/<EXEC_ID>/inputs/
+    /// (read-only), every other path X is executions/<EXEC_ID>/outputs/X.
+    #[arg(long, value_name = "EXEC_ID", conflicts_with = "prefix")]
+    pub work: Option<String>,
 
     /// S3 endpoint, e.g. http://minio:9000 (path-style addressing is used with it).
     #[arg(long, value_name = "URL")]
@@ -196,6 +201,27 @@ fn normalize_prefix(prefix: Option<&str>) -> anyhow::Result<String> {
     })
 }
 
+/// The namespace of the bucket view (`--prefix`) or of the work view (`--work`).
+fn namespace_config(args: &MountArgs, ttl: Duration) -> anyhow::Result<NamespaceConfig> {
+    let (root_prefix, inputs_prefix) = match &args.work {
+        Some(id) => {
+            if check_name(id).is_err() || id.contains('/') {
+                bail!("--work {id:?} is not an execution id (one path segment)");
+            }
+            (
+                format!("executions/{id}/outputs/"),
+                Some(format!("executions/{id}/inputs/")),
+            )
+        }
+        None => (normalize_prefix(args.prefix.as_deref())?, None),
+    };
+    Ok(NamespaceConfig {
+        root_prefix,
+        inputs_prefix,
+        metadata_ttl: ttl,
+    })
+}
+
 const MIB: u64 = 1 << 20;
 
 fn read_config(args: &MountArgs) -> anyhow::Result<ReadConfig> {
@@ -268,6 +294,7 @@ impl MountConfig {
             bail!("--metadata-ttl must be a number of seconds >= 0");
         }
         let ttl = Duration::from_secs_f64(args.metadata_ttl);
+        let namespace = namespace_config(&args, ttl)?;
         let mut read = read_config(&args)?;
         let write = write_config(&args)?;
         let mut client = S3ClientConfig::new(&args.bucket);
@@ -291,10 +318,7 @@ impl MountConfig {
         Ok(MountConfig {
             mountpoint,
             local: args.local,
-            namespace: NamespaceConfig {
-                root_prefix: normalize_prefix(args.prefix.as_deref())?,
-                metadata_ttl: ttl,
-            },
+            namespace,
             fs: FsConfig { ownership },
             read,
             write,

@@ -142,9 +142,7 @@ impl RgridFs {
     /// setattr of modes, owners or times: accepted, so that `cp -p`, `touch` and `tar -x`
     /// do not fail; the attributes stay those the store implies.
     pub async fn setattr_other(&self, ino: InodeNo) -> Result<Attr, FsError> {
-        if self.uploader.is_none() {
-            return Err(FsError::ReadOnly);
-        }
+        self.writable(&[ino])?;
         self.getattr(ino).await
     }
 

@@ -51,6 +51,8 @@ pub struct Node {
     pub mtime: SystemTime,
     /// The ETag of the version these facts describe, if the store gave one.
     pub etag: Option<String>,
+    /// Nothing in it may change (the work view's `inputs/`).
+    pub read_only: bool,
 }
 
 /// One entry of a directory listing.
@@ -77,6 +79,9 @@ pub enum NamespaceError {
     /// A name that cannot be a key segment.
     #[error("invalid name")]
     InvalidName,
+    /// A change inside a read-only place.
+    #[error("read-only place")]
+    ReadOnly,
     /// The kernel named an inode this mount does not know (forgotten, or never issued).
     #[error("unknown inode {0}")]
     UnknownInode(u64),
@@ -90,6 +95,8 @@ pub enum NamespaceError {
 pub struct NamespaceConfig {
     /// Key prefix shown as the mount root: empty, or ending in `/`.
     pub root_prefix: String,
+    /// A prefix (ending in `/`) shown read-only as the root's `inputs/`: the work view.
+    pub inputs_prefix: Option<String>,
     /// How long facts from the store are trusted.
     pub metadata_ttl: Duration,
 }
@@ -146,6 +153,9 @@ struct Tables {
 /// a timestamp, so this bounds the cache to a few MiB.
 const MAX_ABSENT: usize = 65_536;
 
+/// Name of the work view's read-only directory of inputs.
+pub const INPUTS: &str = "inputs";
+
 /// The inode table over one bucket view.
 #[derive(Debug)]
 pub struct Namespace {
@@ -167,15 +177,19 @@ impl Namespace {
             size: 0,
             mtime: mount_time,
             etag: None,
+            read_only: false,
         };
         let mut root = Inode::new(node, InodeNo::ROOT, "", 1);
         root.local = true; // never revalidated
-        let tables = Tables {
+        let mut tables = Tables {
             inodes: HashMap::from([(InodeNo::ROOT, root)]),
             by_name: HashMap::new(),
             absent: HashMap::new(),
             next: 2,
         };
+        if let Some(prefix) = &config.inputs_prefix {
+            pin_inputs(&mut tables, prefix, mount_time);
+        }
         Namespace {
             client,
             config,
@@ -274,6 +288,9 @@ impl Namespace {
         if dir.node.kind != InodeKind::Directory {
             return Err(NamespaceError::NotADirectory);
         }
+        if dir.node.read_only {
+            return Err(NamespaceError::ReadOnly);
+        }
         let listing = dir.listing.take();
         let suffix = if kind == InodeKind::Directory {
             "/"
@@ -290,6 +307,7 @@ impl Namespace {
             size: 0,
             mtime: SystemTime::now(),
             etag: None,
+            read_only: false,
         };
         let mut inode = Inode::new(node.clone(), parent, name, 1);
         inode.local = true;
@@ -388,6 +406,14 @@ impl Namespace {
             }
         }
         remember_absent(&mut tables, parent, name);
+    }
+
+    /// Whether `ino` lies in a read-only place (unknown inodes are not).
+    pub fn is_read_only(&self, ino: InodeNo) -> bool {
+        self.tables()
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| i.node.read_only)
     }
 
     /// Whether `ino` is a directory made in this mount.
@@ -608,6 +634,28 @@ fn file_found(meta: ObjectMeta) -> Found {
     }
 }
 
+/// The work view's `inputs/`: always there (the root's listing merges it in, as it does
+/// local entries), never revalidated, never forgotten, and read-only with all below it.
+fn pin_inputs(tables: &mut Tables, prefix: &str, mount_time: SystemTime) {
+    let ino = InodeNo(tables.next);
+    tables.next += 1;
+    let node = Node {
+        ino,
+        kind: InodeKind::Directory,
+        key: prefix.to_owned(),
+        size: 0,
+        mtime: mount_time,
+        etag: None,
+        read_only: true,
+    };
+    let mut inode = Inode::new(node, InodeNo::ROOT, INPUTS, 1);
+    inode.local = true;
+    tables.inodes.insert(ino, inode);
+    tables
+        .by_name
+        .insert((InodeNo::ROOT, INPUTS.to_owned()), ino);
+}
+
 /// Counts a kernel reference to `node`, bringing its inode back if it was forgotten
 /// since a listing handed out its number.
 fn reference(tables: &mut Tables, parent: InodeNo, name: &str, node: &Node) -> Node {
@@ -667,6 +715,7 @@ fn upsert(
     }
     let ino = InodeNo(tables.next);
     tables.next += 1;
+    let read_only = tables.inodes.get(&parent).is_some_and(|p| p.node.read_only);
     let node = Node {
         ino,
         kind: found.kind,
@@ -674,6 +723,7 @@ fn upsert(
         size: found.size,
         mtime: found.mtime,
         etag: found.etag,
+        read_only,
     };
     tables
         .inodes
@@ -694,6 +744,7 @@ mod tests {
         }
         let config = NamespaceConfig {
             root_prefix: String::new(),
+            inputs_prefix: None,
             metadata_ttl: Duration::from_secs(60),
         };
         (Namespace::new(Arc::new(client.clone()), config), client)

@@ -9,29 +9,10 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{pseudo_random, run, Mount, TestStore, BUCKET};
+use common::{pseudo_random, run, Mount, TestStore};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
-
-fn stored(
-    store: &TestStore,
-    key: &str,
-) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
-    let sdk = store.sdk();
-    let out = store
-        .runtime
-        .block_on(sdk.get_object().bucket(BUCKET).key(key).send())
-        .ok()?;
-    let meta = out.metadata().cloned().unwrap_or_default();
-    let body = store
-        .runtime
-        .block_on(out.body.collect())
-        .ok()?
-        .into_bytes()
-        .to_vec();
-    Some((body, meta))
-}
 
 fn sha_hex(data: &[u8]) -> String {
     Sha256::digest(data)
@@ -52,7 +33,9 @@ fn cp_in_reaches_the_store_with_its_sha256() {
         run(Command::new("cp")
             .arg(local.path().join(name))
             .arg(mount.join("out")));
-        let (body, meta) = stored(&store, &format!("out/{name}")).expect("object after close");
+        let (body, meta) = store
+            .get(&format!("out/{name}"))
+            .expect("object after close");
         assert!(body == data, "{name}: stored bytes differ");
         assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)), "{name}");
         assert!(
@@ -80,24 +63,21 @@ fn random_writes_overwrite_truncate_and_append() {
     expected[5000..5003].copy_from_slice(b"XYZ");
     expected.resize(12_000, 0);
     expected.extend_from_slice(b"tail");
-    assert!(
-        stored(&store, "f.bin").unwrap().0 == expected,
-        "random writes"
-    );
+    assert!(store.get("f.bin").unwrap().0 == expected, "random writes");
 
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
     file.write_all(b"+more").unwrap();
     drop(file);
     expected.extend_from_slice(b"+more");
-    assert!(stored(&store, "f.bin").unwrap().0 == expected, "append");
+    assert!(store.get("f.bin").unwrap().0 == expected, "append");
 
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(100).unwrap();
     drop(file);
-    assert_eq!(stored(&store, "f.bin").unwrap().0, expected[..100]);
+    assert_eq!(store.get("f.bin").unwrap().0, expected[..100]);
 
     fs::write(&path, b"replaced").unwrap();
-    assert_eq!(stored(&store, "f.bin").unwrap().0, b"replaced");
+    assert_eq!(store.get("f.bin").unwrap().0, b"replaced");
     assert_eq!(fs::read(&path).unwrap(), b"replaced");
 }
 
@@ -106,7 +86,7 @@ fn empty_file_created_by_touch_exists_in_the_store() {
     let store = TestStore::start();
     let mount = Mount::new(&store, &[]);
     run(Command::new("touch").arg(mount.join("empty")));
-    assert_eq!(stored(&store, "empty").unwrap().0, b"");
+    assert_eq!(store.get("empty").unwrap().0, b"");
     assert_eq!(fs::metadata(mount.join("empty")).unwrap().len(), 0);
 }
 
@@ -129,11 +109,11 @@ fn reads_of_a_file_being_written_see_the_written_bytes() {
     assert_eq!(&buf, b"world");
     assert_eq!(fs::metadata(&path).unwrap().len(), 11);
     assert!(
-        stored(&store, "live.txt").is_none(),
+        store.get("live.txt").is_none(),
         "nothing uploaded before close"
     );
     drop(file);
-    assert_eq!(stored(&store, "live.txt").unwrap().0, b"hello world");
+    assert_eq!(store.get("live.txt").unwrap().0, b"hello world");
 }
 
 #[test]
@@ -145,14 +125,14 @@ fn rename_replaces_the_target_and_unlink_deletes() {
     // rsync's way: write a temp file, then rename it over the target.
     fs::write(mount.join("d/.tmp.XXXX"), "new content").unwrap();
     fs::rename(mount.join("d/.tmp.XXXX"), mount.join("d/target.txt")).unwrap();
-    assert_eq!(stored(&store, "d/target.txt").unwrap().0, b"new content");
-    assert!(stored(&store, "d/.tmp.XXXX").is_none());
+    assert_eq!(store.get("d/target.txt").unwrap().0, b"new content");
+    assert!(store.get("d/.tmp.XXXX").is_none());
     assert_eq!(
         fs::read_to_string(mount.join("d/target.txt")).unwrap(),
         "new content"
     );
     fs::remove_file(mount.join("d/old.txt")).unwrap();
-    assert!(stored(&store, "d/old.txt").is_none());
+    assert!(store.get("d/old.txt").is_none());
     assert_eq!(
         fs::metadata(mount.join("d/old.txt")).unwrap_err().kind(),
         std::io::ErrorKind::NotFound
@@ -179,7 +159,7 @@ fn mkdir_and_rmdir_follow_posix_rules() {
         Some(libc::EEXIST)
     );
     fs::write(mount.join("made/inner.txt"), "i").unwrap();
-    assert_eq!(stored(&store, "made/inner.txt").unwrap().0, b"i");
+    assert_eq!(store.get("made/inner.txt").unwrap().0, b"i");
     assert_eq!(
         fs::remove_dir(mount.join("full"))
             .unwrap_err()
@@ -216,7 +196,7 @@ fn store_down_at_close_gives_eio_and_the_upload_completes_later() {
     drop(file);
     store.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while stored(&store, "precious.txt").is_none() {
+    while store.get("precious.txt").is_none() {
         assert!(
             std::time::Instant::now() < deadline,
             "not uploaded after the store came back: {}",
@@ -224,7 +204,7 @@ fn store_down_at_close_gives_eio_and_the_upload_completes_later() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(stored(&store, "precious.txt").unwrap().0, b"do not lose me");
+    assert_eq!(store.get("precious.txt").unwrap().0, b"do not lose me");
 }
 
 #[test]
@@ -246,7 +226,7 @@ fn a_killed_daemon_finishes_its_uploads_on_restart() {
     }
     store.restart();
     let _mount = Mount::new(&store, &["--cache-dir", &cache_arg]);
-    let (body, meta) = stored(&store, "out.bin").expect("uploaded at restart");
+    let (body, meta) = store.get("out.bin").expect("uploaded at restart");
     assert!(body == data);
     assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)));
 }
@@ -302,7 +282,7 @@ fn a_full_spool_disk_gives_enospc_and_uploads_nothing() {
     assert_eq!(closed.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
     drop(file);
     assert!(
-        stored(&store, "huge.bin").is_none(),
+        store.get("huge.bin").is_none(),
         "no half object in the store"
     );
     drop(mount);

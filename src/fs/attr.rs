@@ -42,10 +42,13 @@ pub struct Attr {
 impl Ownership {
     /// The attributes of `node` on this mount.
     pub fn attr(&self, node: &Node) -> Attr {
-        let (perm, nlink) = match node.kind {
+        let (mut perm, nlink) = match node.kind {
             InodeKind::File => (self.file_mode, 1),
             InodeKind::Directory => (self.dir_mode, 2),
         };
+        if node.read_only {
+            perm &= !0o222;
+        }
         Attr {
             ino: node.ino,
             kind: node.kind,

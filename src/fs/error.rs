@@ -63,6 +63,7 @@ impl FsError {
                 NamespaceError::NotADirectory => libc::ENOTDIR,
                 NamespaceError::IsADirectory => libc::EISDIR,
                 NamespaceError::InvalidName => libc::EINVAL,
+                NamespaceError::ReadOnly => libc::EROFS,
                 NamespaceError::Object(e) => object_errno(e),
             },
             FsError::Read(e) => match e {

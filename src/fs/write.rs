@@ -59,8 +59,20 @@ impl RgridFs {
         self.uploader.as_ref().ok_or(FsError::ReadOnly)
     }
 
+    /// Fails unless `inodes` may change: a writable mount, none in a read-only place.
+    pub(super) fn writable(&self, inodes: &[InodeNo]) -> Result<&Arc<Uploader>, FsError> {
+        let uploader = self.uploader()?;
+        if inodes.iter().any(|ino| self.namespace.is_read_only(*ino)) {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(uploader)
+    }
+
     /// A writer of `node`; without `truncate` the spool starts with the object's bytes.
     pub(super) async fn open_writer(&self, node: &Node, truncate: bool) -> Result<Writer, FsError> {
+        if node.read_only {
+            return Err(FsError::ReadOnly);
+        }
         let spool = self.uploader()?.spool()?;
         if !truncate && node.size > 0 && node.etag.is_some() {
             self.fill(&spool, node).await?;
@@ -99,7 +111,7 @@ impl RgridFs {
 
     /// Creates file `name` in `parent` and opens it for writing.
     pub async fn create(&self, parent: InodeNo, name: &OsStr) -> Result<(Attr, Opened), FsError> {
-        let spool = self.uploader()?.spool()?;
+        let spool = self.writable(&[parent])?.spool()?;
         let node = self
             .namespace
             .create_local(parent, utf8(name)?, InodeKind::File)?;
@@ -228,7 +240,7 @@ impl RgridFs {
 
     /// Deletes file `name` of `parent`.
     pub async fn unlink(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
-        self.uploader()?;
+        self.writable(&[parent])?;
         let name = utf8(name)?;
         let node = self.namespace.find(parent, name).await?;
         if node.kind == InodeKind::Directory {
@@ -244,7 +256,7 @@ impl RgridFs {
 
     /// Makes directory `name` in `parent`; it exists in this mount until it has entries.
     pub async fn mkdir(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
-        self.uploader()?;
+        self.writable(&[parent])?;
         let name = utf8(name)?;
         if self.namespace.find(parent, name).await.is_ok() {
             return Err(FsError::Exists);
@@ -257,11 +269,14 @@ impl RgridFs {
 
     /// Removes empty directory `name` of `parent` (and its marker object, if any).
     pub async fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
-        self.uploader()?;
+        self.writable(&[parent])?;
         let name = utf8(name)?;
         let node = self.namespace.find(parent, name).await?;
         if node.kind != InodeKind::Directory {
             return Err(NamespaceError::NotADirectory.into());
+        }
+        if node.read_only {
+            return Err(FsError::ReadOnly);
         }
         if !self.namespace.readdir(node.ino).await?.is_empty() {
             return Err(FsError::NotEmpty);
@@ -283,9 +298,12 @@ impl RgridFs {
         new_parent: InodeNo,
         new_name: &OsStr,
     ) -> Result<(), FsError> {
-        self.uploader()?;
+        self.writable(&[parent, new_parent])?;
         let (name, new_name) = (utf8(name)?, utf8(new_name)?);
         let node = self.namespace.find(parent, name).await?;
+        if node.read_only {
+            return Err(FsError::ReadOnly);
+        }
         let target_dir = self.namespace.getattr(new_parent).await?;
         if node.kind == InodeKind::Directory {
             let empty = self.namespace.readdir(node.ino).await?.is_empty();

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -99,6 +100,18 @@ impl TestStore {
         self.runtime
             .block_on(sdk.put_object().bucket(BUCKET).key(key).body(body).send())
             .unwrap();
+    }
+
+    /// The stored bytes of `key` and its user metadata, or `None` when it is missing.
+    pub fn get(&self, key: &str) -> Option<(Vec<u8>, HashMap<String, String>)> {
+        let sdk = self.sdk();
+        let out = self
+            .runtime
+            .block_on(sdk.get_object().bucket(BUCKET).key(key).send())
+            .ok()?;
+        let meta = out.metadata().cloned().unwrap_or_default();
+        let body = self.runtime.block_on(out.body.collect()).ok()?;
+        Some((body.into_bytes().to_vec(), meta))
     }
 
     /// Puts many small objects, 32 at a time.
