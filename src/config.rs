@@ -13,6 +13,7 @@ use crate::fuse::SessionConfig;
 use crate::namespace::{check_name, NamespaceConfig};
 use crate::object::S3ClientConfig;
 use crate::readahead::ReadConfig;
+use crate::retention::RetentionConfig;
 use crate::upload::WriteConfig;
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
@@ -98,6 +99,15 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub upload_concurrency: usize,
 
+    /// Days an object is kept when neither its metadata nor a lifecycle rule of the
+    /// bucket says otherwise; older objects are hidden.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+
+    /// Opening a file that expires within this many days logs a warning.
+    #[arg(long, value_name = "DAYS", default_value_t = 2.0)]
+    pub expiry_warning: f64,
+
     /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
     #[arg(long, value_name = "DIR")]
     pub local: Option<PathBuf>,
@@ -118,6 +128,8 @@ pub struct MountConfig {
     pub fs: FsConfig,
     /// Read engine.
     pub read: ReadConfig,
+    /// Retention policy.
+    pub retention: RetentionConfig,
     /// Write engine; `None` on a read-only mount.
     pub write: Option<WriteConfig>,
     /// FUSE session.
@@ -295,6 +307,14 @@ impl MountConfig {
         }
         let ttl = Duration::from_secs_f64(args.metadata_ttl);
         let namespace = namespace_config(&args, ttl)?;
+        if !(args.expiry_warning.is_finite() && args.expiry_warning >= 0.0) {
+            bail!("--expiry-warning must be a number of days >= 0");
+        }
+        let retention = RetentionConfig {
+            days: args.retention_days,
+            warning: Duration::from_secs_f64(args.expiry_warning * 86_400.0),
+            refresh: Duration::from_secs(600),
+        };
         let mut read = read_config(&args)?;
         let write = write_config(&args)?;
         let mut client = S3ClientConfig::new(&args.bucket);
@@ -319,6 +339,7 @@ impl MountConfig {
             mountpoint,
             local: args.local,
             namespace,
+            retention,
             fs: FsConfig { ownership },
             read,
             write,

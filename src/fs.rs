@@ -11,19 +11,23 @@
 mod attr;
 mod error;
 mod write;
+mod xattr;
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 pub use attr::{Attr, Ownership};
 pub use error::{FsError, Severity};
 
+use crate::artifact;
 use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::object::ObjectClient;
 use crate::readahead::{ReadAhead, ReadEngine};
+use crate::retention::Retention;
 use crate::upload::Uploader;
 use write::Writer;
 
@@ -85,12 +89,15 @@ pub struct RgridFs {
     /// `None` on a read-only mount.
     uploader: Option<Arc<Uploader>>,
     client: Arc<dyn ObjectClient>,
+    retention: Arc<Retention>,
     config: FsConfig,
     files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenFile>>>>,
     /// ETag of each inode's last open: what its page cache holds.
     cached_versions: Mutex<HashMap<InodeNo, Option<String>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_handle: AtomicU64,
+    /// Keys whose coming expiry was logged.
+    expiry_warned: Mutex<HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,13 +111,14 @@ fn utf8(name: &OsStr) -> Result<&str, FsError> {
 }
 
 impl RgridFs {
-    /// A filesystem over `namespace`, reading through `engine` and writing through
-    /// `uploader` (`None`: read-only).
+    /// A filesystem over `namespace`, reading through `engine`, writing through
+    /// `uploader` (`None`: read-only), with expiry from `retention`.
     pub fn new(
         namespace: Namespace,
         client: Arc<dyn ObjectClient>,
         engine: Arc<ReadEngine>,
         uploader: Option<Arc<Uploader>>,
+        retention: Arc<Retention>,
         config: FsConfig,
     ) -> RgridFs {
         RgridFs {
@@ -118,11 +126,13 @@ impl RgridFs {
             engine,
             uploader,
             client,
+            retention,
             config,
             cached_versions: Mutex::default(),
             files: Mutex::default(),
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
+            expiry_warned: Mutex::default(),
         }
     }
 
@@ -154,7 +164,8 @@ impl RgridFs {
 
     /// Opens file `ino`.
     pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> Result<Opened, FsError> {
-        let node = self.namespace.getattr(ino).await?;
+        // With its headers: how it is stored, what it must hash to, when it expires.
+        let node = self.namespace.describe(ino).await?;
         if node.kind == InodeKind::Directory {
             return Err(NamespaceError::IsADirectory.into());
         }
@@ -166,11 +177,34 @@ impl RgridFs {
                 keep_cache: false,
             });
         }
+        self.warn_if_expiring(&node);
         let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());
         let keep_cache = node.etag.is_some() && previous == Some(node.etag.clone());
         let reader = self.engine.open(node.key, node.etag, node.size);
         let fh = self.insert_file(OpenFile::Read(reader));
         Ok(Opened { fh, keep_cache })
+    }
+
+    /// Logs, once per key, that the file being opened expires within the warning period.
+    fn warn_if_expiring(&self, node: &Node) {
+        let expiry = self
+            .retention
+            .expiry(&node.key, node.mtime, node.headers.as_deref());
+        let left = expiry
+            .at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left >= self.retention.warning() {
+            return;
+        }
+        let mut warned = lock(&self.expiry_warned);
+        if warned.len() >= 10_000 {
+            warned.clear();
+        }
+        if warned.insert(node.key.clone()) {
+            let at = artifact::format_time(expiry.at);
+            tracing::warn!(key = %node.key, expires_at = %at, source = ?expiry.source, "opened a file the store deletes soon");
+        }
     }
 
     fn insert_file(&self, file: OpenFile) -> u64 {

@@ -12,7 +12,7 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn, Instrument};
@@ -91,6 +91,16 @@ fn errno(op: &str, err: &FsError) -> Errno {
         Severity::Warn => warn!(op, "{err}"),
     }
     Errno::from_i32(err.errno())
+}
+
+/// An xattr reply: the size alone when asked with size 0, ERANGE when it does not fit.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    match size {
+        0 => reply.size(len),
+        n if n < len => reply.error(Errno::ERANGE),
+        _ => reply.data(value),
+    }
 }
 
 impl FuseAdapter {
@@ -267,6 +277,47 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         self.fs.releasedir(fh.0);
         reply.ok();
+    }
+
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let span = span!("getxattr", req, ino = i.0, ?name);
+        match self.run(span, self.fs.getxattr(ino(i), name)) {
+            Ok(value) => reply_xattr(reply, &value, size),
+            Err(e) => reply.error(errno("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        let span = span!("listxattr", req, ino = i.0);
+        match self.run(span, self.fs.listxattr(ino(i))) {
+            Ok(names) => reply_xattr(reply, &names, size),
+            Err(e) => reply.error(errno("listxattr", &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let span = span!("setxattr", req, ino = i.0, ?name);
+        match self.run(span, self.fs.setxattr(ino(i), name, value)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("setxattr", &e)),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = span!("removexattr", req, ino = i.0, ?name);
+        match self.run(span, self.fs.removexattr(ino(i), name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("removexattr", &e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -16,6 +16,7 @@
 //! `config` validates the command line into each layer's settings; `logging` sets up
 //! tracing. Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
 
+pub mod artifact;
 pub mod config;
 pub mod fs;
 pub mod fuse;
@@ -23,5 +24,6 @@ pub mod logging;
 pub mod namespace;
 pub mod object;
 pub mod readahead;
+pub mod retention;
 pub mod store;
 pub mod upload;

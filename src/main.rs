@@ -20,6 +20,7 @@ use rgrid_mount::fuse::{self, FuseAdapter};
 use rgrid_mount::namespace::Namespace;
 use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
 use rgrid_mount::readahead::ReadEngine;
+use rgrid_mount::retention::Retention;
 use rgrid_mount::store::EmbeddedStore;
 use rgrid_mount::upload::{Uploader, WriteConfig};
 
@@ -64,7 +65,9 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
     runtime
         .block_on(client.check_bucket())
         .map_err(|e| startup_error(e, &client_config))?;
-    let namespace = Namespace::new(client.clone(), config.namespace.clone());
+    let retention = Arc::new(Retention::new(client.clone(), config.retention));
+    let _refresh = runtime.block_on(retention.start());
+    let namespace = Namespace::new(client.clone(), retention.clone(), config.namespace.clone());
     let engine = ReadEngine::new(client.clone(), config.read.clone());
     let uploader = match &config.write {
         Some(write) => Some(start_uploader(&runtime, client.clone(), write.clone())?),
@@ -75,6 +78,7 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         client,
         engine,
         uploader.clone(),
+        retention,
         config.fs,
     ));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);

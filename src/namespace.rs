@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
-use crate::object::{ObjectClient, ObjectError, ObjectMeta};
+use crate::object::{ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta};
+use crate::retention::Retention;
 use name::SkippedKeys;
 pub use name::{check_name, BadName};
 
@@ -53,6 +54,8 @@ pub struct Node {
     pub etag: Option<String>,
     /// Nothing in it may change (the work view's `inputs/`).
     pub read_only: bool,
+    /// Files: what HEAD said of this version (`None` when known from a listing only).
+    pub headers: Option<Arc<ObjectHeaders>>,
 }
 
 /// One entry of a directory listing.
@@ -109,6 +112,7 @@ struct Found {
     size: u64,
     mtime: SystemTime,
     etag: Option<String>,
+    headers: Option<Arc<ObjectHeaders>>,
 }
 
 #[derive(Debug)]
@@ -160,6 +164,7 @@ pub const INPUTS: &str = "inputs";
 #[derive(Debug)]
 pub struct Namespace {
     client: Arc<dyn ObjectClient>,
+    retention: Arc<Retention>,
     config: NamespaceConfig,
     mount_time: SystemTime,
     skipped: SkippedKeys,
@@ -167,8 +172,13 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// A namespace whose root is `config.root_prefix`.
-    pub fn new(client: Arc<dyn ObjectClient>, config: NamespaceConfig) -> Namespace {
+    /// A namespace whose root is `config.root_prefix`; objects past their expiry under
+    /// `retention` are not shown.
+    pub fn new(
+        client: Arc<dyn ObjectClient>,
+        retention: Arc<Retention>,
+        config: NamespaceConfig,
+    ) -> Namespace {
         let mount_time = SystemTime::now();
         let node = Node {
             ino: InodeNo::ROOT,
@@ -178,6 +188,7 @@ impl Namespace {
             mtime: mount_time,
             etag: None,
             read_only: false,
+            headers: None,
         };
         let mut root = Inode::new(node, InodeNo::ROOT, "", 1);
         root.local = true; // never revalidated
@@ -192,6 +203,7 @@ impl Namespace {
         }
         Namespace {
             client,
+            retention,
             config,
             mount_time,
             skipped: SkippedKeys::default(),
@@ -308,6 +320,7 @@ impl Namespace {
             mtime: SystemTime::now(),
             etag: None,
             read_only: false,
+            headers: None,
         };
         let mut inode = Inode::new(node.clone(), parent, name, 1);
         inode.local = true;
@@ -358,6 +371,7 @@ impl Namespace {
             inode.local = inode.node.kind == InodeKind::Directory;
             inode.node.size = size;
             inode.node.etag = etag;
+            inode.node.headers = None;
             inode.validated = Instant::now();
         }
     }
@@ -442,6 +456,41 @@ impl Namespace {
             tables.by_name.remove(&key);
         }
         true
+    }
+
+    /// Current attributes of `ino` with, for a file in the store, its HEAD headers
+    /// (asked once per version).
+    pub async fn describe(&self, ino: InodeNo) -> Result<Node, NamespaceError> {
+        let node = self.getattr(ino).await?;
+        if node.kind != InodeKind::File || node.headers.is_some() || node.etag.is_none() {
+            return Ok(node);
+        }
+        let info = match self.client.head(&node.key).await {
+            Err(ObjectError::NotFound { .. }) => return Err(NamespaceError::NotFound),
+            Ok(info) if self.expired(&info) => return Err(NamespaceError::NotFound),
+            other => other?,
+        };
+        let mut tables = self.tables();
+        let inode = tables
+            .inodes
+            .get_mut(&ino)
+            .ok_or(NamespaceError::UnknownInode(ino.0))?;
+        if !inode.local {
+            inode.node.size = info.meta.size;
+            inode.node.mtime = info.meta.last_modified;
+            inode.node.etag = info.meta.etag;
+            inode.node.headers = Some(Arc::new(info.headers));
+            inode.validated = Instant::now();
+        }
+        Ok(inode.node.clone())
+    }
+
+    /// The metadata of `ino`'s object was replaced: same bytes, version `etag`.
+    pub fn rewritten(&self, ino: InodeNo, etag: Option<String>, headers: ObjectHeaders) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            inode.node.etag = etag;
+            inode.node.headers = Some(Arc::new(headers));
+        }
     }
 
     /// Current attributes of `ino`, asking the store when the cached ones are stale.
@@ -537,6 +586,9 @@ impl Namespace {
     async fn list_all(&self, prefix: &str) -> Result<BTreeMap<String, Found>, NamespaceError> {
         let mut entries = BTreeMap::new();
         let mut token = None;
+        let now = SystemTime::now();
+        // Past expiry by the bucket's policy: only their own metadata can keep them.
+        let mut doubtful = Vec::new();
         loop {
             let page = self
                 .client
@@ -550,10 +602,16 @@ impl Namespace {
                 if name.is_empty() {
                     continue; // the directory's own marker object
                 }
-                if self.showable(name, &object.key) {
+                if !self.showable(name, &object.key) {
+                    continue;
+                }
+                let policy = self.retention.policy(&object.key, object.last_modified);
+                if policy.at <= now {
+                    doubtful.push((name.to_owned(), object.key));
+                } else {
                     entries
                         .entry(name.to_owned())
-                        .or_insert_with(|| file_found(object));
+                        .or_insert_with(|| file_found(object, None));
                 }
             }
             for dir_prefix in page.prefixes {
@@ -568,6 +626,7 @@ impl Namespace {
                         size: 0,
                         mtime: self.mount_time,
                         etag: None,
+                        headers: None,
                     };
                     if let Some(file) = entries.insert(name.to_owned(), dir) {
                         self.skipped
@@ -577,9 +636,34 @@ impl Namespace {
             }
             token = page.next_token;
             if token.is_none() {
-                return Ok(entries);
+                break;
             }
         }
+        for (name, found) in self.still_alive(doubtful).await? {
+            entries.entry(name).or_insert(found);
+        }
+        Ok(entries)
+    }
+
+    /// Those of `objects` (name, key) that their HEAD says are not expired after all.
+    async fn still_alive(
+        &self,
+        objects: Vec<(String, String)>,
+    ) -> Result<Vec<(String, Found)>, NamespaceError> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(objects)
+            .map(|(name, key)| async move {
+                match self.client.head(&key).await {
+                    Ok(info) if self.expired(&info) => Ok(None),
+                    Ok(info) => Ok(Some((name, file_found(info.meta, Some(info.headers))))),
+                    Err(ObjectError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(NamespaceError::from(e)),
+                }
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await
     }
 
     fn showable(&self, name: &str, key: &str) -> bool {
@@ -614,23 +698,40 @@ impl Namespace {
                 size: 0,
                 mtime: self.mount_time,
                 etag: None,
+                headers: None,
             }));
         }
         match head {
-            Ok(info) => Ok(Some(file_found(info.meta))),
+            Ok(info) if self.expired(&info) => Ok(None),
+            Ok(info) => Ok(Some(file_found(info.meta, Some(info.headers)))),
             Err(ObjectError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Whether the object is past its expiry: the store is about to delete it, so it is
+    /// shown as already gone.
+    fn expired(&self, info: &ObjectInfo) -> bool {
+        let meta = &info.meta;
+        let expiry = self
+            .retention
+            .expiry(&meta.key, meta.last_modified, Some(&info.headers));
+        let gone = expiry.at <= SystemTime::now();
+        if gone {
+            tracing::debug!(key = %meta.key, source = ?expiry.source, "expired, hidden");
+        }
+        gone
+    }
 }
 
-fn file_found(meta: ObjectMeta) -> Found {
+fn file_found(meta: ObjectMeta, headers: Option<ObjectHeaders>) -> Found {
     Found {
         kind: InodeKind::File,
         key: meta.key,
         size: meta.size,
         mtime: meta.last_modified,
         etag: meta.etag,
+        headers: headers.map(Arc::new),
     }
 }
 
@@ -647,6 +748,7 @@ fn pin_inputs(tables: &mut Tables, prefix: &str, mount_time: SystemTime) {
         mtime: mount_time,
         etag: None,
         read_only: true,
+        headers: None,
     };
     let mut inode = Inode::new(node, InodeNo::ROOT, INPUTS, 1);
     inode.local = true;
@@ -707,6 +809,9 @@ fn upsert(
             } else {
                 found.mtime
             };
+            if found.headers.is_some() || inode.node.etag != found.etag {
+                inode.node.headers = found.headers;
+            }
             inode.node.etag = found.etag;
             inode.node.key = found.key;
             inode.validated = Instant::now();
@@ -724,6 +829,7 @@ fn upsert(
         mtime: found.mtime,
         etag: found.etag,
         read_only,
+        headers: found.headers,
     };
     tables
         .inodes
@@ -735,7 +841,8 @@ fn upsert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object::{MemoryClient, ObjectHeaders, Operation};
+    use crate::object::{MemoryClient, Operation};
+    use crate::retention::RetentionConfig;
 
     fn namespace(keys: &[&str]) -> (Namespace, MemoryClient) {
         let client = MemoryClient::new();
@@ -747,7 +854,16 @@ mod tests {
             inputs_prefix: None,
             metadata_ttl: Duration::from_secs(60),
         };
-        (Namespace::new(Arc::new(client.clone()), config), client)
+        let retention = RetentionConfig {
+            days: 30,
+            warning: Duration::from_secs(3600),
+            refresh: Duration::from_secs(600),
+        };
+        let retention = Arc::new(Retention::new(Arc::new(client.clone()), retention));
+        (
+            Namespace::new(Arc::new(client.clone()), retention, config),
+            client,
+        )
     }
 
     fn names(entries: &[DirEntry]) -> Vec<(&str, InodeKind)> {

@@ -57,6 +57,23 @@ pub struct ObjectHeaders {
     pub content_encoding: Option<String>,
     /// User metadata, keys without the `x-amz-meta-` prefix.
     pub user_metadata: HashMap<String, String>,
+    /// When a lifecycle rule of the store will delete the object (the `expiry-date` of
+    /// S3's and MinIO's `x-amz-expiration` header); only HEAD and GET return it.
+    pub expiration: Option<SystemTime>,
+}
+
+/// An expiration rule of the bucket's lifecycle configuration that selects objects by key
+/// prefix alone (rules on tags or sizes cannot be applied from a listing and are left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryRule {
+    /// The rule's id.
+    pub id: String,
+    /// Keys it applies to.
+    pub prefix: String,
+    /// Objects expire this many days after LastModified (S3 rounds up to midnight UTC)...
+    pub days: Option<u32>,
+    /// ...or all at this time.
+    pub date: Option<SystemTime>,
 }
 
 /// An object as HEAD describes it.
@@ -133,12 +150,22 @@ pub trait ObjectClient: Send + Sync + Debug {
     /// Abandons an upload and its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ObjectError>;
 
+    /// The enabled prefix-only expiration rules of the bucket's lifecycle configuration
+    /// (none when it has none); `Unsupported` where the server has no lifecycle API.
+    async fn expiry_rules(&self) -> Result<Vec<ExpiryRule>, ObjectError>;
+
+    /// Adds `rule` to the bucket's lifecycle configuration, replacing the rule with its
+    /// id and keeping every other rule as it is.
+    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError>;
+
     /// Server-side copy of `from` to `to`, with `headers` replacing the metadata if given;
-    /// returns the new object's ETag.
+    /// returns the new object's ETag. With `if_match`, the store refuses
+    /// (PreconditionFailed) to copy any other version of `from`.
     async fn copy(
         &self,
         from: &str,
         to: &str,
         headers: Option<ObjectHeaders>,
+        if_match: Option<&str>,
     ) -> Result<Option<String>, ObjectError>;
 }

@@ -26,10 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::artifact;
 use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
-
-/// User-metadata key (x-amz-meta-rgrid-sha256) of the content's SHA-256.
-pub const SHA256_KEY: &str = "rgrid-sha256";
 
 /// Write-engine settings.
 #[derive(Debug, Clone)]
@@ -427,9 +425,10 @@ fn headers_for(key: &str, sha256: Option<&str>) -> ObjectHeaders {
         content_type: Some(content_type(key).to_owned()),
         content_encoding: None,
         user_metadata: sha256
-            .map(|h| (SHA256_KEY.to_owned(), h.to_owned()))
+            .map(|h| (artifact::SHA256.to_owned(), h.to_owned()))
             .into_iter()
             .collect(),
+        expiration: None,
     }
 }
 

@@ -31,6 +31,7 @@ async fn suite(client: Arc<dyn ObjectClient>) {
         content_type: Some("text/csv".into()),
         content_encoding: None,
         user_metadata: [("rgrid-sha256".to_owned(), "abc".to_owned())].into(),
+        expiration: None,
     };
     client
         .put(
@@ -148,7 +149,10 @@ async fn suite(client: Arc<dyn ObjectClient>) {
     );
     client.delete("marker/").await.unwrap();
 
-    let copied = client.copy("dir/a.csv", "copy/a.csv", None).await.unwrap();
+    let copied = client
+        .copy("dir/a.csv", "copy/a.csv", None, None)
+        .await
+        .unwrap();
     let head = client.head("copy/a.csv").await.unwrap();
     assert_eq!(
         copied, head.meta.etag,
@@ -164,7 +168,7 @@ async fn suite(client: Arc<dyn ObjectClient>) {
         ..ObjectHeaders::default()
     };
     client
-        .copy("dir/a.csv", "copy/a.csv", Some(replaced))
+        .copy("dir/a.csv", "copy/a.csv", Some(replaced), None)
         .await
         .unwrap();
     let head = client.head("copy/a.csv").await.unwrap();
@@ -185,7 +189,12 @@ async fn suite(client: Arc<dyn ObjectClient>) {
         ..ObjectHeaders::default()
     };
     client
-        .copy("copy/a.csv", "copy/a.csv", Some(meta_only))
+        .copy(
+            "copy/a.csv",
+            "copy/a.csv",
+            Some(meta_only),
+            head.meta.etag.as_deref(),
+        )
         .await
         .unwrap();
     let head = client.head("copy/a.csv").await.unwrap();
@@ -200,6 +209,17 @@ async fn suite(client: Arc<dyn ObjectClient>) {
             .unwrap(),
         b"0123456789"
     );
+    let stale = client
+        .copy("copy/a.csv", "copy/b.csv", None, Some("\"not-the-etag\""))
+        .await;
+    assert!(
+        matches!(stale, Err(ObjectError::PreconditionFailed { .. })),
+        "a pinned copy of another version is refused: {stale:?}"
+    );
+    assert!(matches!(
+        client.head("copy/b.csv").await,
+        Err(ObjectError::NotFound { .. })
+    ));
     client.delete("copy/a.csv").await.unwrap();
 
     let id = client

@@ -37,9 +37,21 @@ pub enum FsError {
     /// A rename the store cannot do in place; `mv` falls back to copying.
     #[error("cannot rename across this mount's directories")]
     CrossDevice,
-    /// Not supported for this kind of file (hard links).
+    /// Not supported for this kind of file (hard links), or a read-only attribute.
     #[error("operation not permitted")]
     NotPermitted,
+    /// No such extended attribute.
+    #[error("no such attribute")]
+    NoAttribute,
+    /// An extended attribute outside `user.rgrid.*`.
+    #[error("attribute not supported")]
+    NotSupported,
+    /// An attribute value that does not parse.
+    #[error("invalid attribute value")]
+    InvalidValue,
+    /// The file is being written and not in the store yet.
+    #[error("file busy")]
+    Busy,
     /// The store failed outside a read.
     #[error(transparent)]
     Object(#[from] ObjectError),
@@ -84,6 +96,10 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
             FsError::NotPermitted => libc::EPERM,
+            FsError::NoAttribute => libc::ENODATA,
+            FsError::NotSupported => libc::ENOTSUP,
+            FsError::InvalidValue => libc::EINVAL,
+            FsError::Busy => libc::EBUSY,
         }
     }
 
@@ -97,7 +113,11 @@ impl FsError {
             | libc::EEXIST
             | libc::ENOTEMPTY
             | libc::EXDEV
-            | libc::EPERM => Severity::Debug,
+            | libc::EPERM
+            | libc::ENODATA
+            | libc::ENOTSUP
+            | libc::EINVAL
+            | libc::EBUSY => Severity::Debug,
             _ => Severity::Warn,
         }
     }
@@ -111,6 +131,7 @@ fn object_errno(e: &ObjectError) -> i32 {
         ObjectError::PreconditionFailed { .. }
         | ObjectError::NoSuchBucket { .. }
         | ObjectError::Unavailable { .. }
+        | ObjectError::Unsupported { .. }
         | ObjectError::Other { .. } => libc::EIO,
     }
 }

@@ -320,7 +320,10 @@ impl RgridFs {
             return Err(FsError::CrossDevice);
         }
         let new_key = format!("{}{new_name}", target_dir.key);
-        let etag = self.client.copy(&node.key, &new_key, None).await?;
+        let etag = self
+            .client
+            .copy(&node.key, &new_key, None, node.etag.as_deref())
+            .await?;
         self.client.delete(&node.key).await?;
         self.namespace
             .rename(parent, name, new_parent, new_name, new_key);

@@ -39,6 +39,14 @@ pub enum ObjectError {
         /// What went wrong.
         message: String,
     },
+    /// The server does not implement the operation (e.g. lifecycle configuration).
+    #[error("{target}: the server does not support this: {message}")]
+    Unsupported {
+        /// Key or bucket.
+        target: String,
+        /// What the store said.
+        message: String,
+    },
     /// Anything else the store said no to.
     #[error("store error for {target}: {message}")]
     Other {

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ByteStream, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta,
+    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
+    ObjectMeta,
 };
 
 /// The operations that [`MemoryClient`] counts.
@@ -35,6 +36,8 @@ pub enum Operation {
     Multipart,
     /// `copy`
     Copy,
+    /// `expiry_rules`, `put_expiry_rule`
+    Lifecycle,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,7 @@ type PendingUpload = (String, ObjectHeaders, BTreeMap<u32, Bytes>);
 struct State {
     objects: BTreeMap<String, StoredObject>,
     uploads: HashMap<String, PendingUpload>,
+    expiry_rules: Vec<ExpiryRule>,
     counts: HashMap<Operation, u64>,
     /// Number of upcoming calls that fail as if the store were down.
     failures: u32,
@@ -312,11 +316,26 @@ impl ObjectClient for MemoryClient {
         Ok(())
     }
 
+    async fn expiry_rules(&self) -> Result<Vec<ExpiryRule>, ObjectError> {
+        Ok(self
+            .begin(Operation::Lifecycle, "bucket")?
+            .expiry_rules
+            .clone())
+    }
+
+    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError> {
+        let mut state = self.begin(Operation::Lifecycle, "bucket")?;
+        state.expiry_rules.retain(|r| r.id != rule.id);
+        state.expiry_rules.push(rule);
+        Ok(())
+    }
+
     async fn copy(
         &self,
         from: &str,
         to: &str,
         headers: Option<ObjectHeaders>,
+        if_match: Option<&str>,
     ) -> Result<Option<String>, ObjectError> {
         let source = {
             let state = self.begin(Operation::Copy, from)?;
@@ -326,6 +345,9 @@ impl ObjectClient for MemoryClient {
                 .cloned()
                 .ok_or_else(|| ObjectError::NotFound { key: from.into() })?
         };
+        if if_match.is_some_and(|etag| etag != source.etag) {
+            return Err(ObjectError::PreconditionFailed { key: from.into() });
+        }
         Ok(Some(self.insert(
             to,
             source.data,

@@ -16,13 +16,17 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, MetadataDirective,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ByteStream, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta,
+    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
+    ObjectMeta,
 };
 
 /// How to reach the bucket.
@@ -123,6 +127,14 @@ where
         (404, Some("NoSuchBucket")) => ObjectError::NoSuchBucket { bucket: target },
         (404, _) => ObjectError::NotFound { key: target },
         (412, _) => ObjectError::PreconditionFailed { key: target },
+        (501, _) | (_, Some("NotImplemented")) => ObjectError::Unsupported {
+            target,
+            message: service
+                .err()
+                .message()
+                .unwrap_or("NotImplemented")
+                .to_owned(),
+        },
         (401 | 403, _) => ObjectError::AccessDenied { target, message },
         (500.., _) => ObjectError::Unavailable { target, message },
         _ => ObjectError::Other { target, message },
@@ -132,6 +144,61 @@ where
 fn system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
     t.and_then(|t| SystemTime::try_from(*t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The expiry date of an `x-amz-expiration` header:
+/// `expiry-date="Fri, 23 Dec 2012 00:00:00 GMT", rule-id="..."`.
+fn expiry_date(header: &str) -> Option<SystemTime> {
+    let (_, rest) = header.split_once("expiry-date=\"")?;
+    let (date, _) = rest.split_once('"')?;
+    let date = DateTime::from_str(date, DateTimeFormat::HttpDate).ok()?;
+    SystemTime::try_from(date).ok()
+}
+
+/// Our view of an SDK rule, if it is an enabled expiration selecting by prefix alone.
+fn expiry_rule(rule: &LifecycleRule) -> Option<ExpiryRule> {
+    if *rule.status() != ExpirationStatus::Enabled {
+        return None;
+    }
+    let expiration = rule.expiration()?;
+    #[allow(deprecated)] // the rule-level Prefix is deprecated, and still what many set
+    let prefix = match rule.filter() {
+        Some(f) if f.tag().is_some() || f.and().is_some() => return None,
+        Some(f) if f.object_size_greater_than().is_some() => return None,
+        Some(f) if f.object_size_less_than().is_some() => return None,
+        Some(f) => f.prefix().unwrap_or(""),
+        None => rule.prefix().unwrap_or(""),
+    };
+    let days = expiration.days().and_then(|d| u32::try_from(d).ok());
+    let date = expiration
+        .date()
+        .and_then(|d| SystemTime::try_from(*d).ok());
+    (days.is_some() || date.is_some()).then(|| ExpiryRule {
+        id: rule.id().unwrap_or("").to_owned(),
+        prefix: prefix.to_owned(),
+        days,
+        date,
+    })
+}
+
+fn lifecycle_rule(rule: &ExpiryRule) -> Result<LifecycleRule, ObjectError> {
+    let mut expiration = LifecycleExpiration::builder();
+    if let Some(days) = rule.days {
+        expiration = expiration.days(i32::try_from(days).unwrap_or(i32::MAX));
+    }
+    if let Some(date) = rule.date {
+        expiration = expiration.date(DateTime::from(date));
+    }
+    LifecycleRule::builder()
+        .id(&rule.id)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix(&rule.prefix).build())
+        .expiration(expiration.build())
+        .build()
+        .map_err(|e| ObjectError::Other {
+            target: rule.id.clone(),
+            message: e.to_string(),
+        })
 }
 
 fn size(s: Option<i64>) -> u64 {
@@ -187,6 +254,7 @@ impl ObjectClient for S3Client {
             content_type: out.content_type().map(str::to_owned),
             content_encoding: out.content_encoding().map(str::to_owned),
             user_metadata: out.metadata().cloned().unwrap_or_default(),
+            expiration: out.expiration().and_then(expiry_date),
         };
         Ok(ObjectInfo { meta, headers })
     }
@@ -378,18 +446,50 @@ impl ObjectClient for S3Client {
         Ok(())
     }
 
+    async fn expiry_rules(&self) -> Result<Vec<ExpiryRule>, ObjectError> {
+        Ok(self
+            .lifecycle_rules()
+            .await?
+            .iter()
+            .filter_map(expiry_rule)
+            .collect())
+    }
+
+    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError> {
+        let mut rules = self.lifecycle_rules().await?;
+        rules.retain(|r| r.id() != Some(rule.id.as_str()));
+        rules.push(lifecycle_rule(&rule)?);
+        let config = BucketLifecycleConfiguration::builder()
+            .set_rules(Some(rules))
+            .build()
+            .map_err(|e| ObjectError::Other {
+                target: self.bucket.clone(),
+                message: e.to_string(),
+            })?;
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .lifecycle_configuration(config)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.bucket))?;
+        Ok(())
+    }
+
     async fn copy(
         &self,
         from: &str,
         to: &str,
         headers: Option<ObjectHeaders>,
+        if_match: Option<&str>,
     ) -> Result<Option<String>, ObjectError> {
         let mut request = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
-            .copy_source(format!("{}/{}", self.bucket, url_encode_key(from)));
+            .copy_source(format!("{}/{}", self.bucket, url_encode_key(from)))
+            .set_copy_source_if_match(if_match.map(str::to_owned));
         if let Some(headers) = headers {
             request = request
                 .metadata_directive(MetadataDirective::Replace)
@@ -402,6 +502,25 @@ impl ObjectClient for S3Client {
             .copy_object_result()
             .and_then(|r| r.e_tag())
             .map(str::to_owned))
+    }
+}
+
+impl S3Client {
+    /// Every rule of the bucket's lifecycle configuration, as the SDK has them; none when
+    /// the bucket has no configuration.
+    async fn lifecycle_rules(&self) -> Result<Vec<LifecycleRule>, ObjectError> {
+        let out = self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.bucket));
+        match out {
+            Ok(out) => Ok(out.rules().to_vec()),
+            Err(ObjectError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 }
 

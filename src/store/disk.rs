@@ -244,6 +244,7 @@ impl DiskStore {
         &self,
         bucket: &str,
         key: &str,
+        if_match: Option<&ETagCondition>,
         (content_type, content_encoding, metadata): (
             Option<String>,
             Option<String>,
@@ -253,6 +254,9 @@ impl DiskStore {
         let index = self.bucket(bucket)?;
         let mut index = index.write().unwrap_or_else(|e| e.into_inner());
         let entry = index.get_mut(key).ok_or_else(|| s3_error!(NoSuchKey))?;
+        check_if_match(entry, if_match)?;
+        // As in S3: the copy is a new write of the same bytes.
+        entry.mtime = SystemTime::now();
         entry.content_type = content_type;
         entry.content_encoding = content_encoding;
         entry.metadata = metadata;

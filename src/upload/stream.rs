@@ -152,11 +152,12 @@ impl Uploader {
         if completed.is_err() {
             s.upload_id = Some(upload_id);
         }
-        completed?;
+        let completed = completed?;
         let headers = headers_for(&entry.key, Some(&entry.sha256));
+        // Pinned: a writer that replaced the object meanwhile must not get our hash.
         let etag = self
             .client
-            .copy(&entry.key, &entry.key, Some(headers))
+            .copy(&entry.key, &entry.key, Some(headers), completed.as_deref())
             .await?;
         Ok(Uploaded {
             size: entry.size,

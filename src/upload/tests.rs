@@ -52,7 +52,10 @@ async fn small_files_are_put_with_sha256_and_content_type() {
     assert_eq!(done.size, 8);
     let (data, headers) = stored(&client, "out/data.csv").await;
     assert_eq!(data, b"a,b\n1,2\n");
-    assert_eq!(headers.user_metadata[SHA256_KEY], sha_hex(b"a,b\n1,2\n"));
+    assert_eq!(
+        headers.user_metadata[artifact::SHA256],
+        sha_hex(b"a,b\n1,2\n")
+    );
     assert_eq!(headers.content_type.as_deref(), Some("text/csv"));
     assert!(!uploader.is_pending(spool.path()));
 }
@@ -194,7 +197,7 @@ async fn sequential_writes_send_parts_before_close() {
         .unwrap();
     let (data, headers) = stored(&client, "seq.bin").await;
     assert_eq!(data, content);
-    assert_eq!(headers.user_metadata[SHA256_KEY], sha_hex(&content));
+    assert_eq!(headers.user_metadata[artifact::SHA256], sha_hex(&content));
     assert_eq!(done.etag, client.head("seq.bin").await.unwrap().meta.etag);
     assert_eq!(client.count(Operation::Put), 0);
 }
@@ -214,5 +217,5 @@ async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
     expected[100..105].copy_from_slice(b"patch");
     let (data, headers) = stored(&client, "r.bin").await;
     assert_eq!(data, expected);
-    assert_eq!(headers.user_metadata[SHA256_KEY], sha_hex(&expected));
+    assert_eq!(headers.user_metadata[artifact::SHA256], sha_hex(&expected));
 }

@@ -102,6 +102,20 @@ impl TestStore {
             .unwrap();
     }
 
+    /// Puts `body` under `key` with user metadata `meta` (names without `x-amz-meta-`).
+    pub fn put_with_meta(&self, key: &str, body: impl Into<Vec<u8>>, meta: &[(&str, &str)]) {
+        let sdk = self.sdk();
+        let mut put = sdk
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from(body.into()));
+        for (name, value) in meta {
+            put = put.metadata(*name, *value);
+        }
+        self.runtime.block_on(put.send()).unwrap();
+    }
+
     /// The stored bytes of `key` and its user metadata, or `None` when it is missing.
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, HashMap<String, String>)> {
         let sdk = self.sdk();

@@ -159,7 +159,8 @@ impl DiskStore {
                 input.content_encoding,
                 input.metadata.unwrap_or_default(),
             );
-            return self.replace_metadata(&input.bucket, &input.key, headers);
+            let if_match = input.copy_source_if_match.as_ref();
+            return self.replace_metadata(&input.bucket, &input.key, if_match, headers);
         }
         let if_match = input.copy_source_if_match.as_ref();
         let (source, mut file) = self.opened(src_bucket, src_key, if_match)?;

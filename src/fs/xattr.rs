@@ -1,0 +1,172 @@
+//! Extended attributes of [`RgridFs`]: the `user.rgrid.*` names of DESIGN.md, read from
+//! the object's metadata (one HEAD per version, kept with the inode) and from its key.
+//! `expires_at` and `retention_days` can be set on a writable file: the store then gets
+//! the object's metadata rewritten by a server-side copy onto itself, pinned to the
+//! version read, so that a concurrent writer's object never gets our metadata.
+
+use std::ffi::OsStr;
+use std::time::{Duration, SystemTime};
+
+use super::{lock, FsError, RgridFs};
+use crate::artifact;
+use crate::namespace::{InodeKind, InodeNo, Node};
+use crate::object::ObjectHeaders;
+
+const EXPIRES_AT: &str = "user.rgrid.expires_at";
+const RETENTION_DAYS: &str = "user.rgrid.retention_days";
+const SHA256: &str = "user.rgrid.sha256";
+const ETAG: &str = "user.rgrid.etag";
+const STORED_SIZE: &str = "user.rgrid.stored_size";
+const CONTENT_TYPE: &str = "user.rgrid.content_type";
+const COMPRESSION: &str = "user.rgrid.compression";
+const EXECUTION_ID: &str = "user.rgrid.execution_id";
+const ARTIFACT_TYPE: &str = "user.rgrid.artifact_type";
+
+/// Our namespace; other names are not ours to set.
+const OURS: &str = "user.rgrid.";
+
+impl RgridFs {
+    /// The attributes `ino` has, with their values.
+    async fn xattrs(&self, ino: InodeNo) -> Result<Vec<(&'static str, String)>, FsError> {
+        let node = self.namespace.describe(ino).await?;
+        let mut out = Vec::new();
+        let execution = artifact::execution_of(&node.key);
+        if let Some((id, _)) = execution {
+            out.push((EXECUTION_ID, id.to_owned()));
+        }
+        if node.kind == InodeKind::Directory {
+            return Ok(out);
+        }
+        if let Some((_, Some(kind))) = execution {
+            out.push((ARTIFACT_TYPE, kind.name().to_owned()));
+        }
+        let headers = node.headers.as_deref();
+        let expiry = self.retention.expiry(&node.key, node.mtime, headers);
+        out.push((EXPIRES_AT, artifact::format_time(expiry.at)));
+        let days = self.retention.days(&node.key, headers);
+        out.push((RETENTION_DAYS, days.to_string()));
+        let compression = headers.map_or(artifact::Compression::None, artifact::compression);
+        out.push((COMPRESSION, compression.name().to_owned()));
+        if let Some(sha) = headers.and_then(artifact::sha256) {
+            out.push((SHA256, sha.to_owned()));
+        }
+        if let Some(content_type) = headers.and_then(|h| h.content_type.clone()) {
+            out.push((CONTENT_TYPE, content_type));
+        }
+        if let Some(etag) = &node.etag {
+            out.push((ETAG, etag.trim_matches('"').to_owned()));
+            out.push((STORED_SIZE, node.size.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// listxattr: the names, each ending in NUL.
+    pub async fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+        let mut names = Vec::new();
+        for (name, _) in self.xattrs(ino).await? {
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+        }
+        Ok(names)
+    }
+
+    /// getxattr: the value of `name`, ENODATA when `ino` has no such attribute.
+    pub async fn getxattr(&self, ino: InodeNo, name: &OsStr) -> Result<Vec<u8>, FsError> {
+        let Some(name) = name.to_str().filter(|n| n.starts_with(OURS)) else {
+            return Err(FsError::NoAttribute);
+        };
+        let value = self
+            .xattrs(ino)
+            .await?
+            .into_iter()
+            .find(|(n, _)| *n == name);
+        value
+            .map(|(_, v)| v.into_bytes())
+            .ok_or(FsError::NoAttribute)
+    }
+
+    /// setxattr: `expires_at` (RFC 3339) and `retention_days` of a file change its
+    /// retention; the other `user.rgrid.*` names are read-only (EPERM); names outside
+    /// our namespace are not supported (so that `cp -a` carries on without them).
+    pub async fn setxattr(&self, ino: InodeNo, name: &OsStr, value: &[u8]) -> Result<(), FsError> {
+        let name = name.to_str().unwrap_or("");
+        if !name.starts_with(OURS) {
+            return Err(FsError::NotSupported);
+        }
+        self.writable(&[ino])?;
+        let value = std::str::from_utf8(value).map_err(|_| FsError::InvalidValue)?;
+        let (expires_at, days) = match name {
+            EXPIRES_AT => (
+                artifact::parse_time(value).ok_or(FsError::InvalidValue)?,
+                None,
+            ),
+            RETENTION_DAYS => {
+                let days: u32 = value.trim().parse().map_err(|_| FsError::InvalidValue)?;
+                let kept = Duration::from_secs(u64::from(days) * 86_400);
+                (SystemTime::now() + kept, Some(days))
+            }
+            _ => return Err(FsError::NotPermitted),
+        };
+        let node = self.stored_file(ino).await?;
+        let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
+        let meta = &mut headers.user_metadata;
+        meta.insert(
+            artifact::EXPIRES_AT.to_owned(),
+            artifact::format_time(expires_at),
+        );
+        match days {
+            Some(days) => meta.insert(artifact::RETENTION_DAYS.to_owned(), days.to_string()),
+            None => meta.remove(artifact::RETENTION_DAYS),
+        };
+        self.rewrite_metadata(&node, headers).await
+    }
+
+    /// removexattr: drops a retention set on the file, so that the bucket's policy applies.
+    pub async fn removexattr(&self, ino: InodeNo, name: &OsStr) -> Result<(), FsError> {
+        let name = name.to_str().unwrap_or("");
+        if !name.starts_with(OURS) {
+            return Err(FsError::NoAttribute);
+        }
+        self.writable(&[ino])?;
+        if name != EXPIRES_AT && name != RETENTION_DAYS {
+            return Err(FsError::NotPermitted);
+        }
+        let node = self.stored_file(ino).await?;
+        let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
+        let meta = &mut headers.user_metadata;
+        let had = meta.remove(artifact::EXPIRES_AT).is_some();
+        let had = meta.remove(artifact::RETENTION_DAYS).is_some() || had;
+        if !had {
+            return Err(FsError::NoAttribute);
+        }
+        self.rewrite_metadata(&node, headers).await
+    }
+
+    /// File `ino` as the store holds it, with its headers.
+    async fn stored_file(&self, ino: InodeNo) -> Result<Node, FsError> {
+        let node = self.namespace.describe(ino).await?;
+        match (node.kind, &node.etag) {
+            (InodeKind::Directory, _) => Err(FsError::NotPermitted),
+            // Being written here and not uploaded yet: nothing to rewrite.
+            (InodeKind::File, None) => Err(FsError::Busy),
+            (InodeKind::File, Some(_)) => Ok(node),
+        }
+    }
+
+    /// Replaces the metadata of `node`'s object (same bytes, pinned to its version).
+    async fn rewrite_metadata(&self, node: &Node, headers: ObjectHeaders) -> Result<(), FsError> {
+        let etag = node.etag.as_deref();
+        let new_etag = self
+            .client
+            .copy(&node.key, &node.key, Some(headers.clone()), etag)
+            .await?;
+        // A page cache that holds these bytes holds them under the new version too.
+        let mut cached = lock(&self.cached_versions);
+        if cached.get(&node.ino) == Some(&node.etag) {
+            cached.insert(node.ino, new_etag.clone());
+        }
+        drop(cached);
+        self.namespace.rewritten(node.ino, new_etag, headers);
+        Ok(())
+    }
+}
