@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::fs::{FsConfig, Ownership};
 use crate::fuse::SessionConfig;
@@ -18,14 +18,25 @@ use crate::upload::WriteConfig;
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rgrid-mount", version, about)]
+#[command(
+    name = "rgrid-mount",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct MountArgs {
-    /// Directory to mount on.
-    pub mountpoint: PathBuf,
+    /// Something other than mounting.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
-    /// Bucket to mount.
-    #[arg(long, default_value = "rgrid-executions")]
-    pub bucket: String,
+    /// Directory to mount on.
+    #[arg(required = true)]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Show only keys under this prefix; the mount root is the prefix.
     #[arg(long)]
@@ -35,14 +46,6 @@ pub struct MountArgs {
     /// (read-only), every other path X is executions/<EXEC_ID>/outputs/X.
     #[arg(long, value_name = "EXEC_ID", conflicts_with = "prefix")]
     pub work: Option<String>,
-
-    /// S3 endpoint, e.g. http://minio:9000 (path-style addressing is used with it).
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-
-    /// Region (default: from the AWS config chain, else us-east-1).
-    #[arg(long)]
-    pub region: Option<String>,
 
     /// Refuse every change (EROFS).
     #[arg(long)]
@@ -111,6 +114,67 @@ pub struct MountArgs {
     /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
     #[arg(long, value_name = "DIR")]
     pub local: Option<PathBuf>,
+}
+
+/// The bucket and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Bucket to mount.
+    #[arg(long, default_value = "rgrid-executions")]
+    pub bucket: String,
+
+    /// S3 endpoint, e.g. http://minio:9000 (path-style addressing is used with it).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Region (default: from the AWS config chain, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+impl StoreArgs {
+    /// The object client's settings.
+    pub fn client_config(&self) -> S3ClientConfig {
+        let mut client = S3ClientConfig::new(&self.bucket);
+        client.force_path_style = self.endpoint_url.is_some();
+        client.endpoint_url = self.endpoint_url.clone();
+        client.region = self.region.clone();
+        client
+    }
+}
+
+/// Commands besides mounting.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Show or set the bucket's retention: the lifecycle rule that deletes old artifacts.
+    Retention {
+        /// What to do.
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
+}
+
+/// `rgrid-mount retention ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum RetentionAction {
+    /// Print the bucket's expiration rules.
+    Show {
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make objects under a prefix expire a number of days after they are written.
+    Set {
+        /// Days objects are kept (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        days: u32,
+        /// Keys the rule applies to.
+        #[arg(long, default_value = "executions/")]
+        prefix: String,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Validated settings for every layer.
@@ -277,9 +341,9 @@ fn write_config(args: &MountArgs) -> anyhow::Result<Option<WriteConfig>> {
     // One directory per store and bucket: a journal must never replay into another bucket.
     let store = args.local.as_ref().map(|d| d.display().to_string());
     let store = store
-        .or_else(|| args.endpoint_url.clone())
+        .or_else(|| args.store.endpoint_url.clone())
         .unwrap_or_else(|| "s3".into());
-    let id: String = format!("{}@{store}", args.bucket)
+    let id: String = format!("{}@{store}", args.store.bucket)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
@@ -301,7 +365,10 @@ fn write_config(args: &MountArgs) -> anyhow::Result<Option<WriteConfig>> {
 impl MountConfig {
     /// Validates `args`: the mount point must be an existing, unmounted directory.
     pub fn from_args(args: MountArgs) -> anyhow::Result<MountConfig> {
-        let mountpoint = check_mountpoint(&args.mountpoint)?;
+        let Some(mountpoint) = &args.mountpoint else {
+            bail!("no mount point given");
+        };
+        let mountpoint = check_mountpoint(mountpoint)?;
         if !(args.metadata_ttl.is_finite() && args.metadata_ttl >= 0.0) {
             bail!("--metadata-ttl must be a number of seconds >= 0");
         }
@@ -317,10 +384,8 @@ impl MountConfig {
         };
         let mut read = read_config(&args)?;
         let write = write_config(&args)?;
-        let mut client = S3ClientConfig::new(&args.bucket);
-        client.force_path_style = args.endpoint_url.is_some() || args.local.is_some();
-        client.endpoint_url = args.endpoint_url;
-        client.region = args.region;
+        let mut client = args.store.client_config();
+        client.force_path_style |= args.local.is_some();
         // A body silent for as long as a response may take is as dead as a silent response.
         read.stall_timeout = client.read_timeout;
         let (uid, gid) = current_ids();

@@ -14,13 +14,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use rgrid_mount::config::{is_mounted, MountArgs, MountConfig};
+use rgrid_mount::config::{
+    is_mounted, Command as CliCommand, MountArgs, MountConfig, RetentionAction,
+};
 use rgrid_mount::fs::RgridFs;
 use rgrid_mount::fuse::{self, FuseAdapter};
 use rgrid_mount::namespace::Namespace;
 use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
 use rgrid_mount::readahead::ReadEngine;
-use rgrid_mount::retention::Retention;
+use rgrid_mount::retention::{self, Retention};
 use rgrid_mount::store::EmbeddedStore;
 use rgrid_mount::upload::{Uploader, WriteConfig};
 
@@ -37,6 +39,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: MountArgs) -> anyhow::Result<()> {
+    if let Some(command) = args.command {
+        return run_command(command);
+    }
     let config = MountConfig::from_args(args)?;
     if !config.foreground {
         return detach(&config);
@@ -115,6 +120,39 @@ fn share_one_allocator_arena() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// `rgrid-mount retention show|set`.
+fn run_command(command: CliCommand) -> anyhow::Result<()> {
+    rgrid_mount::logging::init("warn")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let CliCommand::Retention { action } = command;
+    let (RetentionAction::Show { store } | RetentionAction::Set { store, .. }) = &action;
+    let config = store.client_config();
+    let client = runtime.block_on(S3Client::new(config.clone()));
+    let failed = |e: ObjectError| match e {
+        ObjectError::Unsupported { message, .. } => anyhow::anyhow!(
+            "the store at {} does not support bucket lifecycle configuration ({message})",
+            config.endpoint_url.as_deref().unwrap_or("AWS S3")
+        ),
+        other => startup_error(other, &config),
+    };
+    match action {
+        RetentionAction::Show { .. } => {
+            let rules = runtime.block_on(client.expiry_rules()).map_err(failed)?;
+            print!("{}", retention::describe(&rules));
+        }
+        RetentionAction::Set { days, prefix, .. } => {
+            let rule = retention::retention_rule(&prefix, days);
+            runtime
+                .block_on(client.put_expiry_rule(rule.clone()))
+                .map_err(failed)?;
+            print!("{}", retention::describe(&[rule]));
+        }
+    }
+    Ok(())
 }
 
 /// The write engine: finishes what the journal lists (a crash or an outage interrupted it)

@@ -16,6 +16,35 @@ use crate::object::{ExpiryRule, ObjectClient, ObjectError, ObjectHeaders};
 
 const DAY: u64 = 86_400;
 
+/// The rule `rgrid-mount retention set` writes for `prefix`: one per prefix, so that an
+/// execution's own retention sits beside the bucket-wide one.
+pub fn retention_rule(prefix: &str, days: u32) -> ExpiryRule {
+    ExpiryRule {
+        id: format!("rgrid-retention:{prefix}"),
+        prefix: prefix.to_owned(),
+        days: Some(days),
+        date: None,
+    }
+}
+
+/// The rules as `rgrid-mount retention show` prints them, one per line.
+pub fn describe(rules: &[ExpiryRule]) -> String {
+    if rules.is_empty() {
+        return "no expiration rules: objects are kept until deleted\n".into();
+    }
+    rules
+        .iter()
+        .map(|r| {
+            let when = match (r.days, r.date) {
+                (Some(days), _) => format!("{days} days after they are written"),
+                (None, Some(date)) => format!("at {}", artifact::format_time(date)),
+                (None, None) => "never".into(),
+            };
+            format!("{}: objects under {:?} expire {when}\n", r.id, r.prefix)
+        })
+        .collect()
+}
+
 /// Retention settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionConfig {

@@ -83,15 +83,7 @@ impl TestStore {
 
     /// A raw aws-sdk-s3 client for the store.
     pub fn sdk(&self) -> aws_sdk_s3::Client {
-        let creds = Credentials::new(&self.access_key, &self.secret_key, None, None, "test");
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .force_path_style(true)
-            .credentials_provider(creds)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        sdk_client(&self.endpoint, &self.access_key, &self.secret_key)
     }
 
     pub fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
@@ -166,25 +158,134 @@ pub struct Mount {
 }
 
 /// The binary under test with the store's endpoint and credentials.
-pub fn rgrid_mount(store: &TestStore) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgrid-mount"));
-    cmd.env("AWS_ACCESS_KEY_ID", &store.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &store.secret_key)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("RUST_LOG")
-        .arg("--endpoint-url")
-        .arg(&store.endpoint);
+pub fn rgrid_mount(store: &dyn Endpoint) -> Command {
+    let mut cmd = rgrid_mount_bare(store);
+    cmd.arg("--endpoint-url").arg(store.url());
     cmd
 }
 
+/// The binary with the store's credentials in its environment, and no arguments.
+pub fn rgrid_mount_bare(store: &dyn Endpoint) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgrid-mount"));
+    let (access_key, secret_key) = store.keys();
+    cmd.env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", secret_key)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// An S3 endpoint a mount can be pointed at.
+pub trait Endpoint {
+    /// Its URL.
+    fn url(&self) -> &str;
+    /// Access key and secret key.
+    fn keys(&self) -> (&str, &str);
+}
+
+impl Endpoint for TestStore {
+    fn url(&self) -> &str {
+        &self.endpoint
+    }
+    fn keys(&self) -> (&str, &str) {
+        (&self.access_key, &self.secret_key)
+    }
+}
+
+/// moto's S3 server (PyPI `moto[server]`, installed by .ci/run), for what the embedded
+/// store does not do: bucket lifecycle configuration. Killed on drop.
+pub struct MotoServer {
+    child: Child,
+    pub endpoint: String,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl MotoServer {
+    /// Starts moto's server on a free port and creates [`BUCKET`] in it.
+    pub fn start() -> MotoServer {
+        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with moto[server] (.ci/run installs it)");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = MotoServer {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            runtime,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sdk = server.sdk();
+        server
+            .runtime
+            .block_on(sdk.create_bucket().bucket(BUCKET).send())
+            .unwrap();
+        server
+    }
+
+    /// A raw aws-sdk-s3 client for the server.
+    pub fn sdk(&self) -> aws_sdk_s3::Client {
+        sdk_client(&self.endpoint, "moto", "moto")
+    }
+}
+
+impl Endpoint for MotoServer {
+    fn url(&self) -> &str {
+        &self.endpoint
+    }
+    fn keys(&self) -> (&str, &str) {
+        ("moto", "moto")
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An aws-sdk-s3 client for `endpoint` with static keys, path-style.
+pub fn sdk_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    let creds = Credentials::new(access_key, secret_key, None, None, "test");
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 impl Mount {
-    pub fn new(store: &TestStore, args: &[&str]) -> Mount {
+    pub fn new(store: &dyn Endpoint, args: &[&str]) -> Mount {
         Mount::try_new(store, args)
             .unwrap_or_else(|(status, log)| panic!("mount failed ({status}): {log}"))
     }
 
     /// Mounts, or returns the exit status and log of a daemon that gave up.
-    pub fn try_new(store: &TestStore, args: &[&str]) -> Result<Mount, (ExitStatus, String)> {
+    pub fn try_new(store: &dyn Endpoint, args: &[&str]) -> Result<Mount, (ExitStatus, String)> {
         let mut cmd = rgrid_mount(store);
         cmd.args(args);
         Mount::spawn(cmd)
