@@ -328,17 +328,9 @@ fn default_cache_dir() -> PathBuf {
     }
 }
 
-fn write_config(args: &MountArgs) -> anyhow::Result<Option<WriteConfig>> {
-    if args.read_only {
-        return Ok(None);
-    }
-    if !(5..=5120).contains(&args.upload_part_size) {
-        bail!("--upload-part-size must be between 5 and 5120 MiB");
-    }
-    if args.upload_concurrency == 0 {
-        bail!("--upload-concurrency must be at least 1");
-    }
-    // One directory per store and bucket: a journal must never replay into another bucket.
+/// The cache directory of this store and bucket: one each, so that a journal never
+/// replays into another bucket.
+fn store_cache_dir(args: &MountArgs) -> PathBuf {
     let store = args.local.as_ref().map(|d| d.display().to_string());
     let store = store
         .or_else(|| args.store.endpoint_url.clone())
@@ -354,8 +346,21 @@ fn write_config(args: &MountArgs) -> anyhow::Result<Option<WriteConfig>> {
         })
         .collect();
     let base = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    base.join(id)
+}
+
+fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<WriteConfig>> {
+    if args.read_only {
+        return Ok(None);
+    }
+    if !(5..=5120).contains(&args.upload_part_size) {
+        bail!("--upload-part-size must be between 5 and 5120 MiB");
+    }
+    if args.upload_concurrency == 0 {
+        bail!("--upload-concurrency must be at least 1");
+    }
     Ok(Some(WriteConfig {
-        cache_dir: base.join(id),
+        cache_dir,
         part_size: args.upload_part_size * MIB,
         concurrency: args.upload_concurrency,
         retry_interval: Duration::from_secs(5),
@@ -383,7 +388,8 @@ impl MountConfig {
             refresh: Duration::from_secs(600),
         };
         let mut read = read_config(&args)?;
-        let write = write_config(&args)?;
+        let cache_dir = store_cache_dir(&args);
+        let write = write_config(&args, cache_dir.clone())?;
         let mut client = args.store.client_config();
         client.force_path_style |= args.local.is_some();
         // A body silent for as long as a response may take is as dead as a silent response.
@@ -405,7 +411,10 @@ impl MountConfig {
             local: args.local,
             namespace,
             retention,
-            fs: FsConfig { ownership },
+            fs: FsConfig {
+                ownership,
+                decode_dir: cache_dir.join("decode"),
+            },
             read,
             write,
             client,

@@ -16,6 +16,7 @@ mod xattr;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -26,16 +27,19 @@ pub use error::{FsError, Severity};
 use crate::artifact;
 use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::object::ObjectClient;
-use crate::readahead::{ReadAhead, ReadEngine};
+use crate::readahead::ReadEngine;
 use crate::retention::Retention;
 use crate::upload::Uploader;
+use crate::view::{self, FileReader};
 use write::Writer;
 
 /// Filesystem settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FsConfig {
     /// Owner and modes shown.
     pub ownership: Ownership,
+    /// Where gzip-stored objects are decoded for their readers (files unlinked at once).
+    pub decode_dir: PathBuf,
 }
 
 /// How a file is opened.
@@ -50,8 +54,16 @@ pub struct OpenMode {
 /// An open file: a reader of one object version, or a writer with its spool.
 #[derive(Debug)]
 enum OpenFile {
-    Read(ReadAhead),
+    Read(Box<Reader>),
     Write(Box<Writer>),
+}
+
+/// A file open for reading: the view of one version of inode `ino`.
+#[derive(Debug)]
+struct Reader {
+    ino: InodeNo,
+    etag: Option<String>,
+    view: FileReader,
 }
 
 /// An opened file.
@@ -61,6 +73,8 @@ pub struct Opened {
     pub fh: u64,
     /// The page cache of the inode still holds this version's bytes.
     pub keep_cache: bool,
+    /// Reads bypass the page cache (decoded content, whose size the kernel may not know).
+    pub direct_io: bool,
 }
 
 /// One entry of a readdir reply.
@@ -175,14 +189,37 @@ impl RgridFs {
             return Ok(Opened {
                 fh,
                 keep_cache: false,
+                direct_io: false,
             });
         }
         self.warn_if_expiring(&node);
+        let view = FileReader::open(&self.engine, &node, &self.config.decode_dir)?;
+        let direct_io = view.direct_io();
+        if direct_io && node.size == node.stored_size {
+            self.learn_gzip_size(&node).await;
+        }
         let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());
         let keep_cache = node.etag.is_some() && previous == Some(node.etag.clone());
-        let reader = self.engine.open(node.key, node.etag, node.size);
-        let fh = self.insert_file(OpenFile::Read(reader));
-        Ok(Opened { fh, keep_cache })
+        let reader = Reader {
+            ino,
+            etag: node.etag,
+            view,
+        };
+        let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
+        Ok(Opened {
+            fh,
+            keep_cache,
+            direct_io,
+        })
+    }
+
+    /// A gzip object without its original size in metadata: st_size from its trailer
+    /// until a reader decodes it to the end (reads do not depend on it: direct I/O).
+    async fn learn_gzip_size(&self, node: &Node) {
+        if let Some(size) = view::gzip_trailer_size(&*self.client, node).await {
+            self.namespace
+                .learned_size(node.ino, node.etag.as_deref(), size);
+        }
     }
 
     /// Logs, once per key, that the file being opened expires within the warning period.
@@ -225,9 +262,33 @@ impl RgridFs {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         match &mut *file {
-            OpenFile::Read(reader) => Ok(reader.read(offset, size).await?),
+            OpenFile::Read(reader) => self.read_view(reader, offset, size).await,
             OpenFile::Write(writer) => {
                 Ok(Bytes::from(writer.spool.read_at(offset, size as usize)?))
+            }
+        }
+    }
+
+    async fn read_view(
+        &self,
+        reader: &mut Reader,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, FsError> {
+        match reader.view.read(offset, size).await {
+            Ok(chunk) => {
+                if let Some(size) = chunk.size {
+                    let etag = reader.etag.as_deref();
+                    self.namespace.learned_size(reader.ino, etag, size);
+                }
+                Ok(chunk.data)
+            }
+            Err(e) => {
+                if e.is_bad_content() {
+                    // The page cache may hold bytes of it: the next open must drop them.
+                    lock(&self.cached_versions).remove(&reader.ino);
+                }
+                Err(e.into())
             }
         }
     }

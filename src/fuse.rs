@@ -163,6 +163,7 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(opened) => {
                 let mut flags = FopenFlags::empty();
                 flags.set(FopenFlags::FOPEN_KEEP_CACHE, opened.keep_cache);
+                flags.set(FopenFlags::FOPEN_DIRECT_IO, opened.direct_io);
                 reply.opened(FileHandle(opened.fh), flags)
             }
             Err(e) => reply.error(errno("open", &e)),

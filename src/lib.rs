@@ -27,3 +27,4 @@ pub mod readahead;
 pub mod retention;
 pub mod store;
 pub mod upload;
+pub mod view;

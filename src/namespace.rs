@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
+use crate::artifact::{self, Compression};
 use crate::object::{ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta};
 use crate::retention::Retention;
 use name::SkippedKeys;
@@ -46,8 +47,11 @@ pub struct Node {
     pub kind: InodeKind,
     /// Files: the object key. Directories: the prefix, empty or ending in `/`.
     pub key: String,
-    /// Stored size (files), 0 for directories.
+    /// Size a reader sees (files): the original size of a gzip-stored object when known;
+    /// 0 for directories.
     pub size: u64,
+    /// Size of the object's bytes in the store.
+    pub stored_size: u64,
     /// LastModified (files); the mount time for directories.
     pub mtime: SystemTime,
     /// The ETag of the version these facts describe, if the store gave one.
@@ -110,6 +114,7 @@ struct Found {
     kind: InodeKind,
     key: String,
     size: u64,
+    stored_size: u64,
     mtime: SystemTime,
     etag: Option<String>,
     headers: Option<Arc<ObjectHeaders>>,
@@ -127,6 +132,19 @@ struct Inode {
     /// This mount's facts win over the store's: a file being written (not yet uploaded)
     /// or a directory made here, which the store may not know yet.
     local: bool,
+    /// Content size a reader found out for a version (ETag): decoding a gzip stream to
+    /// its end tells more than any metadata.
+    learned: Option<(Option<String>, u64)>,
+}
+
+impl Inode {
+    /// The size to show for version `etag`, of which the store says `size`.
+    fn size_for(&self, etag: &Option<String>, size: u64) -> u64 {
+        match &self.learned {
+            Some((version, learned)) if version == etag => *learned,
+            _ => size,
+        }
+    }
 }
 
 impl Inode {
@@ -140,6 +158,7 @@ impl Inode {
             validated: Instant::now(),
             listing: None,
             local: false,
+            learned: None,
         }
     }
 }
@@ -185,6 +204,7 @@ impl Namespace {
             kind: InodeKind::Directory,
             key: config.root_prefix.clone(),
             size: 0,
+            stored_size: 0,
             mtime: mount_time,
             etag: None,
             read_only: false,
@@ -317,6 +337,7 @@ impl Namespace {
             kind,
             key,
             size: 0,
+            stored_size: 0,
             mtime: SystemTime::now(),
             etag: None,
             read_only: false,
@@ -361,15 +382,18 @@ impl Namespace {
     pub fn set_size(&self, ino: InodeNo, size: u64) {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             inode.node.size = size;
+            inode.node.stored_size = size;
             inode.node.mtime = SystemTime::now();
         }
     }
 
-    /// The store now holds `ino`'s content: `size` bytes at version `etag`.
-    pub fn stored(&self, ino: InodeNo, size: u64, etag: Option<String>) {
+    /// The store now holds `ino`'s content, `size` bytes stored as `stored_size` bytes,
+    /// at version `etag`.
+    pub fn stored(&self, ino: InodeNo, size: u64, stored_size: u64, etag: Option<String>) {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             inode.local = inode.node.kind == InodeKind::Directory;
             inode.node.size = size;
+            inode.node.stored_size = stored_size;
             inode.node.etag = etag;
             inode.node.headers = None;
             inode.validated = Instant::now();
@@ -476,13 +500,25 @@ impl Namespace {
             .get_mut(&ino)
             .ok_or(NamespaceError::UnknownInode(ino.0))?;
         if !inode.local {
-            inode.node.size = info.meta.size;
+            inode.node.size = inode.size_for(&info.meta.etag, view_size(&info.meta, &info.headers));
+            inode.node.stored_size = info.meta.size;
             inode.node.mtime = info.meta.last_modified;
             inode.node.etag = info.meta.etag;
             inode.node.headers = Some(Arc::new(info.headers));
             inode.validated = Instant::now();
         }
         Ok(inode.node.clone())
+    }
+
+    /// A reader found out the size of `ino`'s content (a gzip stream decoded to its end,
+    /// or its trailer read).
+    pub fn learned_size(&self, ino: InodeNo, etag: Option<&str>, size: u64) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            if inode.node.etag.as_deref() == etag && !inode.local {
+                inode.node.size = size;
+                inode.learned = Some((inode.node.etag.clone(), size));
+            }
+        }
     }
 
     /// The metadata of `ino`'s object was replaced: same bytes, version `etag`.
@@ -624,6 +660,7 @@ impl Namespace {
                         kind: InodeKind::Directory,
                         key: dir_prefix.clone(),
                         size: 0,
+                        stored_size: 0,
                         mtime: self.mount_time,
                         etag: None,
                         headers: None,
@@ -696,6 +733,7 @@ impl Namespace {
                 kind: InodeKind::Directory,
                 key: dir_prefix,
                 size: 0,
+                stored_size: 0,
                 mtime: self.mount_time,
                 etag: None,
                 headers: None,
@@ -724,11 +762,21 @@ impl Namespace {
     }
 }
 
+/// The size a reader of the object sees, as far as its metadata tells: the original size
+/// of a gzip-stored object that recorded it, else the stored size.
+fn view_size(meta: &ObjectMeta, headers: &ObjectHeaders) -> u64 {
+    match artifact::compression(headers) {
+        Compression::Gzip => artifact::original_size(headers).unwrap_or(meta.size),
+        Compression::None => meta.size,
+    }
+}
+
 fn file_found(meta: ObjectMeta, headers: Option<ObjectHeaders>) -> Found {
     Found {
         kind: InodeKind::File,
+        size: headers.as_ref().map_or(meta.size, |h| view_size(&meta, h)),
+        stored_size: meta.size,
         key: meta.key,
-        size: meta.size,
         mtime: meta.last_modified,
         etag: meta.etag,
         headers: headers.map(Arc::new),
@@ -745,6 +793,7 @@ fn pin_inputs(tables: &mut Tables, prefix: &str, mount_time: SystemTime) {
         kind: InodeKind::Directory,
         key: prefix.to_owned(),
         size: 0,
+        stored_size: 0,
         mtime: mount_time,
         etag: None,
         read_only: true,
@@ -803,7 +852,10 @@ fn upsert(
             return inode.node.clone();
         }
         if inode.node.kind == found.kind {
-            inode.node.size = found.size;
+            if found.headers.is_some() || inode.node.etag != found.etag {
+                inode.node.size = inode.size_for(&found.etag, found.size);
+            }
+            inode.node.stored_size = found.stored_size;
             inode.node.mtime = if found.kind == InodeKind::Directory {
                 mount_time
             } else {
@@ -826,6 +878,7 @@ fn upsert(
         kind: found.kind,
         key: found.key,
         size: found.size,
+        stored_size: found.stored_size,
         mtime: found.mtime,
         etag: found.etag,
         read_only,

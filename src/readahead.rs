@@ -332,6 +332,11 @@ impl std::fmt::Debug for ReadAhead {
 }
 
 impl ReadAhead {
+    /// The key of the object read.
+    pub fn key(&self) -> &str {
+        &self.version.0
+    }
+
     /// Up to `len` bytes at `offset`; fewer only at the end of the file.
     pub async fn read(&mut self, offset: u64, len: u32) -> Result<Bytes, ReadError> {
         let end = self.size.min(offset.saturating_add(u64::from(len)));

@@ -6,6 +6,7 @@ use crate::namespace::NamespaceError;
 use crate::object::ObjectError;
 use crate::readahead::ReadError;
 use crate::upload::UploadError;
+use crate::view::ViewError;
 
 /// A failed filesystem operation.
 #[derive(Debug, Error)]
@@ -16,6 +17,9 @@ pub enum FsError {
     /// Read failure.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The content is bad, or could not be decoded.
+    #[error(transparent)]
+    View(#[from] ViewError),
     /// A change on a read-only mount or place.
     #[error("read-only file system")]
     ReadOnly,
@@ -78,13 +82,14 @@ impl FsError {
                 NamespaceError::ReadOnly => libc::EROFS,
                 NamespaceError::Object(e) => object_errno(e),
             },
-            FsError::Read(e) => match e {
+            FsError::View(ViewError::Read(e)) | FsError::Read(e) => match e {
                 ReadError::Object(e) => object_errno(e),
                 ReadError::Truncated { .. }
                 | ReadError::Stalled { .. }
                 | ReadError::Interrupted(_)
                 | ReadError::Task(_) => libc::EIO,
             },
+            FsError::View(_) => libc::EIO,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
             FsError::Upload(UploadError::Io(e)) | FsError::Io(e) => {

@@ -8,11 +8,13 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
-use futures::StreamExt;
-
 use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
 use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
 use crate::upload::{PartStream, Spool, Uploader};
+use crate::view::FileReader;
+
+/// Bytes read at a time when a spool starts from the object's content.
+const FILL_CHUNK: u32 = 1 << 20;
 
 /// A file open for writing.
 #[derive(Debug)]
@@ -74,7 +76,7 @@ impl RgridFs {
             return Err(FsError::ReadOnly);
         }
         let spool = self.uploader()?.spool()?;
-        if !truncate && node.size > 0 && node.etag.is_some() {
+        if !truncate && node.stored_size > 0 && node.etag.is_some() {
             self.fill(&spool, node).await?;
         }
         self.namespace.begin_write(node.ino);
@@ -88,25 +90,19 @@ impl RgridFs {
         Ok(writer)
     }
 
-    /// Copies the object's current version into `spool`.
+    /// Copies the content of the object's current version into `spool`, as a reader
+    /// sees it: decompressed, and checked against its SHA-256.
     async fn fill(&self, spool: &Spool, node: &Node) -> Result<(), FsError> {
-        let mut body = self
-            .client
-            .get_range(&node.key, 0..node.size, node.etag.as_deref())
-            .await?;
+        let mut view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
         let mut offset = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            spool.write_at(offset, &chunk)?;
-            offset += chunk.len() as u64;
+        loop {
+            let chunk = view.read(offset, FILL_CHUNK).await?;
+            if chunk.data.is_empty() {
+                return Ok(());
+            }
+            spool.write_at(offset, &chunk.data)?;
+            offset += chunk.data.len() as u64;
         }
-        if offset != node.size {
-            return Err(FsError::Io(std::io::Error::other(format!(
-                "{}: short body",
-                node.key
-            ))));
-        }
-        Ok(())
     }
 
     /// Creates file `name` in `parent` and opens it for writing.
@@ -123,6 +119,7 @@ impl RgridFs {
             Opened {
                 fh,
                 keep_cache: false,
+                direct_io: false,
             },
         ))
     }
@@ -180,7 +177,7 @@ impl RgridFs {
         // The page cache holds what was written, which is now this version.
         lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());
         self.namespace
-            .stored(writer.ino, uploaded.size, uploaded.etag);
+            .stored(writer.ino, uploaded.size, uploaded.size, uploaded.etag);
         Ok(())
     }
 
@@ -229,7 +226,7 @@ impl RgridFs {
             }
         }
         // truncate(2) on a path: a writer of its own, uploaded at once.
-        let node = self.namespace.getattr(ino).await?;
+        let node = self.namespace.describe(ino).await?;
         let mut writer = self.open_writer(&node, size == 0).await?;
         writer.spool.set_len(size)?;
         let result = self.upload(&mut writer).await;
@@ -329,7 +326,8 @@ impl RgridFs {
             .rename(parent, name, new_parent, new_name, new_key);
         // Same bytes, new version: readers of the new name pin the copy's ETag.
         lock(&self.cached_versions).insert(node.ino, etag.clone());
-        self.namespace.stored(node.ino, node.size, etag);
+        self.namespace
+            .stored(node.ino, node.size, node.stored_size, etag);
         Ok(())
     }
 }

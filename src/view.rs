@@ -1,0 +1,187 @@
+//! The file view: what a reader of an object sees. A plain object is its bytes, read
+//! through the read engine; a gzip-stored one (`rgrid-compression: gzip` or
+//! `Content-Encoding: gzip`) is its decompressed bytes, through [`GzipReader`]. Either
+//! way, content read front to back is checked against the object's `rgrid-sha256`: a
+//! mismatch, or a corrupt stream, is an error for the read that finds it and every read
+//! after it, never bytes passed off as good.
+
+mod gzip;
+mod verify;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::artifact::{self, Compression};
+use crate::namespace::Node;
+use crate::object::ObjectClient;
+use crate::readahead::{ReadAhead, ReadEngine, ReadError};
+use gzip::{Expected, GzipReader};
+use verify::{Verdict, Verifier};
+
+/// What can go wrong between the object and the reader.
+#[derive(Debug, Error)]
+pub enum ViewError {
+    /// Fetching the stored bytes failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The stored bytes are not what their metadata says (bad gzip, wrong size).
+    #[error("{key}: corrupt: {why}")]
+    Corrupt {
+        /// Object key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The content does not hash to its `rgrid-sha256`.
+    #[error("{key}: integrity check failed: {why}")]
+    Mismatch {
+        /// Object key.
+        key: String,
+        /// Expected and actual digests.
+        why: String,
+    },
+    /// The local decode file.
+    #[error("decode file: {0}")]
+    Io(std::io::Error),
+}
+
+impl ViewError {
+    /// True when the object's content is bad (as opposed to the way to it failing).
+    pub fn is_bad_content(&self) -> bool {
+        matches!(self, ViewError::Corrupt { .. } | ViewError::Mismatch { .. })
+    }
+}
+
+/// Bytes of one read, and the content's full size once the reader has learned it.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The bytes.
+    pub data: Bytes,
+    /// The decoded size, known at the end of a gzip stream.
+    pub size: Option<u64>,
+}
+
+// One per open handle, and the handle is boxed already: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Inner {
+    Plain {
+        reader: ReadAhead,
+        verifier: Option<Verifier>,
+    },
+    Gzip(Box<GzipReader>),
+}
+
+/// A reader of one object version as the file it shows.
+#[derive(Debug)]
+pub struct FileReader {
+    key: String,
+    inner: Inner,
+    /// A verdict against the content is final for this handle.
+    failed: Option<String>,
+}
+
+impl FileReader {
+    /// A reader of `node` (with its headers); gzip decodes into a file under `decode_dir`.
+    pub fn open(
+        engine: &Arc<ReadEngine>,
+        node: &Node,
+        decode_dir: &Path,
+    ) -> Result<FileReader, ViewError> {
+        let headers = node.headers.as_deref();
+        let sha256 = headers.and_then(artifact::sha256).map(str::to_owned);
+        let source = engine.open(node.key.clone(), node.etag.clone(), node.stored_size);
+        let compression = headers.map_or(Compression::None, artifact::compression);
+        let inner = match compression {
+            Compression::None => Inner::Plain {
+                reader: source,
+                verifier: sha256.map(|sha| Verifier::new(&sha, node.stored_size)),
+            },
+            Compression::Gzip => {
+                let expected = Expected {
+                    size: headers.and_then(artifact::original_size),
+                    sha256,
+                };
+                let reader = GzipReader::new(node.key.clone(), source, decode_dir, expected)?;
+                Inner::Gzip(Box::new(reader))
+            }
+        };
+        Ok(FileReader {
+            key: node.key.clone(),
+            inner,
+            failed: None,
+        })
+    }
+
+    /// Whether the kernel must pass every read through (no page cache, no clamping at
+    /// st_size): for decoded content, whose size the kernel may not know exactly.
+    pub fn direct_io(&self) -> bool {
+        matches!(self.inner, Inner::Gzip(_))
+    }
+
+    /// Up to `len` bytes of the content at `offset`.
+    pub async fn read(&mut self, offset: u64, len: u32) -> Result<Chunk, ViewError> {
+        if let Some(why) = &self.failed {
+            return Err(ViewError::Mismatch {
+                key: self.key.clone(),
+                why: why.clone(),
+            });
+        }
+        let result = match &mut self.inner {
+            Inner::Plain { reader, verifier } => read_plain(reader, verifier, offset, len).await,
+            Inner::Gzip(reader) => reader
+                .read(offset, len)
+                .await
+                .map(|(data, size)| Chunk { data, size }),
+        };
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn fail(&mut self, e: ViewError) -> ViewError {
+        if let ViewError::Mismatch { why, .. } | ViewError::Corrupt { why, .. } = &e {
+            tracing::warn!(key = %self.key, "{why}");
+            self.failed = Some(why.clone());
+        }
+        e
+    }
+}
+
+async fn read_plain(
+    reader: &mut ReadAhead,
+    verifier: &mut Option<Verifier>,
+    offset: u64,
+    len: u32,
+) -> Result<Chunk, ViewError> {
+    let data = reader.read(offset, len).await?;
+    if let Some(verifier) = verifier {
+        if let Verdict::Mismatch { expected, actual } = verifier.feed(offset, &data) {
+            return Err(ViewError::Mismatch {
+                key: reader.key().to_owned(),
+                why: format!("sha256 {actual}, metadata says {expected}"),
+            });
+        }
+    }
+    Ok(Chunk { data, size: None })
+}
+
+/// The size a gzip object's trailer claims (ISIZE: the last member's size mod 2^32),
+/// from one small ranged GET; `None` if it cannot be read.
+pub async fn gzip_trailer_size(client: &dyn ObjectClient, node: &Node) -> Option<u64> {
+    use futures::TryStreamExt;
+    let start = node.stored_size.checked_sub(4)?;
+    let range = start..node.stored_size;
+    let body = client
+        .get_range(&node.key, range, node.etag.as_deref())
+        .await;
+    let bytes: Vec<u8> = body.ok()?.map_ok(|b| b.to_vec()).try_concat().await.ok()?;
+    let isize: [u8; 4] = bytes.try_into().ok()?;
+    Some(u64::from(u32::from_le_bytes(isize)))
+}
+
+/// Lowercase hex of a digest.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

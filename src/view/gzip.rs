@@ -1,0 +1,197 @@
+//! `GzipReader`: a gzip-stored object read as its decompressed bytes. The compressed
+//! stream comes in order through the read engine (so it gets sequential read-ahead), goes
+//! through one decoder (all gzip members, as `gzip -d` does), and the output is appended
+//! to a decode file under the cache directory, unlinked at once. Any read, forwards or
+//! backwards, is served from that file once the decoder has got that far: memory stays
+//! constant, and random reads cost one decode in all. The decoder's output is hashed on
+//! the way, so the SHA-256 is checked however the reader moves.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use bytes::Bytes;
+use flate2::write::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+use super::ViewError;
+use crate::readahead::ReadAhead;
+
+/// Compressed bytes asked of the read engine at a time.
+const CHUNK: u32 = 1 << 20;
+
+/// Where decoded bytes go: the decode file, and the hash.
+#[derive(Debug)]
+struct Decoded {
+    file: File,
+    len: u64,
+    hasher: Sha256,
+}
+
+impl Write for Decoded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all_at(buf, self.len)?;
+        self.len += buf.len() as u64;
+        self.hasher.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the decoded content must be, from the object's metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// `x-amz-meta-rgrid-original-size`.
+    pub size: Option<u64>,
+    /// `x-amz-meta-rgrid-sha256`, hex.
+    pub sha256: Option<String>,
+}
+
+/// A reader of the decompressed content of one object version.
+#[derive(Debug)]
+pub struct GzipReader {
+    key: String,
+    source: ReadAhead,
+    /// Compressed bytes fed to the decoder so far.
+    fed: u64,
+    decoder: MultiGzDecoder<Decoded>,
+    expected: Expected,
+    /// The decoded length, once the stream ended and checked out.
+    finished: Option<u64>,
+    /// A failure is final: every later read gets it again.
+    failed: Option<String>,
+}
+
+impl GzipReader {
+    /// A reader of `source` (the compressed object `key`), decoding into a new file under
+    /// `dir`.
+    pub fn new(
+        key: String,
+        source: ReadAhead,
+        dir: &Path,
+        expected: Expected,
+    ) -> Result<GzipReader, ViewError> {
+        let file = decode_file(dir).map_err(ViewError::Io)?;
+        let sink = Decoded {
+            file,
+            len: 0,
+            hasher: Sha256::new(),
+        };
+        Ok(GzipReader {
+            key,
+            source,
+            fed: 0,
+            decoder: MultiGzDecoder::new(sink),
+            expected,
+            finished: None,
+            failed: None,
+        })
+    }
+
+    /// Up to `len` decompressed bytes at `offset`; the decoded length once known.
+    pub async fn read(&mut self, offset: u64, len: u32) -> Result<(Bytes, Option<u64>), ViewError> {
+        let end = offset.saturating_add(u64::from(len));
+        while self.finished.is_none() && self.decoder.get_ref().len < end {
+            if let Some(why) = &self.failed {
+                return Err(self.corrupt(why.clone()));
+            }
+            if let Err(e) = self.pump().await {
+                if let ViewError::Corrupt { why, .. } | ViewError::Mismatch { why, .. } = &e {
+                    self.failed = Some(why.clone());
+                }
+                return Err(e);
+            }
+        }
+        let available = self.decoder.get_ref().len;
+        let end = end.min(available);
+        if offset >= end {
+            return Ok((Bytes::new(), self.finished));
+        }
+        let mut buf = vec![0; (end - offset) as usize];
+        self.decoder
+            .get_ref()
+            .file
+            .read_exact_at(&mut buf, offset)
+            .map_err(ViewError::Io)?;
+        Ok((Bytes::from(buf), self.finished))
+    }
+
+    /// Feeds the decoder one more chunk, or finishes and checks the stream at its end.
+    async fn pump(&mut self) -> Result<(), ViewError> {
+        let chunk = self.source.read(self.fed, CHUNK).await?;
+        if chunk.is_empty() {
+            return self.finish();
+        }
+        self.fed += chunk.len() as u64;
+        self.decoder
+            .write_all(&chunk)
+            .map_err(|e| self.decode_error(e))
+    }
+
+    fn finish(&mut self) -> Result<(), ViewError> {
+        self.decoder
+            .try_finish()
+            .map_err(|e| self.decode_error(e))?;
+        let decoded = self.decoder.get_ref();
+        if let Some(size) = self.expected.size.filter(|s| *s != decoded.len) {
+            let why = format!(
+                "decompressed to {} bytes, metadata says {size}",
+                decoded.len
+            );
+            return Err(self.corrupt(why));
+        }
+        let actual = super::hex(&decoded.hasher.clone().finalize());
+        if let Some(expected) = &self.expected.sha256 {
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(ViewError::Mismatch {
+                    key: self.key.clone(),
+                    why: format!("sha256 {actual}, metadata says {expected}"),
+                });
+            }
+        }
+        self.finished = Some(decoded.len);
+        Ok(())
+    }
+
+    /// A decoder error is corrupt data, except a failed write to the decode file.
+    fn decode_error(&self, e: std::io::Error) -> ViewError {
+        match e.kind() {
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+                self.corrupt(format!("not a valid gzip stream: {e}"))
+            }
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::WriteZero => {
+                self.corrupt(format!("gzip stream truncated: {e}"))
+            }
+            _ if e.raw_os_error().is_some() => ViewError::Io(e),
+            _ => self.corrupt(format!("gzip: {e}")),
+        }
+    }
+
+    fn corrupt(&self, why: String) -> ViewError {
+        ViewError::Corrupt {
+            key: self.key.clone(),
+            why,
+        }
+    }
+}
+
+/// A new file under `dir` that no other process can find: unlinked as soon as it is open.
+fn decode_file(dir: &Path) -> std::io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(dir)?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("decode-{}-{n}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}

@@ -1,0 +1,214 @@
+//! Transparent gzip and integrity on read, through a real mount: gzip-stored objects read
+//! as their original bytes, whatever the access pattern; corrupt ones and SHA-256
+//! mismatches are EIO.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{Mount, TestStore, BUCKET};
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+/// CSV-like text of about `len` bytes (compressible, not trivially).
+fn csv(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut x = seed | 1;
+    let mut row = 0u64;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        writeln!(
+            out,
+            "{row},{},{:.3},label-{}",
+            x % 100_000,
+            (x % 977) as f64 / 7.0,
+            x % 13
+        )
+        .unwrap();
+        row += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Stores `body` under `key` with user metadata and, if given, a Content-Encoding.
+fn put(
+    store: &TestStore,
+    key: &str,
+    body: Vec<u8>,
+    meta: &[(&str, String)],
+    encoding: Option<&str>,
+) {
+    let sdk = store.sdk();
+    let mut put = sdk
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(ByteStream::from(body))
+        .set_content_encoding(encoding.map(str::to_owned));
+    for (name, value) in meta {
+        put = put.metadata(*name, value);
+    }
+    store.runtime.block_on(put.send()).unwrap();
+}
+
+fn rgrid_meta(original: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        ("rgrid-compression", "gzip".into()),
+        ("rgrid-original-size", original.len().to_string()),
+        ("rgrid-sha256", sha_hex(original)),
+    ]
+}
+
+fn read_all(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    File::open(path)?.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+#[test]
+fn gzip_objects_read_as_their_original_bytes_in_any_order() {
+    let store = TestStore::start();
+    let original = csv(12 << 20, 7);
+    put(
+        &store,
+        "g/rgrid.csv",
+        gzip(&original),
+        &rgrid_meta(&original),
+        None,
+    );
+    put(&store, "g/encoded.csv", gzip(&original), &[], Some("gzip"));
+    let multi = [gzip(&original[..5 << 20]), gzip(&original[5 << 20..])].concat();
+    put(&store, "g/multi.csv", multi, &[], Some("gzip"));
+    let mount = Mount::new(&store, &["--metadata-ttl", "0"]);
+
+    // With the original size in metadata, st_size is right from the first stat.
+    let len = original.len() as u64;
+    assert_eq!(fs::metadata(mount.join("g/rgrid.csv")).unwrap().len(), len);
+    for name in ["rgrid.csv", "encoded.csv", "multi.csv"] {
+        let path = mount.join("g").join(name);
+        assert!(read_all(&path).unwrap() == original, "{name}: cat");
+        let cmp = std::process::Command::new("cmp")
+            .arg(&path)
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .spawn();
+        let mut cmp = cmp.unwrap();
+        cmp.stdin.take().unwrap().write_all(&original).unwrap();
+        assert!(cmp.wait().unwrap().success(), "{name}: cmp");
+        // Decoded once to the end: the true size, also for a multi-member stream.
+        assert_eq!(fs::metadata(&path).unwrap().len(), len, "{name}: st_size");
+    }
+
+    // Random and backward reads on one fresh handle.
+    let file = File::open(mount.join("g/encoded.csv")).unwrap();
+    for offset in [9 << 20, 100, 11 << 20, 3 << 20, 0, (12 << 20) - 10] {
+        let mut buf = vec![0; 4096];
+        let n = file.read_at(&mut buf, offset as u64).unwrap();
+        let end = (offset + 4096).min(original.len());
+        assert_eq!(&buf[..n], &original[offset..end], "pread at {offset}");
+    }
+}
+
+#[test]
+fn a_gzip_object_without_metadata_shows_its_trailer_size_once_opened() {
+    let store = TestStore::start();
+    let original = csv(300_000, 3);
+    put(&store, "t.csv", gzip(&original), &[], Some("gzip"));
+    let mount = Mount::new(&store, &["--metadata-ttl", "0"]);
+    let stored = fs::metadata(mount.join("t.csv")).unwrap().len();
+    assert!(
+        stored < original.len() as u64,
+        "before open: the stored size"
+    );
+    drop(File::open(mount.join("t.csv")).unwrap());
+    assert_eq!(fs::metadata(mount.join("t.csv")).unwrap().len(), 300_000);
+}
+
+#[test]
+fn corrupt_or_truncated_gzip_is_eio_and_logged() {
+    let store = TestStore::start();
+    let original = csv(2 << 20, 5);
+    let good = gzip(&original);
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    let truncated = good[..good.len() - 200].to_vec();
+    put(
+        &store,
+        "bad/flipped.csv",
+        flipped,
+        &rgrid_meta(&original),
+        None,
+    );
+    put(&store, "bad/truncated.csv", truncated, &[], Some("gzip"));
+    put(
+        &store,
+        "bad/lying.csv",
+        good,
+        &rgrid_meta(&original[1..]),
+        None,
+    );
+    let mount = Mount::new(&store, &[]);
+    for name in ["flipped.csv", "truncated.csv", "lying.csv"] {
+        let err = read_all(&mount.join("bad").join(name)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
+        assert!(
+            mount.log().contains(&format!("bad/{name}")),
+            "{name}: {}",
+            mount.log()
+        );
+    }
+}
+
+#[test]
+fn sha256_mismatch_is_eio_on_the_last_read_and_stays_so() {
+    let store = TestStore::start();
+    let data = csv(5 << 20, 11);
+    let wrong = sha_hex(b"something else");
+    store.put_with_meta("bad.csv", data.clone(), &[("rgrid-sha256", &wrong)]);
+    store.put_with_meta(
+        "good.csv",
+        data.clone(),
+        &[("rgrid-sha256", &sha_hex(&data))],
+    );
+    store.put("unchecked.csv", data.clone());
+    let mount = Mount::new(&store, &[]);
+
+    assert!(read_all(&mount.join("good.csv")).unwrap() == data);
+    assert!(read_all(&mount.join("unchecked.csv")).unwrap() == data);
+    for attempt in 0..2 {
+        let err = read_all(&mount.join("bad.csv")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "attempt {attempt}");
+    }
+    let log = mount.log();
+    assert!(
+        log.contains(&wrong) && log.contains(&sha_hex(&data)),
+        "{log}"
+    );
+    // The bytes before the end were served: the check is on reading to the end.
+    let mut head = vec![0; 1000];
+    File::open(mount.join("bad.csv"))
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    assert_eq!(head, data[..1000]);
+}
