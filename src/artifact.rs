@@ -56,6 +56,49 @@ impl ArtifactType {
     }
 }
 
+/// File formats by extension: content type, and whether it is text (which the store
+/// keeps gzip-compressed when large). Formats not listed are binary.
+const FORMATS: &[(&str, &str, bool)] = &[
+    ("csv", "text/csv", true),
+    ("tsv", "text/tab-separated-values", true),
+    ("txt", "text/plain", true),
+    ("log", "text/plain", true),
+    ("md", "text/markdown", true),
+    ("json", "application/json", true),
+    ("jsonl", "application/x-ndjson", true),
+    ("ndjson", "application/x-ndjson", true),
+    ("xml", "application/xml", true),
+    ("html", "text/html", true),
+    ("htm", "text/html", true),
+    ("yaml", "application/yaml", true),
+    ("yml", "application/yaml", true),
+    ("sql", "application/sql", true),
+    ("svg", "image/svg+xml", true),
+    ("png", "image/png", false),
+    ("jpg", "image/jpeg", false),
+    ("jpeg", "image/jpeg", false),
+    ("gz", "application/gzip", false),
+    ("zip", "application/zip", false),
+    ("pdf", "application/pdf", false),
+    ("parquet", "application/vnd.apache.parquet", false),
+];
+
+fn format(key: &str) -> Option<&'static (&'static str, &'static str, bool)> {
+    let name = key.rsplit('/').next()?;
+    let (_, ext) = name.rsplit_once('.')?;
+    FORMATS.iter().find(|(e, _, _)| e.eq_ignore_ascii_case(ext))
+}
+
+/// Content type of an object, from its file name.
+pub fn content_type(key: &str) -> &'static str {
+    format(key).map_or("application/octet-stream", |(_, t, _)| t)
+}
+
+/// Whether the file name says text (csv, json, log, ...), which compresses well.
+pub fn is_text(key: &str) -> bool {
+    format(key).is_some_and(|(_, _, text)| *text)
+}
+
 /// The execution a key (or prefix) belongs to, and whether it is an input or an output.
 pub fn execution_of(key: &str) -> Option<(&str, Option<ArtifactType>)> {
     let rest = key.strip_prefix("executions/")?;
@@ -166,6 +209,16 @@ mod tests {
         assert_eq!(execution_of("executions/e1"), None);
         assert_eq!(execution_of("executions//x"), None);
         assert_eq!(execution_of("other/e1/outputs/x"), None);
+    }
+
+    #[test]
+    fn formats_come_from_the_extension() {
+        assert_eq!(content_type("a/b/report.JSON"), "application/json");
+        assert_eq!(content_type("image.png"), "image/png");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type("dir.d/file"), "application/octet-stream");
+        assert!(is_text("out/table.CSV") && is_text("run.log"));
+        assert!(!is_text("plot.png") && !is_text("data.parquet") && !is_text("x.csv.gz"));
     }
 
     #[test]

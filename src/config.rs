@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::fs::{FsConfig, Ownership};
 use crate::fuse::SessionConfig;
@@ -14,7 +14,7 @@ use crate::namespace::{check_name, NamespaceConfig};
 use crate::object::S3ClientConfig;
 use crate::readahead::ReadConfig;
 use crate::retention::RetentionConfig;
-use crate::upload::WriteConfig;
+use crate::upload::{CompressMode, CompressPolicy, WriteConfig};
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
 #[derive(Debug, Clone, Parser)]
@@ -102,6 +102,15 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub upload_concurrency: usize,
 
+    /// Store outputs gzip-compressed: never, auto (text formats such as csv, json, log
+    /// larger than --compress-threshold), or always (every file).
+    #[arg(long, value_enum, default_value_t = CompressArg::Auto)]
+    pub compress: CompressArg,
+
+    /// Size in MiB a text output must exceed to be stored compressed under auto.
+    #[arg(long, value_name = "MIB", default_value_t = 100)]
+    pub compress_threshold: u64,
+
     /// Days an object is kept when neither its metadata nor a lifecycle rule of the
     /// bucket says otherwise; older objects are hidden.
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
@@ -114,6 +123,17 @@ pub struct MountArgs {
     /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
     #[arg(long, value_name = "DIR")]
     pub local: Option<PathBuf>,
+}
+
+/// `--compress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// Never.
+    Never,
+    /// Large text formats.
+    Auto,
+    /// Every file.
+    Always,
 }
 
 /// The bucket and how to reach it.
@@ -359,7 +379,16 @@ fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<W
     if args.upload_concurrency == 0 {
         bail!("--upload-concurrency must be at least 1");
     }
+    let mode = match args.compress {
+        CompressArg::Never => CompressMode::Never,
+        CompressArg::Auto => CompressMode::Auto,
+        CompressArg::Always => CompressMode::Always,
+    };
     Ok(Some(WriteConfig {
+        compress: CompressPolicy {
+            mode,
+            threshold: args.compress_threshold.saturating_mul(MIB),
+        },
         cache_dir,
         part_size: args.upload_part_size * MIB,
         concurrency: args.upload_concurrency,

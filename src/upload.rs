@@ -40,6 +40,8 @@ pub struct WriteConfig {
     pub concurrency: usize,
     /// How often pending uploads are tried again.
     pub retry_interval: Duration,
+    /// Which files are stored gzip-compressed.
+    pub compress: CompressPolicy,
 }
 
 /// What can go wrong writing.
@@ -212,6 +214,8 @@ impl UploadJournal {
 pub struct Uploaded {
     /// Its size.
     pub size: u64,
+    /// Bytes in the store (smaller when compressed).
+    pub stored_size: u64,
     /// Its ETag, when the store returned one.
     pub etag: Option<String>,
 }
@@ -276,11 +280,13 @@ impl Uploader {
         };
         self.journal.record(&entry)?;
         let result = match stream {
-            Some(s) if streamed => match self.finish_stream(s, &entry).await {
-                Ok(Some(uploaded)) => Ok(uploaded),
-                Ok(None) => self.put_file(&entry, file).await,
-                Err(e) => Err(e),
-            },
+            Some(s) if streamed && !self.config.compress.applies(key, size) => {
+                match self.finish_stream(s, &entry).await {
+                    Ok(Some(uploaded)) => Ok(uploaded),
+                    Ok(None) => self.put_file(&entry, file).await,
+                    Err(e) => Err(e),
+                }
+            }
             other => {
                 if let Some(s) = other {
                     self.abandon(s);
@@ -365,6 +371,9 @@ impl Uploader {
         file: Arc<File>,
     ) -> Result<Uploaded, UploadError> {
         let (key, size) = (entry.key.as_str(), entry.size);
+        if self.config.compress.applies(key, size) {
+            return self.put_compressed(entry, file).await;
+        }
         let headers = headers_for(key, Some(&entry.sha256));
         let etag = if size <= self.config.part_size {
             let body = read_range(file, 0, size).await?;
@@ -372,7 +381,11 @@ impl Uploader {
         } else {
             self.put_multipart(key, file, size, headers).await?
         };
-        Ok(Uploaded { size, etag })
+        Ok(Uploaded {
+            size,
+            stored_size: size,
+            etag,
+        })
     }
 
     async fn put_multipart(
@@ -422,7 +435,7 @@ impl Uploader {
 /// content's SHA-256.
 fn headers_for(key: &str, sha256: Option<&str>) -> ObjectHeaders {
     ObjectHeaders {
-        content_type: Some(content_type(key).to_owned()),
+        content_type: Some(artifact::content_type(key).to_owned()),
         content_encoding: None,
         user_metadata: sha256
             .map(|h| (artifact::SHA256.to_owned(), h.to_owned()))
@@ -471,33 +484,10 @@ fn hex_digest(hasher: Sha256) -> String {
         .collect()
 }
 
-/// Content type from the file name, for the formats an execution typically writes.
-pub fn content_type(key: &str) -> &'static str {
-    let ext = key
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.rsplit_once('.'))
-        .map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("csv") => "text/csv",
-        Some("tsv") => "text/tab-separated-values",
-        Some("txt" | "log" | "md") => "text/plain",
-        Some("json") => "application/json",
-        Some("jsonl" | "ndjson") => "application/x-ndjson",
-        Some("xml") => "application/xml",
-        Some("html" | "htm") => "text/html",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gz") => "application/gzip",
-        Some("zip") => "application/zip",
-        Some("pdf") => "application/pdf",
-        Some("parquet") => "application/vnd.apache.parquet",
-        _ => "application/octet-stream",
-    }
-}
-
+mod gzip;
 mod stream;
 
+pub use gzip::{CompressMode, CompressPolicy};
 pub use stream::PartStream;
 
 #[cfg(test)]

@@ -212,3 +212,73 @@ fn sha256_mismatch_is_eio_on_the_last_read_and_stays_so() {
         .unwrap();
     assert_eq!(head, data[..1000]);
 }
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_150_mib_csv_is_stored_compressed_and_a_png_is_not() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let csv_data = csv(150 << 20, 21);
+    fs::create_dir(mount.join("out")).unwrap();
+    fs::write(mount.join("out/big.csv"), &csv_data).unwrap();
+    let (body, meta) = store.get("out/big.csv").unwrap();
+    assert_eq!(meta["rgrid-compression"], "gzip");
+    assert_eq!(meta["rgrid-original-size"], csv_data.len().to_string());
+    assert_eq!(meta["rgrid-sha256"], sha_hex(&csv_data));
+    assert!(
+        body.len() < csv_data.len() / 2,
+        "stored {} bytes",
+        body.len()
+    );
+    assert!(
+        gunzip(&body) == csv_data,
+        "the stored stream decodes to the original"
+    );
+    assert!(
+        read_all(&mount.join("out/big.csv")).unwrap() == csv_data,
+        "read back"
+    );
+    assert_eq!(
+        fs::metadata(mount.join("out/big.csv")).unwrap().len(),
+        150 << 20
+    );
+    drop(body);
+
+    let png = common::pseudo_random(150 << 20, 5);
+    fs::write(mount.join("out/big.png"), &png).unwrap();
+    let (body, meta) = store.get("out/big.png").unwrap();
+    assert!(!meta.contains_key("rgrid-compression"));
+    assert!(body == png, "a binary format is stored as is");
+}
+
+#[test]
+fn compress_never_and_always_override_the_rule() {
+    let store = TestStore::start();
+    let data = csv(3 << 20, 9);
+    let never = Mount::new(
+        &store,
+        &["--compress", "never", "--compress-threshold", "1"],
+    );
+    fs::write(never.join("n.csv"), &data).unwrap();
+    let (body, meta) = store.get("n.csv").unwrap();
+    assert!(body == data && !meta.contains_key("rgrid-compression"));
+    drop(never);
+
+    let always = Mount::new(&store, &["--compress", "always"]);
+    fs::write(always.join("a.bin"), b"tiny").unwrap();
+    let (body, meta) = store.get("a.bin").unwrap();
+    assert_eq!(meta["rgrid-compression"], "gzip");
+    assert_eq!(gunzip(&body), b"tiny");
+    assert_eq!(fs::read(always.join("a.bin")).unwrap(), b"tiny");
+    let bad = Mount::try_new(&store, &["--compress", "sometimes"])
+        .err()
+        .unwrap();
+    assert!(bad.1.contains("--compress"), "{}", bad.1);
+}

@@ -176,8 +176,12 @@ impl RgridFs {
         writer.dirty = false;
         // The page cache holds what was written, which is now this version.
         lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());
-        self.namespace
-            .stored(writer.ino, uploaded.size, uploaded.size, uploaded.etag);
+        self.namespace.stored(
+            writer.ino,
+            uploaded.size,
+            uploaded.stored_size,
+            uploaded.etag,
+        );
         Ok(())
     }
 

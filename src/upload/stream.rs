@@ -73,7 +73,9 @@ impl Uploader {
     /// now complete. False when the stream is over (a write elsewhere, or a failure): the
     /// caller then [`Uploader::abandon`]s it.
     pub async fn stream_write(&self, s: &mut PartStream, offset: u64, data: &[u8]) -> bool {
-        if offset != s.written {
+        let end = offset + data.len() as u64;
+        // Written front to back or not, it will go up compressed, from the spool, at close.
+        if offset != s.written || self.config.compress.applies(&s.key, end) {
             return false;
         }
         s.hasher.update(data);
@@ -161,6 +163,7 @@ impl Uploader {
             .await?;
         Ok(Uploaded {
             size: entry.size,
+            stored_size: entry.size,
             etag,
         })
     }

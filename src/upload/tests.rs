@@ -8,6 +8,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::object::{MemoryClient, Operation};
 
+/// Text files larger than this are stored compressed in these tests.
+const COMPRESS_ABOVE: u64 = 256 << 10;
+
 fn uploader(part_size: u64) -> (Arc<Uploader>, MemoryClient, tempfile::TempDir) {
     let client = MemoryClient::new();
     let dir = tempfile::tempdir().unwrap();
@@ -16,6 +19,10 @@ fn uploader(part_size: u64) -> (Arc<Uploader>, MemoryClient, tempfile::TempDir) 
         part_size,
         concurrency: 3,
         retry_interval: Duration::from_secs(3600),
+        compress: CompressPolicy {
+            mode: CompressMode::Auto,
+            threshold: COMPRESS_ABOVE,
+        },
     };
     (
         Uploader::new(Arc::new(client.clone()), config).unwrap(),
@@ -99,14 +106,6 @@ async fn a_failed_multipart_upload_leaves_no_object() {
     client.fail_next(3);
     assert!(uploader.upload("x", &spool, None).await.is_err());
     assert!(client.head("x").await.is_err());
-}
-
-#[test]
-fn content_types_follow_the_extension() {
-    assert_eq!(content_type("a/b/report.JSON"), "application/json");
-    assert_eq!(content_type("image.png"), "image/png");
-    assert_eq!(content_type("noext"), "application/octet-stream");
-    assert_eq!(content_type("dir.d/file"), "application/octet-stream");
 }
 
 #[derive(Debug, Clone)]
@@ -218,4 +217,49 @@ async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
     let (data, headers) = stored(&client, "r.bin").await;
     assert_eq!(data, expected);
     assert_eq!(headers.user_metadata[artifact::SHA256], sha_hex(&expected));
+}
+
+#[tokio::test]
+async fn large_text_goes_up_compressed_and_binary_as_is() {
+    use std::io::Read;
+    let (uploader, client, _dir) = uploader(64 << 10);
+    let text: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("{i},{}\n", i % 97).into_bytes())
+        .collect();
+    assert!(text.len() as u64 > COMPRESS_ABOVE);
+    for (key, gzipped) in [("big.csv", true), ("big.png", false), ("small.csv", false)] {
+        let content = if key == "small.csv" {
+            &text[..1000]
+        } else {
+            &text[..]
+        };
+        let spool = uploader.spool().unwrap();
+        spool.write_at(0, content).unwrap();
+        let uploaded = uploader.upload(key, &spool, None).await.unwrap();
+        let (body, headers) = stored(&client, key).await;
+        let meta = &headers.user_metadata;
+        assert_eq!(meta[artifact::SHA256], sha_hex(content), "{key}");
+        assert_eq!(uploaded.size, content.len() as u64);
+        assert_eq!(uploaded.stored_size, body.len() as u64);
+        if gzipped {
+            assert_eq!(meta[artifact::COMPRESSION], "gzip");
+            assert_eq!(meta[artifact::ORIGINAL_SIZE], content.len().to_string());
+            assert!(
+                body.len() < content.len() / 2,
+                "{key}: {} bytes",
+                body.len()
+            );
+            let mut decoded = Vec::new();
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert!(decoded == content, "{key}: round trip");
+            assert!(client.count(Operation::Multipart) > 0, "parts of 64 KiB");
+        } else {
+            assert!(
+                body == content && !meta.contains_key(artifact::COMPRESSION),
+                "{key}"
+            );
+        }
+    }
 }

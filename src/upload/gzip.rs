@@ -1,0 +1,197 @@
+//! Compressed uploads: a large text output is stored gzip-compressed, with its original
+//! size and SHA-256 in its metadata (the store's rule, see shared/seeds). The spool is
+//! compressed on a blocking thread and each part goes up as soon as it is full, so
+//! compressing and sending overlap, and memory stays at a few parts.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use super::{headers_for, JournalEntry, UploadError, Uploaded, Uploader};
+use crate::artifact::{self, is_text};
+
+/// When outputs are stored compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressMode {
+    /// Never.
+    Never,
+    /// Text formats (by file name) larger than the threshold.
+    Auto,
+    /// Every file.
+    Always,
+}
+
+/// The compression rule of the write engine.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressPolicy {
+    /// Which files.
+    pub mode: CompressMode,
+    /// Size a text file must exceed under `Auto`.
+    pub threshold: u64,
+}
+
+impl CompressPolicy {
+    /// Whether a file `key` of `size` bytes is stored compressed.
+    pub fn applies(&self, key: &str, size: u64) -> bool {
+        match self.mode {
+            CompressMode::Never => false,
+            CompressMode::Always => true,
+            CompressMode::Auto => size > self.threshold && is_text(key),
+        }
+    }
+}
+
+/// Input read from the spool at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+impl Uploader {
+    /// Puts the journaled spool under its key, gzip-compressed.
+    pub(super) async fn put_compressed(
+        &self,
+        entry: &JournalEntry,
+        file: Arc<File>,
+    ) -> Result<Uploaded, UploadError> {
+        let mut headers = headers_for(&entry.key, Some(&entry.sha256));
+        let meta = &mut headers.user_metadata;
+        meta.insert(artifact::COMPRESSION.into(), "gzip".into());
+        meta.insert(artifact::ORIGINAL_SIZE.into(), entry.size.to_string());
+        let part_size = self.config.part_size as usize;
+        let (tx, mut rx) = mpsc::channel(2);
+        let compressor = tokio::task::spawn_blocking(move || compress(&file, part_size, &tx));
+        let first = next_part(&mut rx).await?;
+        let second = next_part(&mut rx).await?;
+        let (etag, stored) = match (first, second) {
+            (Some(first), None) => {
+                let stored = first.len() as u64;
+                (self.client.put(&entry.key, first, headers).await?, stored)
+            }
+            (Some(first), Some(second)) => {
+                let rest = futures::stream::unfold(rx, |mut rx| async {
+                    let part = next_part(&mut rx).await.transpose()?;
+                    Some((part, rx))
+                });
+                let parts = futures::stream::iter([Ok(first), Ok(second)]).chain(rest);
+                self.put_parts(&entry.key, headers, parts).await?
+            }
+            (None, _) => return Err(io::Error::other("compressor sent nothing").into()),
+        };
+        compressor.await.map_err(io::Error::other)??;
+        Ok(Uploaded {
+            size: entry.size,
+            stored_size: stored,
+            etag,
+        })
+    }
+
+    /// A multipart upload of `parts` as they come, `concurrency` at a time; returns the
+    /// ETag and the bytes sent.
+    async fn put_parts(
+        &self,
+        key: &str,
+        headers: crate::object::ObjectHeaders,
+        parts: impl futures::Stream<Item = Result<Bytes, UploadError>>,
+    ) -> Result<(Option<String>, u64), UploadError> {
+        let upload_id = self.client.create_multipart(key, headers).await?;
+        let sent = std::sync::atomic::AtomicU64::new(0);
+        let uploads = parts.enumerate().map(|(i, part)| {
+            let (upload_id, sent) = (&upload_id, &sent);
+            async move {
+                let part = part?;
+                let number = i as u32 + 1;
+                sent.fetch_add(part.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let etag = self
+                    .client
+                    .upload_part(key, upload_id, number, part)
+                    .await?;
+                Ok::<_, UploadError>((number, etag))
+            }
+        });
+        let result = uploads
+            .buffered(self.config.concurrency)
+            .try_collect::<Vec<_>>()
+            .await;
+        let completed = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart(key, &upload_id, parts)
+                .await
+                .map_err(UploadError::from),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            let _ = self.client.abort_multipart(key, &upload_id).await;
+        }
+        Ok((completed?, sent.into_inner()))
+    }
+}
+
+/// What the compressor sends: parts, then the end. A channel that closes without the
+/// end means the compressor died, and no object may be made of what came before.
+enum Piece {
+    Part(Bytes),
+    End,
+}
+
+/// The next part, `None` at the end.
+async fn next_part(
+    rx: &mut mpsc::Receiver<io::Result<Piece>>,
+) -> Result<Option<Bytes>, UploadError> {
+    match rx.recv().await {
+        Some(Ok(Piece::Part(part))) => Ok(Some(part)),
+        Some(Ok(Piece::End)) => Ok(None),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(io::Error::other("compression stopped before the end").into()),
+    }
+}
+
+/// Compresses `file` into parts of at least `part_size` bytes (the last may be smaller),
+/// sent on `tx`, then the end; stops early when the receiver is gone.
+fn compress(file: &File, part_size: usize, tx: &mpsc::Sender<io::Result<Piece>>) -> io::Result<()> {
+    let result = compress_parts(file, part_size, tx);
+    if let Err(e) = &result {
+        let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+    result
+}
+
+fn compress_parts(
+    file: &File,
+    part_size: usize,
+    tx: &mpsc::Sender<io::Result<Piece>>,
+) -> io::Result<()> {
+    let level = flate2::Compression::default();
+    let mut encoder = GzEncoder::new(Vec::with_capacity(part_size + READ_CHUNK), level);
+    let mut buf = vec![0; READ_CHUNK];
+    let mut offset = 0;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+        encoder.write_all(&buf[..n])?;
+        if encoder.get_ref().len() >= part_size {
+            let part = std::mem::replace(
+                encoder.get_mut(),
+                Vec::with_capacity(part_size + READ_CHUNK),
+            );
+            if tx
+                .blocking_send(Ok(Piece::Part(Bytes::from(part))))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    let last = encoder.finish()?;
+    if tx.blocking_send(Ok(Piece::Part(Bytes::from(last)))).is_ok() {
+        let _ = tx.blocking_send(Ok(Piece::End));
+    }
+    Ok(())
+}
