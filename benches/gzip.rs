@@ -1,0 +1,144 @@
+//! Gzip benchmark: reading a gzip-stored 1 GiB CSV through the mount (ranged GETs,
+//! decoding, SHA-256 check) against `gzip -dc` of the same compressed bytes from local
+//! disk (page cache warm), in the same run.
+//!
+//! `cargo bench --bench gzip` (root, /dev/fuse, gzip on PATH). Figures are medians of
+//! RUNS runs; the ratio is mount throughput / gzip -dc throughput, both counted in
+//! decompressed bytes.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{median, peak_rss_mib, Mount, TestStore, BUCKET};
+use sha2::{Digest, Sha256};
+
+const RUNS: usize = 5;
+const GIB: u64 = 1 << 30;
+
+/// About `len` bytes of CSV rows (numbers and labels; compresses about 3:1).
+fn write_csv(path: &std::path::Path, len: u64) -> (u64, String) {
+    let mut out = std::io::BufWriter::new(File::create(path).unwrap());
+    let mut hasher = Sha256::new();
+    let (mut x, mut row, mut written) = (0x9e37_79b9_7f4a_7c15u64, 0u64, 0u64);
+    let mut line = String::new();
+    while written < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        line.clear();
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            line,
+            "{row},{},{:.3},label-{}",
+            x % 100_000,
+            (x % 977) as f64 / 7.0,
+            x % 13
+        );
+        let bytes = &line.as_bytes()[..line.len().min((len - written) as usize)];
+        out.write_all(bytes).unwrap();
+        hasher.update(bytes);
+        written += bytes.len() as u64;
+        row += 1;
+    }
+    out.flush().unwrap();
+    let sha = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (written, sha)
+}
+
+fn gzip_file(from: &std::path::Path, to: &std::path::Path) {
+    let status = Command::new("gzip")
+        .args(["-c", "-6"])
+        .arg(from)
+        .stdout(File::create(to).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn read_all(path: &std::path::Path) -> u64 {
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        match f.read(&mut buf).unwrap() {
+            0 => return total,
+            n => total += n as u64,
+        }
+    }
+}
+
+fn gzip_dc(path: &std::path::Path) -> u64 {
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut total = 0;
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match out.read(&mut buf).unwrap() {
+            0 => break,
+            n => total += n as u64,
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    total
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("gzip: bench");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (csv, gz) = (work.path().join("big.csv"), work.path().join("big.csv.gz"));
+    let (size, sha) = write_csv(&csv, GIB);
+    gzip_file(&csv, &gz);
+    std::fs::remove_file(&csv).unwrap();
+    let stored = std::fs::metadata(&gz).unwrap().len();
+
+    let store = TestStore::start();
+    let put = store
+        .sdk()
+        .put_object()
+        .bucket(BUCKET)
+        .key("big.csv")
+        .metadata("rgrid-compression", "gzip")
+        .metadata("rgrid-original-size", size.to_string())
+        .metadata("rgrid-sha256", sha)
+        .body(store.runtime.block_on(ByteStream::from_path(&gz)).unwrap())
+        .send();
+    store.runtime.block_on(put).unwrap();
+    let mount = Mount::new(&store, &[]);
+
+    let (mut m, mut g) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        assert_eq!(read_all(&mount.join("big.csv")), size);
+        m.push(size as f64 / t.elapsed().as_secs_f64() / 1e6);
+        let t = Instant::now();
+        assert_eq!(gzip_dc(&gz), size);
+        g.push(size as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+    let (m, g) = (median(m), median(g));
+    println!("\n| scenario (median of {RUNS}) | mount | gzip -dc, local | ratio | daemon peak RSS | notes |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| read a gzip-stored 1 GiB CSV | {m:.0} MB/s | {g:.0} MB/s | {:.2} | {:.0} MiB | {:.0} MiB stored; SHA-256 checked |",
+        m / g,
+        peak_rss_mib(mount.pid()),
+        stored as f64 / (1 << 20) as f64,
+    );
+}
