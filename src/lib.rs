@@ -5,7 +5,9 @@
 //! ```text
 //! kernel ─▶ fuse       FuseAdapter: fuser callbacks → RgridFs calls → replies/errnos
 //!           fs         RgridFs: operations, open handles, attributes, the errno table
-//!           namespace  Namespace: inodes ↔ keys/prefixes, lookup, listings, TTL cache
+//!           namespace  Namespace: inodes ↔ keys/prefixes, lookup, listings, TTL cache,
+//!                      the work view, expired objects hidden
+//!           view       FileReader: plain or gzip-decoded content, SHA-256 checked
 //!           readahead  ReadEngine/ReadAhead: windows of parallel range GETs for
 //!                      sequential readers, a shared block cache for random ones
 //!           upload     Spool, UploadJournal, Uploader: write-back, crash-safe uploads
@@ -13,6 +15,8 @@
 //!           ─▶ S3 endpoint: MinIO, S3, or `store` (the embedded server)
 //! ```
 //!
+//! `artifact` holds the store's metadata contract (x-amz-meta-rgrid-*, key layout, file
+//! formats) and `retention` when objects expire; both are read by several layers.
 //! `config` validates the command line into each layer's settings; `logging` sets up
 //! tracing. Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
 

@@ -196,7 +196,7 @@ impl Retention {
 
 /// When `rule` deletes an object last modified at `last_modified`: a date as given, days
 /// counted from LastModified and rounded up to the next midnight UTC, as S3 does.
-fn rule_expiry(rule: &ExpiryRule, last_modified: SystemTime) -> Option<SystemTime> {
+pub fn rule_expiry(rule: &ExpiryRule, last_modified: SystemTime) -> Option<SystemTime> {
     if let Some(date) = rule.date {
         return Some(date);
     }

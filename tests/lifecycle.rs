@@ -1,5 +1,6 @@
-//! Expiry from the bucket's lifecycle configuration, and `rgrid-mount retention`, against
-//! moto's S3 server: the embedded store has no lifecycle API (and says so clearly).
+//! Expiry from the bucket's lifecycle configuration, and `rgrid-mount retention`: against
+//! moto's S3 server (an implementation not ours), against the embedded store (which, like
+//! MinIO, sends `x-amz-expiration`), and against a server without a lifecycle API.
 
 mod common;
 
@@ -120,12 +121,82 @@ fn retention_show_and_set_keep_other_rules() {
 
     let bad = retention(&moto, &["set", "--days", "0"]).unwrap_err();
     assert!(bad.contains("--days"), "{bad}");
+}
+
+/// An HTTP server that answers every request 501 NotImplemented, as S3-compatible
+/// servers without a lifecycle API do for it.
+struct NotImplemented(String);
+
+impl NotImplemented {
+    fn start() -> NotImplemented {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = "<?xml version=\"1.0\"?><Error><Code>NotImplemented</Code>\
+                    <Message>A header you provided implies functionality that is not implemented</Message></Error>";
+                let mut conn = conn;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 501 Not Implemented\r\ncontent-type: application/xml\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        NotImplemented(url)
+    }
+}
+
+impl Endpoint for NotImplemented {
+    fn url(&self) -> &str {
+        &self.0
+    }
+    fn keys(&self) -> (&str, &str) {
+        ("k", "s")
+    }
+}
+
+#[test]
+fn a_server_without_lifecycle_gets_a_clear_error() {
+    let server = NotImplemented::start();
+    for args in [&["show"][..], &["set", "--days", "30"]] {
+        let err = retention(&server, args).unwrap_err();
+        assert!(
+            err.contains("does not support bucket lifecycle configuration"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn the_stores_expiration_header_comes_before_the_default() {
     let store = TestStore::start();
-    let unsupported = retention(&store, &["show"]).unwrap_err();
-    assert!(
-        unsupported.contains("does not support bucket lifecycle configuration"),
-        "{unsupported}"
+    store.put("executions/e1/outputs/r.txt", "x");
+    // Mounted first: the mount read no lifecycle rule, only the header can tell it.
+    let mount = Mount::new(&store, &[]);
+    retention(&store, &["set", "--days", "3"]).unwrap();
+    let sdk = store.sdk();
+    let head = sdk
+        .head_object()
+        .bucket(BUCKET)
+        .key("executions/e1/outputs/r.txt");
+    let head = store.runtime.block_on(head.send()).unwrap();
+    assert!(head.expiration().unwrap().contains("rule-id="), "{head:?}");
+    let written = SystemTime::try_from(*head.last_modified().unwrap()).unwrap();
+    let file = mount.join("executions/e1/outputs/r.txt");
+    assert_eq!(
+        expires_at(&file),
+        next_midnight(written + Duration::from_secs(3 * DAY))
     );
+    assert!(retention(&store, &["show"]).unwrap().contains("3 days"));
 }
 
 #[test]

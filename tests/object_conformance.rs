@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use rgrid_mount::object::{
-    MemoryClient, ObjectClient, ObjectError, ObjectHeaders, S3Client, S3ClientConfig,
+    ExpiryRule, MemoryClient, ObjectClient, ObjectError, ObjectHeaders, S3Client, S3ClientConfig,
 };
 
 async fn get(
@@ -274,6 +274,28 @@ async fn suite(client: Arc<dyn ObjectClient>) {
             .map(|o| o.key.as_str())
             .collect::<Vec<_>>(),
         ["dir/sub/c"]
+    );
+
+    assert_eq!(
+        client.expiry_rules().await.unwrap(),
+        vec![],
+        "no configuration: no rules"
+    );
+    let rule = |id: &str, days| ExpiryRule {
+        id: id.into(),
+        prefix: format!("{id}/"),
+        days: Some(days),
+        date: None,
+    };
+    client.put_expiry_rule(rule("a", 7)).await.unwrap();
+    client.put_expiry_rule(rule("b", 9)).await.unwrap();
+    client.put_expiry_rule(rule("a", 30)).await.unwrap();
+    let mut rules = client.expiry_rules().await.unwrap();
+    rules.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        rules,
+        vec![rule("a", 30), rule("b", 9)],
+        "same id replaced, others kept"
     );
 }
 

@@ -24,6 +24,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod lifecycle;
 mod multipart;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
@@ -506,10 +507,44 @@ impl S3 for DiskStore {
             content_encoding: entry.content_encoding,
             e_tag: Some(ETag::Strong(entry.etag)),
             last_modified: Some(Timestamp::from(entry.mtime)),
+            expiration: self.expiration(&req.input.bucket, &entry.key, entry.mtime),
             metadata: Some(entry.metadata),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         }))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<dto::GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLifecycleConfigurationOutput>> {
+        let config = self.lifecycle(&req.input.bucket)?;
+        Ok(S3Response::new(
+            dto::GetBucketLifecycleConfigurationOutput {
+                rules: Some(config.rules),
+                ..Default::default()
+            },
+        ))
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<dto::PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<dto::PutBucketLifecycleConfigurationOutput>> {
+        let input = req.input;
+        let config = input
+            .lifecycle_configuration
+            .ok_or_else(|| s3_error!(MalformedXML, "no lifecycle configuration"))?;
+        self.set_lifecycle(&input.bucket, Some(&config))?;
+        Ok(S3Response::new(Default::default()))
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<dto::DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketLifecycleOutput>> {
+        self.set_lifecycle(&req.input.bucket, None)?;
+        Ok(S3Response::new(dto::DeleteBucketLifecycleOutput {}))
     }
 
     async fn get_object(
@@ -540,6 +575,7 @@ impl S3 for DiskStore {
             content_encoding: entry.content_encoding,
             e_tag: Some(ETag::Strong(entry.etag)),
             last_modified: Some(Timestamp::from(entry.mtime)),
+            expiration: self.expiration(&input.bucket, &entry.key, entry.mtime),
             metadata: Some(entry.metadata),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
