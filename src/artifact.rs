@@ -17,6 +17,65 @@ pub const ORIGINAL_SIZE: &str = "rgrid-original-size";
 pub const EXPIRES_AT: &str = "rgrid-expires-at";
 /// Days the object is kept, as last set through `user.rgrid.retention_days`.
 pub const RETENTION_DAYS: &str = "rgrid-retention-days";
+/// Modification time a tool set (`touch -d`, `cp -p`, `rsync -a`): seconds since the
+/// epoch, with nanoseconds.
+pub const MTIME: &str = "rgrid-mtime";
+/// Permission bits a tool set (`chmod`), octal.
+pub const MODE: &str = "rgrid-mode";
+
+/// File attributes kept in the object's metadata: what `stat` shows instead of the
+/// store's LastModified and the mount's default mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeptAttrs {
+    /// Permission bits.
+    pub mode: Option<u16>,
+    /// Modification time.
+    pub mtime: Option<SystemTime>,
+}
+
+impl KeptAttrs {
+    /// The attributes `headers` keep.
+    pub fn of(headers: &ObjectHeaders) -> KeptAttrs {
+        let meta = &headers.user_metadata;
+        KeptAttrs {
+            mode: meta
+                .get(MODE)
+                .and_then(|m| u16::from_str_radix(m.trim(), 8).ok())
+                .map(|m| m & 0o7777),
+            mtime: meta.get(MTIME).and_then(|t| parse_epoch(t)),
+        }
+    }
+
+    /// These attributes, with those `other` sets overriding.
+    pub fn merged(self, other: KeptAttrs) -> KeptAttrs {
+        KeptAttrs {
+            mode: other.mode.or(self.mode),
+            mtime: other.mtime.or(self.mtime),
+        }
+    }
+
+    /// Writes them into user metadata.
+    pub fn store(&self, meta: &mut std::collections::HashMap<String, String>) {
+        if let Some(mode) = self.mode {
+            meta.insert(MODE.to_owned(), format!("{mode:04o}"));
+        }
+        if let Some(mtime) = self.mtime {
+            if let Ok(d) = mtime.duration_since(SystemTime::UNIX_EPOCH) {
+                let value = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+                meta.insert(MTIME.to_owned(), value);
+            }
+        }
+    }
+}
+
+/// `1700000000.123456789` (or whole seconds).
+fn parse_epoch(s: &str) -> Option<SystemTime> {
+    let (secs, nanos) = s.trim().split_once('.').unwrap_or((s.trim(), "0"));
+    let secs: u64 = secs.parse().ok()?;
+    let digits = nanos.get(..nanos.len().min(9))?;
+    let nanos: u32 = format!("{digits:0<9}").parse().ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+}
 
 /// How the stored bytes encode the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +293,34 @@ mod tests {
             (compression(&h), original_size(&h)),
             (Compression::Gzip, Some(1234))
         );
+    }
+
+    #[test]
+    fn kept_attributes_round_trip_through_metadata() {
+        let kept = KeptAttrs {
+            mode: Some(0o640),
+            mtime: Some(SystemTime::UNIX_EPOCH + Duration::new(1_600_000_000, 123_456_789)),
+        };
+        let mut headers = ObjectHeaders::default();
+        kept.store(&mut headers.user_metadata);
+        assert_eq!(headers.user_metadata[MODE], "0640");
+        assert_eq!(KeptAttrs::of(&headers), kept);
+        headers
+            .user_metadata
+            .insert(MTIME.into(), "1600000000".into());
+        headers
+            .user_metadata
+            .insert(MODE.into(), "not octal".into());
+        let parsed = KeptAttrs::of(&headers);
+        assert_eq!(parsed.mode, None);
+        assert_eq!(
+            parsed.mtime,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000))
+        );
+        headers
+            .user_metadata
+            .insert(MTIME.into(), "99999999999999999999".into());
+        assert_eq!(KeptAttrs::of(&headers).mtime, None, "no panic on overflow");
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub upload_concurrency: usize,
 
+    /// Directories with at most N files get a HEAD per file when listed, so that `ls -l`
+    /// shows kept modes and mtimes, symlinks and original sizes; larger ones cost only
+    /// their LISTs (0: never).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub listing_heads: usize,
+
     /// Store outputs gzip-compressed: never, auto (text formats such as csv, json, log
     /// larger than --compress-threshold), or always (every file).
     #[arg(long, value_enum, default_value_t = CompressArg::Auto)]
@@ -315,6 +321,7 @@ fn namespace_config(args: &MountArgs, ttl: Duration) -> anyhow::Result<Namespace
         root_prefix,
         inputs_prefix,
         metadata_ttl: ttl,
+        listing_heads: args.listing_heads,
     })
 }
 

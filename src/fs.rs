@@ -24,7 +24,7 @@ use std::time::SystemTime;
 pub use attr::{Attr, Ownership};
 pub use error::{FsError, Severity};
 
-use crate::artifact;
+use crate::artifact::{self, KeptAttrs};
 use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::object::ObjectClient;
 use crate::readahead::ReadEngine;
@@ -163,10 +163,41 @@ impl RgridFs {
         }
     }
 
-    /// setattr of modes, owners or times: accepted, so that `cp -p`, `touch` and `tar -x`
-    /// do not fail; the attributes stay those the store implies.
-    pub async fn setattr_other(&self, ino: InodeNo) -> Result<Attr, FsError> {
+    /// setattr: a new size (through open handle `fh` if given), and a mode and mtime to
+    /// keep.
+    pub async fn setattr(
+        &self,
+        ino: InodeNo,
+        size: Option<u64>,
+        fh: Option<u64>,
+        kept: KeptAttrs,
+    ) -> Result<Attr, FsError> {
+        let resized = match size {
+            Some(size) => Some(self.truncate(ino, size, fh).await?),
+            None => None,
+        };
+        match resized {
+            Some(attr) if kept == KeptAttrs::default() => Ok(attr),
+            _ => self.keep_attrs(ino, kept).await,
+        }
+    }
+
+    /// Mode and mtime (`chmod`, `touch -d`, `cp -p`, `rsync -a`, `tar -x`), kept in the
+    /// object's metadata: a file being written takes them up with its upload; a stored one
+    /// gets its metadata rewritten. Owners and atime are accepted and not kept;
+    /// directories, having no object, keep nothing.
+    async fn keep_attrs(&self, ino: InodeNo, kept: KeptAttrs) -> Result<Attr, FsError> {
         self.writable(&[ino])?;
+        let node = self.namespace.describe(ino).await?;
+        if node.kind == InodeKind::Directory || kept == KeptAttrs::default() {
+            return Ok(self.config.ownership.attr(&node));
+        }
+        let being_written = self.namespace.set_kept(ino, kept);
+        if !being_written && node.etag.is_some() {
+            let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
+            node.kept.merged(kept).store(&mut headers.user_metadata);
+            self.rewrite_metadata(&node, headers).await?;
+        }
         self.getattr(ino).await
     }
 

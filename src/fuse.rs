@@ -17,6 +17,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{debug, warn, Instrument};
 
+use crate::artifact::KeptAttrs;
 use crate::fs::{Attr, FsError, OpenMode, RgridFs, Severity};
 use crate::namespace::{InodeKind, InodeNo as Ino};
 
@@ -332,12 +333,12 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         i: INodeNo,
-        _mode: Option<u32>,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -346,13 +347,16 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let span = span!("setattr", req, ino = i.0, ?size);
-        let result = match size {
-            Some(size) => self.run(span, self.fs.truncate(ino(i), size, fh.map(|f| f.0))),
-            // Modes and times are accepted so that cp -p, touch and tar do not fail;
-            // keeping them in object metadata is the write engine's next step.
-            None => self.run(span, self.fs.setattr_other(ino(i))),
+        let span = span!("setattr", req, ino = i.0, ?size, ?mode, ?mtime);
+        let kept = KeptAttrs {
+            mode: mode.map(|m| (m & 0o7777) as u16),
+            mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => SystemTime::now(),
+            }),
         };
+        let fh = fh.map(|f| f.0);
+        let result = self.run(span, self.fs.setattr(ino(i), size, fh, kept));
         match result {
             Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
             Err(e) => reply.error(errno("setattr", &e)),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
-use crate::artifact::{self, Compression};
+use crate::artifact::{self, Compression, KeptAttrs};
 use crate::object::{ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta};
 use crate::retention::Retention;
 use name::SkippedKeys;
@@ -60,6 +60,8 @@ pub struct Node {
     pub read_only: bool,
     /// Files: what HEAD said of this version (`None` when known from a listing only).
     pub headers: Option<Arc<ObjectHeaders>>,
+    /// Files: mode and mtime kept in the object's metadata, or set here since.
+    pub kept: KeptAttrs,
 }
 
 /// One entry of a directory listing.
@@ -106,6 +108,10 @@ pub struct NamespaceConfig {
     pub inputs_prefix: Option<String>,
     /// How long facts from the store are trusted.
     pub metadata_ttl: Duration,
+    /// Directories with at most this many files get a HEAD per file when listed, so
+    /// that `ls -l` shows kept modes and mtimes and original sizes of gzip objects; larger
+    /// ones cost LISTs only.
+    pub listing_heads: usize,
 }
 
 /// What the store says lives at one name.
@@ -118,6 +124,7 @@ struct Found {
     mtime: SystemTime,
     etag: Option<String>,
     headers: Option<Arc<ObjectHeaders>>,
+    kept: KeptAttrs,
 }
 
 #[derive(Debug)]
@@ -135,6 +142,8 @@ struct Inode {
     /// Content size a reader found out for a version (ETag): decoding a gzip stream to
     /// its end tells more than any metadata.
     learned: Option<(Option<String>, u64)>,
+    /// Attributes set on a file being written, to go up with it.
+    kept_pending: bool,
 }
 
 impl Inode {
@@ -159,6 +168,7 @@ impl Inode {
             listing: None,
             local: false,
             learned: None,
+            kept_pending: false,
         }
     }
 }
@@ -209,6 +219,7 @@ impl Namespace {
             etag: None,
             read_only: false,
             headers: None,
+            kept: KeptAttrs::default(),
         };
         let mut root = Inode::new(node, InodeNo::ROOT, "", 1);
         root.local = true; // never revalidated
@@ -342,6 +353,7 @@ impl Namespace {
             etag: None,
             read_only: false,
             headers: None,
+            kept: KeptAttrs::default(),
         };
         let mut inode = Inode::new(node.clone(), parent, name, 1);
         inode.local = true;
@@ -396,6 +408,7 @@ impl Namespace {
             inode.node.stored_size = stored_size;
             inode.node.etag = etag;
             inode.node.headers = None;
+            inode.kept_pending = false;
             inode.validated = Instant::now();
         }
     }
@@ -504,6 +517,7 @@ impl Namespace {
             inode.node.stored_size = info.meta.size;
             inode.node.mtime = info.meta.last_modified;
             inode.node.etag = info.meta.etag;
+            inode.node.kept = KeptAttrs::of(&info.headers);
             inode.node.headers = Some(Arc::new(info.headers));
             inode.validated = Instant::now();
         }
@@ -525,8 +539,32 @@ impl Namespace {
     pub fn rewritten(&self, ino: InodeNo, etag: Option<String>, headers: ObjectHeaders) {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             inode.node.etag = etag;
+            inode.node.kept = KeptAttrs::of(&headers);
             inode.node.headers = Some(Arc::new(headers));
         }
+    }
+
+    /// `chmod`, `touch` and the like set `kept` on `ino`. Returns true when the file is
+    /// being written here: the attributes then go up with its upload.
+    pub fn set_kept(&self, ino: InodeNo, kept: KeptAttrs) -> bool {
+        let mut tables = self.tables();
+        let Some(inode) = tables.inodes.get_mut(&ino) else {
+            return false;
+        };
+        inode.node.kept = inode.node.kept.merged(kept);
+        inode.kept_pending |= inode.local;
+        inode.local
+    }
+
+    /// The attributes to upload with `ino`, and whether they changed since the last upload.
+    pub fn kept(&self, ino: InodeNo) -> (KeptAttrs, bool) {
+        let tables = self.tables();
+        tables
+            .inodes
+            .get(&ino)
+            .map_or((KeptAttrs::default(), false), |i| {
+                (i.node.kept, i.kept_pending)
+            })
     }
 
     /// Current attributes of `ino`, asking the store when the cached ones are stale.
@@ -587,7 +625,7 @@ impl Namespace {
                 _ => dir.node.key.clone(),
             }
         };
-        let found = self.list_all(&prefix).await?;
+        let found = self.list_all(ino, &prefix).await?;
         let mut tables = self.tables();
         let mut entries: BTreeMap<String, Node> = found
             .into_iter()
@@ -619,7 +657,11 @@ impl Namespace {
     }
 
     /// Every showable entry under `prefix`, by name; a directory shadows a file.
-    async fn list_all(&self, prefix: &str) -> Result<BTreeMap<String, Found>, NamespaceError> {
+    async fn list_all(
+        &self,
+        dir: InodeNo,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, Found>, NamespaceError> {
         let mut entries = BTreeMap::new();
         let mut token = None;
         let now = SystemTime::now();
@@ -664,6 +706,7 @@ impl Namespace {
                         mtime: self.mount_time,
                         etag: None,
                         headers: None,
+                        kept: KeptAttrs::default(),
                     };
                     if let Some(file) = entries.insert(name.to_owned(), dir) {
                         self.skipped
@@ -676,29 +719,60 @@ impl Namespace {
                 break;
             }
         }
-        for (name, found) in self.still_alive(doubtful).await? {
-            entries.entry(name).or_insert(found);
+        let files = entries.values().filter(|f| f.kind == InodeKind::File);
+        if files.count() + doubtful.len() <= self.config.listing_heads {
+            doubtful.extend(self.undescribed(dir, &entries));
+        }
+        for (name, found) in self.described(doubtful).await? {
+            match found {
+                Some(found) if entries.get(&name).is_none_or(|f| f.kind == InodeKind::File) => {
+                    entries.insert(name, found);
+                }
+                Some(_) => {} // a directory of that name shadows it
+                None => {
+                    entries.remove(&name);
+                }
+            }
         }
         Ok(entries)
     }
 
-    /// Those of `objects` (name, key) that their HEAD says are not expired after all.
-    async fn still_alive(
+    /// The files among `entries` of `dir` whose headers this mount does not have yet for
+    /// the version listed, as (name, key).
+    fn undescribed(
+        &self,
+        dir: InodeNo,
+        entries: &BTreeMap<String, Found>,
+    ) -> Vec<(String, String)> {
+        let tables = self.tables();
+        let described = |name: &String, found: &Found| {
+            let ino = tables.by_name.get(&(dir, name.clone()));
+            let node = ino.and_then(|ino| tables.inodes.get(ino)).map(|i| &i.node);
+            node.is_some_and(|n| n.headers.is_some() && n.etag == found.etag)
+        };
+        entries
+            .iter()
+            .filter(|(name, f)| f.kind == InodeKind::File && !described(name, f))
+            .map(|(name, f)| (name.clone(), f.key.clone()))
+            .collect()
+    }
+
+    /// What HEAD says of each of `objects` (name, key): `None` when it is gone or expired.
+    async fn described(
         &self,
         objects: Vec<(String, String)>,
-    ) -> Result<Vec<(String, Found)>, NamespaceError> {
+    ) -> Result<Vec<(String, Option<Found>)>, NamespaceError> {
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(objects)
             .map(|(name, key)| async move {
                 match self.client.head(&key).await {
-                    Ok(info) if self.expired(&info) => Ok(None),
-                    Ok(info) => Ok(Some((name, file_found(info.meta, Some(info.headers))))),
-                    Err(ObjectError::NotFound { .. }) => Ok(None),
+                    Ok(info) if self.expired(&info) => Ok((name, None)),
+                    Ok(info) => Ok((name, Some(file_found(info.meta, Some(info.headers))))),
+                    Err(ObjectError::NotFound { .. }) => Ok((name, None)),
                     Err(e) => Err(NamespaceError::from(e)),
                 }
             })
             .buffer_unordered(16)
-            .try_filter_map(|found| async move { Ok(found) })
             .try_collect()
             .await
     }
@@ -737,6 +811,7 @@ impl Namespace {
                 mtime: self.mount_time,
                 etag: None,
                 headers: None,
+                kept: KeptAttrs::default(),
             }));
         }
         match head {
@@ -779,6 +854,7 @@ fn file_found(meta: ObjectMeta, headers: Option<ObjectHeaders>) -> Found {
         key: meta.key,
         mtime: meta.last_modified,
         etag: meta.etag,
+        kept: headers.as_ref().map(KeptAttrs::of).unwrap_or_default(),
         headers: headers.map(Arc::new),
     }
 }
@@ -798,6 +874,7 @@ fn pin_inputs(tables: &mut Tables, prefix: &str, mount_time: SystemTime) {
         etag: None,
         read_only: true,
         headers: None,
+        kept: KeptAttrs::default(),
     };
     let mut inode = Inode::new(node, InodeNo::ROOT, INPUTS, 1);
     inode.local = true;
@@ -862,6 +939,7 @@ fn upsert(
                 found.mtime
             };
             if found.headers.is_some() || inode.node.etag != found.etag {
+                inode.node.kept = found.kept;
                 inode.node.headers = found.headers;
             }
             inode.node.etag = found.etag;
@@ -883,6 +961,7 @@ fn upsert(
         etag: found.etag,
         read_only,
         headers: found.headers,
+        kept: found.kept,
     };
     tables
         .inodes
@@ -906,6 +985,7 @@ mod tests {
             root_prefix: String::new(),
             inputs_prefix: None,
             metadata_ttl: Duration::from_secs(60),
+            listing_heads: 0,
         };
         let retention = RetentionConfig {
             days: 30,

@@ -12,6 +12,7 @@
 //! Small files go up in one PutObject; larger ones as a multipart upload with parts sent
 //! in parallel. Every object carries the SHA-256 of its content in `rgrid-sha256`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::artifact;
+use crate::artifact::{self, KeptAttrs};
 use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
 
 /// Write-engine settings.
@@ -134,6 +135,19 @@ pub struct JournalEntry {
     /// Hex SHA-256 of the content: a spool that lost data in a power cut no longer
     /// matches, and is never uploaded.
     pub sha256: String,
+    /// User metadata beside the SHA-256: attributes kept (mode, mtime).
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+impl JournalEntry {
+    /// The headers the object goes up with.
+    fn headers(&self) -> ObjectHeaders {
+        let mut headers = headers_for(&self.key, Some(&self.sha256));
+        let extra = self.metadata.iter().map(|(k, v)| (k.clone(), v.clone()));
+        headers.user_metadata.extend(extra);
+        headers
+    }
 }
 
 /// One small file per pending upload in `journal/`, each written and synced before its
@@ -262,6 +276,7 @@ impl Uploader {
         key: &str,
         spool: &Spool,
         stream: Option<PartStream>,
+        kept: KeptAttrs,
     ) -> Result<Uploaded, UploadError> {
         let file = Arc::new(File::open(spool.path())?);
         let size = spool.size()?;
@@ -272,11 +287,14 @@ impl Uploader {
             Some(sha256) => sha256,
             None => fingerprint(&file).await?.1,
         };
+        let mut metadata = HashMap::new();
+        kept.store(&mut metadata);
         let entry = JournalEntry {
             key: key.to_owned(),
             spool: spool.path().to_owned(),
             size,
             sha256,
+            metadata,
         };
         self.journal.record(&entry)?;
         let result = match stream {
@@ -374,7 +392,7 @@ impl Uploader {
         if self.config.compress.applies(key, size) {
             return self.put_compressed(entry, file).await;
         }
-        let headers = headers_for(key, Some(&entry.sha256));
+        let headers = entry.headers();
         let etag = if size <= self.config.part_size {
             let body = read_range(file, 0, size).await?;
             self.client.put(key, body, headers).await?

@@ -12,7 +12,7 @@ pub struct Ownership {
     pub uid: u32,
     /// st_gid of every inode.
     pub gid: u32,
-    /// Permission bits of files.
+    /// Permission bits of files that keep none of their own.
     pub file_mode: u16,
     /// Permission bits of directories.
     pub dir_mode: u16,
@@ -43,7 +43,7 @@ impl Ownership {
     /// The attributes of `node` on this mount.
     pub fn attr(&self, node: &Node) -> Attr {
         let (mut perm, nlink) = match node.kind {
-            InodeKind::File => (self.file_mode, 1),
+            InodeKind::File => (node.kept.mode.unwrap_or(self.file_mode), 1),
             InodeKind::Directory => (self.dir_mode, 2),
         };
         if node.read_only {
@@ -53,7 +53,7 @@ impl Ownership {
             ino: node.ino,
             kind: node.kind,
             size: node.size,
-            mtime: node.mtime,
+            mtime: node.kept.mtime.unwrap_or(node.mtime),
             perm,
             nlink,
             uid: self.uid,

@@ -161,7 +161,9 @@ impl RgridFs {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         match &mut *file {
-            OpenFile::Write(writer) if writer.dirty => self.upload(writer).await,
+            OpenFile::Write(writer) if writer.dirty || self.namespace.kept(writer.ino).1 => {
+                self.upload(writer).await
+            }
             _ => Ok(()),
         }
     }
@@ -169,9 +171,10 @@ impl RgridFs {
     async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
         writer.spool_op(|_| Ok(()))?;
         let stream = writer.stream.take();
+        let (kept, _) = self.namespace.kept(writer.ino);
         let uploaded = self
             .uploader()?
-            .upload(&writer.key, &writer.spool, stream)
+            .upload(&writer.key, &writer.spool, stream, kept)
             .await?;
         writer.dirty = false;
         // The page cache holds what was written, which is now this version.
@@ -195,7 +198,8 @@ impl RgridFs {
         let OpenFile::Write(writer) = &mut *file else {
             return;
         };
-        if writer.dirty && writer.failed.is_none() {
+        let attrs_changed = self.namespace.kept(writer.ino).1;
+        if (writer.dirty || attrs_changed) && writer.failed.is_none() {
             if let Err(e) = self.upload(writer).await {
                 tracing::warn!(key = %writer.key, "upload at release failed, kept pending: {e}");
             }

@@ -154,7 +154,11 @@ impl RgridFs {
     }
 
     /// Replaces the metadata of `node`'s object (same bytes, pinned to its version).
-    async fn rewrite_metadata(&self, node: &Node, headers: ObjectHeaders) -> Result<(), FsError> {
+    pub(super) async fn rewrite_metadata(
+        &self,
+        node: &Node,
+        headers: ObjectHeaders,
+    ) -> Result<(), FsError> {
         let etag = node.etag.as_deref();
         let new_etag = self
             .client

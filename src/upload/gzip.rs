@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::{headers_for, JournalEntry, UploadError, Uploaded, Uploader};
+use super::{JournalEntry, UploadError, Uploaded, Uploader};
 use crate::artifact::{self, is_text};
 
 /// When outputs are stored compressed.
@@ -57,7 +57,7 @@ impl Uploader {
         entry: &JournalEntry,
         file: Arc<File>,
     ) -> Result<Uploaded, UploadError> {
-        let mut headers = headers_for(&entry.key, Some(&entry.sha256));
+        let mut headers = entry.headers();
         let meta = &mut headers.user_metadata;
         meta.insert(artifact::COMPRESSION.into(), "gzip".into());
         meta.insert(artifact::ORIGINAL_SIZE.into(), entry.size.to_string());

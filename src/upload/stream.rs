@@ -155,7 +155,7 @@ impl Uploader {
             s.upload_id = Some(upload_id);
         }
         let completed = completed?;
-        let headers = headers_for(&entry.key, Some(&entry.sha256));
+        let headers = entry.headers();
         // Pinned: a writer that replaced the object meanwhile must not get our hash.
         let etag = self
             .client

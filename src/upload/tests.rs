@@ -55,7 +55,10 @@ async fn small_files_are_put_with_sha256_and_content_type() {
     let (uploader, client, _dir) = uploader(1 << 20);
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"a,b\n1,2\n").unwrap();
-    let done = uploader.upload("out/data.csv", &spool, None).await.unwrap();
+    let done = uploader
+        .upload("out/data.csv", &spool, None, KeptAttrs::default())
+        .await
+        .unwrap();
     assert_eq!(done.size, 8);
     let (data, headers) = stored(&client, "out/data.csv").await;
     assert_eq!(data, b"a,b\n1,2\n");
@@ -73,7 +76,10 @@ async fn large_files_go_up_in_parts() {
     let spool = uploader.spool().unwrap();
     let content: Vec<u8> = (0..4500u32).map(|i| (i % 253) as u8).collect();
     spool.write_at(0, &content).unwrap();
-    uploader.upload("big.bin", &spool, None).await.unwrap();
+    uploader
+        .upload("big.bin", &spool, None, KeptAttrs::default())
+        .await
+        .unwrap();
     assert_eq!(stored(&client, "big.bin").await.0, content);
     assert_eq!(client.count(Operation::Put), 0);
     assert_eq!(
@@ -89,7 +95,10 @@ async fn a_failed_upload_stays_journaled_and_finishes_later() {
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"precious").unwrap();
     client.fail_next(100);
-    assert!(uploader.upload("keep.txt", &spool, None).await.is_err());
+    assert!(uploader
+        .upload("keep.txt", &spool, None, KeptAttrs::default())
+        .await
+        .is_err());
     assert!(uploader.is_pending(spool.path()));
     assert_eq!(uploader.finish_pending().await, 1, "store still down");
     client.fail_next(0);
@@ -104,7 +113,10 @@ async fn a_failed_multipart_upload_leaves_no_object() {
     let spool = uploader.spool().unwrap();
     spool.write_at(0, &[1u8; 1000]).unwrap();
     client.fail_next(3);
-    assert!(uploader.upload("x", &spool, None).await.is_err());
+    assert!(uploader
+        .upload("x", &spool, None, KeptAttrs::default())
+        .await
+        .is_err());
     assert!(client.head("x").await.is_err());
 }
 
@@ -166,7 +178,10 @@ async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"the real content").unwrap();
     client.fail_next(100);
-    assert!(uploader.upload("k", &spool, None).await.is_err());
+    assert!(uploader
+        .upload("k", &spool, None, KeptAttrs::default())
+        .await
+        .is_err());
     client.fail_next(0);
     spool.set_len(4).unwrap(); // what a power cut can leave of an unsynced file
     assert_eq!(uploader.finish_pending().await, 0, "set aside, not retried");
@@ -191,7 +206,7 @@ async fn sequential_writes_send_parts_before_close() {
     }
     assert_eq!(stream.sent(), 4000, "four full parts went up while writing");
     let done = uploader
-        .upload("seq.bin", &spool, Some(stream))
+        .upload("seq.bin", &spool, Some(stream), KeptAttrs::default())
         .await
         .unwrap();
     let (data, headers) = stored(&client, "seq.bin").await;
@@ -211,7 +226,10 @@ async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
     spool.write_at(100, b"patch").unwrap();
     assert!(!uploader.stream_write(&mut stream, 100, b"patch").await);
     uploader.abandon(stream);
-    uploader.upload("r.bin", &spool, None).await.unwrap();
+    uploader
+        .upload("r.bin", &spool, None, KeptAttrs::default())
+        .await
+        .unwrap();
     let mut expected = vec![1u8; 2500];
     expected[100..105].copy_from_slice(b"patch");
     let (data, headers) = stored(&client, "r.bin").await;
@@ -235,7 +253,10 @@ async fn large_text_goes_up_compressed_and_binary_as_is() {
         };
         let spool = uploader.spool().unwrap();
         spool.write_at(0, content).unwrap();
-        let uploaded = uploader.upload(key, &spool, None).await.unwrap();
+        let uploaded = uploader
+            .upload(key, &spool, None, KeptAttrs::default())
+            .await
+            .unwrap();
         let (body, headers) = stored(&client, key).await;
         let meta = &headers.user_metadata;
         assert_eq!(meta[artifact::SHA256], sha_hex(content), "{key}");
