@@ -217,16 +217,27 @@ pub fn retention_days(headers: &ObjectHeaders) -> Option<u32> {
         .ok()
 }
 
+/// The latest time RFC 3339 can write: 9999-12-31T23:59:59Z.
+fn last_time() -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799)
+}
+
 /// An RFC 3339 time, as `user.rgrid.expires_at` shows it: `2026-12-22T10:00:00Z`.
+/// Times RFC 3339 cannot write (before 1970 here, after 9999) are clamped, not a panic.
 pub fn format_time(t: SystemTime) -> String {
+    let t = t.clamp(SystemTime::UNIX_EPOCH, last_time());
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Parses an RFC 3339 time (any offset, fractional seconds allowed).
+/// Parses an RFC 3339 time (any offset, fractional seconds allowed) between 1970 and
+/// the end of 9999.
 pub fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s.trim())
+    let t = humantime::parse_rfc3339_weak(s.trim())
         .ok()
-        .or_else(|| parse_with_offset(s.trim()))
+        .or_else(|| parse_with_offset(s.trim()))?;
+    (SystemTime::UNIX_EPOCH..=last_time())
+        .contains(&t)
+        .then_some(t)
 }
 
 /// `2026-12-22T10:00:00+02:00`: humantime takes only UTC, so apply the offset here.
@@ -335,6 +346,13 @@ mod tests {
             Some(true)
         );
         assert_eq!(parse_time("tomorrow"), None);
+        assert_eq!(parse_time("1970-01-01T00:00:00+01:00"), None, "before 1970");
+        assert_eq!(
+            format_time(SystemTime::UNIX_EPOCH - Duration::from_secs(9)),
+            "1970-01-01T00:00:00Z"
+        );
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(format_time(far), "9999-12-31T23:59:59Z");
         assert_eq!(parse_time("2026-12-22T10:00:00+0"), None);
     }
 }

@@ -249,7 +249,7 @@ impl RgridFs {
     async fn learn_gzip_size(&self, node: &Node) {
         if let Some(size) = view::gzip_trailer_size(&*self.client, node).await {
             self.namespace
-                .learned_size(node.ino, node.etag.as_deref(), size);
+                .guessed_size(node.ino, node.etag.as_deref(), size);
         }
     }
 

@@ -139,9 +139,10 @@ struct Inode {
     /// This mount's facts win over the store's: a file being written (not yet uploaded)
     /// or a directory made here, which the store may not know yet.
     local: bool,
-    /// Content size a reader found out for a version (ETag): decoding a gzip stream to
-    /// its end tells more than any metadata.
-    learned: Option<(Option<String>, u64)>,
+    /// Content size found out for a version (ETag), and whether it is exact (a gzip
+    /// stream decoded to its end, which tells more than any metadata) or a guess (its
+    /// trailer).
+    learned: Option<(Option<String>, u64, bool)>,
     /// Attributes set on a file being written, to go up with it.
     kept_pending: bool,
 }
@@ -150,7 +151,7 @@ impl Inode {
     /// The size to show for version `etag`, of which the store says `size`.
     fn size_for(&self, etag: &Option<String>, size: u64) -> u64 {
         match &self.learned {
-            Some((version, learned)) if version == etag => *learned,
+            Some((version, learned, _)) if version == etag => *learned,
             _ => size,
         }
     }
@@ -512,7 +513,8 @@ impl Namespace {
             .inodes
             .get_mut(&ino)
             .ok_or(NamespaceError::UnknownInode(ino.0))?;
-        if !inode.local {
+        // Not if it changed while HEAD was out (an upload of ours landed meanwhile).
+        if !inode.local && inode.node.etag == node.etag {
             inode.node.size = inode.size_for(&info.meta.etag, view_size(&info.meta, &info.headers));
             inode.node.stored_size = info.meta.size;
             inode.node.mtime = info.meta.last_modified;
@@ -530,14 +532,36 @@ impl Namespace {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             if inode.node.etag.as_deref() == etag && !inode.local {
                 inode.node.size = size;
-                inode.learned = Some((inode.node.etag.clone(), size));
+                inode.learned = Some((inode.node.etag.clone(), size, true));
             }
         }
     }
 
-    /// The metadata of `ino`'s object was replaced: same bytes, version `etag`.
-    pub fn rewritten(&self, ino: InodeNo, etag: Option<String>, headers: ObjectHeaders) {
+    /// A size for `ino`'s version `etag` that a cheap look suggests (a gzip trailer):
+    /// shown until the store or a reader says otherwise, never preferred to either.
+    pub fn guessed_size(&self, ino: InodeNo, etag: Option<&str>, size: u64) {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            let exact = matches!(&inode.learned, Some((v, _, true)) if v.as_deref() == etag);
+            if inode.node.etag.as_deref() == etag && !inode.local && !exact {
+                inode.node.size = size;
+                inode.learned = Some((inode.node.etag.clone(), size, false));
+            }
+        }
+    }
+
+    /// The metadata of `ino`'s object version `old` was replaced: same bytes, version
+    /// `etag`. Ignored if the inode moved on to another version meanwhile.
+    pub fn rewritten(
+        &self,
+        ino: InodeNo,
+        old: Option<&str>,
+        etag: Option<String>,
+        headers: ObjectHeaders,
+    ) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            if inode.node.etag.as_deref() != old {
+                return;
+            }
             inode.node.etag = etag;
             inode.node.kept = KeptAttrs::of(&headers);
             inode.node.headers = Some(Arc::new(headers));
@@ -723,14 +747,21 @@ impl Namespace {
         if files.count() + doubtful.len() <= self.config.listing_heads {
             doubtful.extend(self.undescribed(dir, &entries));
         }
-        for (name, found) in self.described(doubtful).await? {
+        for (name, found) in self.described(doubtful).await {
             match found {
-                Some(found) if entries.get(&name).is_none_or(|f| f.kind == InodeKind::File) => {
+                Some(Some(found))
+                    if entries.get(&name).is_none_or(|f| f.kind == InodeKind::File) =>
+                {
                     entries.insert(name, found);
                 }
-                Some(_) => {} // a directory of that name shadows it
-                None => {
-                    entries.remove(&name);
+                Some(Some(_)) | None => {} // shadowed by a directory, or HEAD failed
+                Some(None) => {
+                    if entries
+                        .get(&name)
+                        .is_some_and(|f| f.kind == InodeKind::File)
+                    {
+                        entries.remove(&name);
+                    }
                 }
             }
         }
@@ -757,23 +788,27 @@ impl Namespace {
             .collect()
     }
 
-    /// What HEAD says of each of `objects` (name, key): `None` when it is gone or expired.
+    /// What HEAD says of each of `objects` (name, key): `Some(None)` when it is gone or
+    /// expired, `None` when HEAD failed (the listing's facts then stand).
     async fn described(
         &self,
         objects: Vec<(String, String)>,
-    ) -> Result<Vec<(String, Option<Found>)>, NamespaceError> {
-        use futures::{StreamExt, TryStreamExt};
+    ) -> Vec<(String, Option<Option<Found>>)> {
+        use futures::StreamExt;
         futures::stream::iter(objects)
             .map(|(name, key)| async move {
                 match self.client.head(&key).await {
-                    Ok(info) if self.expired(&info) => Ok((name, None)),
-                    Ok(info) => Ok((name, Some(file_found(info.meta, Some(info.headers))))),
-                    Err(ObjectError::NotFound { .. }) => Ok((name, None)),
-                    Err(e) => Err(NamespaceError::from(e)),
+                    Ok(info) if self.expired(&info) => (name, Some(None)),
+                    Ok(info) => (name, Some(Some(file_found(info.meta, Some(info.headers))))),
+                    Err(ObjectError::NotFound { .. }) => (name, Some(None)),
+                    Err(e) => {
+                        tracing::debug!(key, "HEAD for a listing failed: {e}");
+                        (name, None)
+                    }
                 }
             })
             .buffer_unordered(16)
-            .try_collect()
+            .collect()
             .await
     }
 

@@ -21,6 +21,9 @@ pub use error::ObjectError;
 pub use memory::{MemoryClient, Operation};
 pub use s3::{S3Client, S3ClientConfig};
 
+/// The largest object CopyObject copies (S3's limit, and MinIO's).
+pub const MAX_COPY_SIZE: u64 = 5 << 30;
+
 /// The body of a GET, as it arrives.
 pub type ByteStream = BoxStream<'static, Result<Bytes, ObjectError>>;
 
@@ -74,6 +77,26 @@ pub struct ExpiryRule {
     pub days: Option<u32>,
     /// ...or all at this time.
     pub date: Option<SystemTime>,
+}
+
+impl ExpiryRule {
+    /// When this rule deletes an object last modified at `last_modified`: a date as
+    /// given; days counted from LastModified and rounded up to the next midnight UTC, as
+    /// S3 does.
+    pub fn expires_at(&self, last_modified: SystemTime) -> Option<SystemTime> {
+        const DAY: u64 = 86_400;
+        if let Some(date) = self.date {
+            return Some(date);
+        }
+        let days = u64::from(self.days?);
+        let since_epoch = last_modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        let due = since_epoch.checked_add(days * DAY)?;
+        let midnight = due.div_ceil(DAY).checked_mul(DAY)?;
+        SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(midnight))
+    }
 }
 
 /// An object as HEAD describes it.

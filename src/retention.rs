@@ -138,7 +138,7 @@ impl Retention {
         let by_rule = rules
             .iter()
             .filter(|r| key.starts_with(&r.prefix))
-            .filter_map(|r| rule_expiry(r, last_modified))
+            .filter_map(|r| r.expires_at(last_modified))
             .min();
         match by_rule {
             Some(at) => Expiry {
@@ -146,7 +146,9 @@ impl Retention {
                 source: ExpirySource::Lifecycle,
             },
             None => Expiry {
-                at: last_modified + Duration::from_secs(u64::from(self.config.days) * DAY),
+                at: last_modified
+                    .checked_add(Duration::from_secs(u64::from(self.config.days) * DAY))
+                    .unwrap_or(last_modified),
                 source: ExpirySource::Default,
             },
         }
@@ -192,22 +194,6 @@ impl Retention {
     pub fn warning(&self) -> Duration {
         self.config.warning
     }
-}
-
-/// When `rule` deletes an object last modified at `last_modified`: a date as given, days
-/// counted from LastModified and rounded up to the next midnight UTC, as S3 does.
-pub fn rule_expiry(rule: &ExpiryRule, last_modified: SystemTime) -> Option<SystemTime> {
-    if let Some(date) = rule.date {
-        return Some(date);
-    }
-    let days = u64::from(rule.days?);
-    let since_epoch = last_modified
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    let due = since_epoch + days * DAY;
-    let midnight = due.div_ceil(DAY) * DAY;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(midnight))
 }
 
 #[cfg(test)]

@@ -168,9 +168,14 @@ async fn read_plain(
 }
 
 /// The size a gzip object's trailer claims (ISIZE: the last member's size mod 2^32),
-/// from one small ranged GET; `None` if it cannot be read.
+/// from one small ranged GET; `None` if it cannot be read or cannot be the whole size:
+/// 4 GiB of stored bytes or more (ISIZE wraps), or less than stored (a last member
+/// that is not the whole content, e.g. bgzip's empty one).
 pub async fn gzip_trailer_size(client: &dyn ObjectClient, node: &Node) -> Option<u64> {
     use futures::TryStreamExt;
+    if node.stored_size >= 1 << 32 {
+        return None;
+    }
     let start = node.stored_size.checked_sub(4)?;
     let range = start..node.stored_size;
     let body = client
@@ -178,7 +183,8 @@ pub async fn gzip_trailer_size(client: &dyn ObjectClient, node: &Node) -> Option
         .await;
     let bytes: Vec<u8> = body.ok()?.map_ok(|b| b.to_vec()).try_concat().await.ok()?;
     let isize: [u8; 4] = bytes.try_into().ok()?;
-    Some(u64::from(u32::from_le_bytes(isize)))
+    let size = u64::from(u32::from_le_bytes(isize));
+    (size >= node.stored_size).then_some(size)
 }
 
 /// Lowercase hex of a digest.

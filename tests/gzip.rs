@@ -282,3 +282,19 @@ fn compress_never_and_always_override_the_rule() {
         .unwrap();
     assert!(bad.1.contains("--compress"), "{}", bad.1);
 }
+
+#[test]
+fn a_reader_that_stops_at_exactly_st_size_still_gets_the_check() {
+    let store = TestStore::start();
+    let original = csv(3 << 20, 13);
+    let mut meta = rgrid_meta(&original);
+    meta[2].1 = sha_hex(b"not this content");
+    put(&store, "exact.csv", gzip(&original), &meta, None);
+    let mount = Mount::new(&store, &[]);
+    let mut buf = vec![0; original.len()];
+    let err = File::open(mount.join("exact.csv"))
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::{lock, FsError, RgridFs};
 use crate::artifact;
 use crate::namespace::{InodeKind, InodeNo, Node};
-use crate::object::ObjectHeaders;
+use crate::object::{ObjectHeaders, MAX_COPY_SIZE};
 
 const EXPIRES_AT: &str = "user.rgrid.expires_at";
 const RETENTION_DAYS: &str = "user.rgrid.retention_days";
@@ -21,6 +21,9 @@ const CONTENT_TYPE: &str = "user.rgrid.content_type";
 const COMPRESSION: &str = "user.rgrid.compression";
 const EXECUTION_ID: &str = "user.rgrid.execution_id";
 const ARTIFACT_TYPE: &str = "user.rgrid.artifact_type";
+
+/// A century: longer retentions are surely a typo.
+const MAX_RETENTION_DAYS: u32 = 36_525;
 
 /// Our namespace; other names are not ours to set.
 const OURS: &str = "user.rgrid.";
@@ -55,7 +58,7 @@ impl RgridFs {
         }
         if let Some(etag) = &node.etag {
             out.push((ETAG, etag.trim_matches('"').to_owned()));
-            out.push((STORED_SIZE, node.size.to_string()));
+            out.push((STORED_SIZE, node.stored_size.to_string()));
         }
         Ok(out)
     }
@@ -102,6 +105,9 @@ impl RgridFs {
             ),
             RETENTION_DAYS => {
                 let days: u32 = value.trim().parse().map_err(|_| FsError::InvalidValue)?;
+                if days > MAX_RETENTION_DAYS {
+                    return Err(FsError::InvalidValue);
+                }
                 let kept = Duration::from_secs(u64::from(days) * 86_400);
                 (SystemTime::now() + kept, Some(days))
             }
@@ -145,10 +151,12 @@ impl RgridFs {
     /// File `ino` as the store holds it, with its headers.
     async fn stored_file(&self, ino: InodeNo) -> Result<Node, FsError> {
         let node = self.namespace.describe(ino).await?;
+        // Being written here: its upload would drop metadata rewritten now.
+        let being_written = self.namespace.is_local(ino);
         match (node.kind, &node.etag) {
             (InodeKind::Directory, _) => Err(FsError::NotPermitted),
-            // Being written here and not uploaded yet: nothing to rewrite.
             (InodeKind::File, None) => Err(FsError::Busy),
+            (InodeKind::File, Some(_)) if being_written => Err(FsError::Busy),
             (InodeKind::File, Some(_)) => Ok(node),
         }
     }
@@ -159,6 +167,10 @@ impl RgridFs {
         node: &Node,
         headers: ObjectHeaders,
     ) -> Result<(), FsError> {
+        if node.stored_size > MAX_COPY_SIZE {
+            tracing::info!(key = %node.key, "metadata of objects over 5 GiB cannot be rewritten (S3 copies at most 5 GiB)");
+            return Err(FsError::NotSupported);
+        }
         let etag = node.etag.as_deref();
         let new_etag = self
             .client
@@ -170,7 +182,8 @@ impl RgridFs {
             cached.insert(node.ino, new_etag.clone());
         }
         drop(cached);
-        self.namespace.rewritten(node.ino, new_etag, headers);
+        self.namespace
+            .rewritten(node.ino, node.etag.as_deref(), new_etag, headers);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{headers_for, hex_digest, read_range, JournalEntry, UploadError, Uploaded, Uploader};
+use crate::object::MAX_COPY_SIZE;
 
 type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
 
@@ -74,8 +75,10 @@ impl Uploader {
     /// caller then [`Uploader::abandon`]s it.
     pub async fn stream_write(&self, s: &mut PartStream, offset: u64, data: &[u8]) -> bool {
         let end = offset + data.len() as u64;
-        // Written front to back or not, it will go up compressed, from the spool, at close.
-        if offset != s.written || self.config.compress.applies(&s.key, end) {
+        // Not front to back; or it will go up compressed; or too big for the copy onto
+        // itself that sets its SHA-256 (S3 copies at most 5 GiB): it goes up from the
+        // spool at close, with its metadata from the start.
+        if offset != s.written || self.config.compress.applies(&s.key, end) || end > MAX_COPY_SIZE {
             return false;
         }
         s.hasher.update(data);

@@ -95,13 +95,15 @@ impl GzipReader {
     /// Up to `len` decompressed bytes at `offset`; the decoded length once known.
     pub async fn read(&mut self, offset: u64, len: u32) -> Result<(Bytes, Option<u64>), ViewError> {
         let end = offset.saturating_add(u64::from(len));
-        while self.finished.is_none() && self.decoder.get_ref().len < end {
+        while self.finished.is_none() && self.wants_more(end) {
             if let Some(why) = &self.failed {
                 return Err(self.corrupt(why.clone()));
             }
             if let Err(e) = self.pump().await {
-                if let ViewError::Corrupt { why, .. } | ViewError::Mismatch { why, .. } = &e {
-                    self.failed = Some(why.clone());
+                // Only a failed fetch may be tried again: after anything else the
+                // decoder's state is unknown, and no byte it made later is served.
+                if !matches!(e, ViewError::Read(_)) {
+                    self.failed = Some(e.to_string());
                 }
                 return Err(e);
             }
@@ -120,6 +122,14 @@ impl GzipReader {
         Ok((Bytes::from(buf), self.finished))
     }
 
+    /// Whether bytes up to `end` are not decoded yet, or all are and the stream's end
+    /// has not been checked: a reader that stops at exactly the promised size gets the
+    /// check too.
+    fn wants_more(&self, end: u64) -> bool {
+        let decoded = self.decoder.get_ref().len;
+        decoded < end || self.expected.size.is_some_and(|size| decoded >= size)
+    }
+
     /// Feeds the decoder one more chunk, or finishes and checks the stream at its end.
     async fn pump(&mut self) -> Result<(), ViewError> {
         let chunk = self.source.read(self.fed, CHUNK).await?;
@@ -129,7 +139,15 @@ impl GzipReader {
         self.fed += chunk.len() as u64;
         self.decoder
             .write_all(&chunk)
-            .map_err(|e| self.decode_error(e))
+            .map_err(|e| self.decode_error(e))?;
+        let decoded = self.decoder.get_ref().len;
+        match self.expected.size {
+            // More than promised: corrupt, or a bomb; stop before it fills the disk.
+            Some(size) if decoded > size => Err(self.corrupt(format!(
+                "decompresses past the {size} bytes its metadata says"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn finish(&mut self) -> Result<(), ViewError> {

@@ -11,7 +11,6 @@ use s3s::{s3_error, S3Result};
 
 use super::{internal_err, DiskStore, INTERNAL};
 use crate::object::ExpiryRule;
-use crate::retention::rule_expiry;
 
 impl DiskStore {
     fn lifecycle_path(&self, bucket: &str) -> S3Result<PathBuf> {
@@ -41,8 +40,11 @@ impl DiskStore {
         let path = self.lifecycle_path(bucket)?;
         match config {
             Some(config) => {
+                // Whole or not at all: a crash mid-write must not leave a broken file.
                 let text = serde_json::to_vec(config).map_err(internal_err)?;
-                std::fs::write(path, text).map_err(internal_err)
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, text).map_err(internal_err)?;
+                std::fs::rename(&tmp, &path).map_err(internal_err)
             }
             None => match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(internal_err(e)),
@@ -60,7 +62,7 @@ impl DiskStore {
             .iter()
             .filter_map(prefix_rule)
             .filter(|rule| key.starts_with(&rule.prefix))
-            .filter_map(|rule| Some((rule_expiry(&rule, mtime)?, rule.id)))
+            .filter_map(|rule| Some((rule.expires_at(mtime)?, rule.id)))
             .min_by_key(|(at, _)| *at)?;
         let mut date = Vec::new();
         Timestamp::from(at)
