@@ -339,6 +339,11 @@ impl Mount {
         self.child.as_ref().expect("daemon running").id()
     }
 
+    /// SIGKILL to the daemon, at once (no helper process to start first).
+    pub fn kill(&mut self) {
+        self.child.as_mut().expect("daemon running").kill().unwrap();
+    }
+
     /// Waits for the daemon to exit (after an unmount or a signal).
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
