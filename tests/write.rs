@@ -255,7 +255,7 @@ fn a_daemon_killed_while_uploading_finishes_the_upload_on_restart() {
         let writer = {
             let data = data.clone();
             std::thread::spawn(move || {
-                let mut file = fs::File::create(&path).unwrap();
+                let file = fs::File::create(&path).unwrap();
                 // Back to front: no part goes up while writing, close uploads it all.
                 let half = data.len() / 2;
                 file.write_all_at(&data[half..], half as u64).unwrap();
