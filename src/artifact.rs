@@ -22,6 +22,13 @@ pub const RETENTION_DAYS: &str = "rgrid-retention-days";
 pub const MTIME: &str = "rgrid-mtime";
 /// Permission bits a tool set (`chmod`), octal.
 pub const MODE: &str = "rgrid-mode";
+/// The target of a symbolic link; the object is the link (its body holds the target too).
+pub const SYMLINK: &str = "rgrid-symlink";
+
+/// The link target, if the object is a symbolic link.
+pub fn symlink_target(headers: &ObjectHeaders) -> Option<&str> {
+    headers.user_metadata.get(SYMLINK).map(String::as_str)
+}
 
 /// File attributes kept in the object's metadata: what `stat` shows instead of the
 /// store's LastModified and the mount's default mode.
@@ -173,6 +180,17 @@ pub fn execution_of(key: &str) -> Option<(&str, Option<ArtifactType>)> {
         None
     };
     Some((id, kind))
+}
+
+/// Lowercase hex, as `x-amz-meta-rgrid-sha256` carries a digest.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(data))
 }
 
 /// The SHA-256 the content must have, if the object carries one.

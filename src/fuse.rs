@@ -71,6 +71,7 @@ fn file_type(kind: InodeKind) -> FileType {
     match kind {
         InodeKind::File => FileType::RegularFile,
         InodeKind::Directory => FileType::Directory,
+        InodeKind::Symlink => FileType::Symlink,
     }
 }
 
@@ -416,13 +417,24 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let span = span!("symlink", req, parent = parent.0, ?name, ?target);
+        match self.run(span, self.fs.symlink(ino(parent), name, target.as_os_str())) {
+            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno("symlink", &e)),
+        }
+    }
+
+    fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
+        match self.run(span!("readlink", req, ino = i.0), self.fs.readlink(ino(i))) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno("readlink", &e)),
+        }
     }
 
     fn rename(

@@ -36,6 +36,8 @@ pub enum InodeKind {
     File,
     /// A key prefix.
     Directory,
+    /// A key whose metadata names a link target.
+    Symlink,
 }
 
 /// A snapshot of one inode, handed to the layers above.
@@ -281,6 +283,27 @@ impl Namespace {
             return Err(NamespaceError::NotFound);
         };
         Ok(upsert(&mut tables, parent, name, found, self.mount_time))
+    }
+
+    /// `name` in `parent` as the store has it now, whatever was cached; counts one kernel
+    /// reference (after this mount made the object, e.g. a symlink).
+    pub async fn refresh(&self, parent: InodeNo, name: &str) -> Result<Node, NamespaceError> {
+        let prefix = {
+            let tables = self.tables();
+            let dir = tables
+                .inodes
+                .get(&parent)
+                .ok_or(NamespaceError::UnknownInode(parent.0))?;
+            dir.node.key.clone()
+        };
+        let found = self.resolve(&prefix, name).await?;
+        let mut tables = self.tables();
+        let found = found.ok_or(NamespaceError::NotFound)?;
+        if let Some(dir) = tables.inodes.get_mut(&parent) {
+            dir.listing = None;
+        }
+        let node = upsert(&mut tables, parent, name, found, self.mount_time);
+        Ok(reference(&mut tables, parent, name, &node))
     }
 
     /// A child known well enough to answer without the store: `Some(None)` means known
@@ -882,8 +905,16 @@ fn view_size(meta: &ObjectMeta, headers: &ObjectHeaders) -> u64 {
 }
 
 fn file_found(meta: ObjectMeta, headers: Option<ObjectHeaders>) -> Found {
+    let link = headers
+        .as_ref()
+        .and_then(artifact::symlink_target)
+        .is_some();
     Found {
-        kind: InodeKind::File,
+        kind: if link {
+            InodeKind::Symlink
+        } else {
+            InodeKind::File
+        },
         size: headers.as_ref().map_or(meta.size, |h| view_size(&meta, h)),
         stored_size: meta.size,
         key: meta.key,

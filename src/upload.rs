@@ -495,11 +495,7 @@ fn sha256_of(mut file: &File) -> io::Result<String> {
 
 /// The hash as lowercase hex, as `x-amz-meta-rgrid-sha256` carries it.
 fn hex_digest(hasher: Sha256) -> String {
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    artifact::hex(&hasher.finalize())
 }
 
 mod gzip;

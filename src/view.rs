@@ -187,7 +187,4 @@ pub async fn gzip_trailer_size(client: &dyn ObjectClient, node: &Node) -> Option
     (size >= node.stored_size).then_some(size)
 }
 
-/// Lowercase hex of a digest.
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+use artifact::hex;

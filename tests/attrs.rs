@@ -89,6 +89,7 @@ fn rsync_a_round_trip_keeps_contents_modes_and_mtimes() {
             .arg(format!("@{time}"))
             .arg(&path));
     }
+    std::os::unix::fs::symlink("../a.txt", tree.join("sub/link")).unwrap();
     run(Command::new("rsync").arg("-a").arg(&tree).arg(&mount.path));
     let back = tempfile::tempdir().unwrap();
     // A fresh mount: what comes back is what the store kept, not this mount's memory.
@@ -104,6 +105,8 @@ fn rsync_a_round_trip_keeps_contents_modes_and_mtimes() {
         assert_eq!(fs::read_to_string(&path).unwrap(), want, "{name}");
         assert_eq!((mode(&path), mtime(&path)), (perm, time), "{name}");
     }
+    let link = back.path().join("tree/sub/link");
+    assert_eq!(fs::read_link(&link).unwrap().to_str(), Some("../a.txt"));
     let status = Command::new("rsync")
         .args(["-a", "--dry-run", "--itemize-changes"])
         .arg(&tree)
@@ -117,5 +120,48 @@ fn rsync_a_round_trip_keeps_contents_modes_and_mtimes() {
             .lines()
             .any(|l| l.starts_with(">f") || l.starts_with(".f")),
         "rsync sees no file to update: {changes}"
+    );
+}
+
+#[test]
+fn symlinks_are_small_objects_that_read_back_as_links() {
+    let store = TestStore::start();
+    {
+        let mount = Mount::new(&store, &[]);
+        fs::create_dir(mount.join("d")).unwrap();
+        fs::write(mount.join("d/target.txt"), "pointed at").unwrap();
+        std::os::unix::fs::symlink("target.txt", mount.join("d/link")).unwrap();
+        std::os::unix::fs::symlink("/elsewhere/abs", mount.join("d/abs")).unwrap();
+        assert_eq!(
+            fs::read_link(mount.join("d/link")).unwrap().to_str(),
+            Some("target.txt")
+        );
+        assert_eq!(
+            fs::read_to_string(mount.join("d/link")).unwrap(),
+            "pointed at"
+        );
+        let err = std::os::unix::fs::symlink("x", mount.join("d/link")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+        let (body, meta) = store.get("d/link").unwrap();
+        assert_eq!(
+            (body.as_slice(), meta["rgrid-symlink"].as_str()),
+            (&b"target.txt"[..], "target.txt")
+        );
+    }
+    let mount = Mount::new(&store, &[]);
+    let listed = run(Command::new("ls").arg("-l").arg(mount.join("d")));
+    assert!(
+        listed.contains("link -> target.txt") && listed.contains("abs -> /elsewhere/abs"),
+        "{listed}"
+    );
+    assert!(fs::symlink_metadata(mount.join("d/link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    fs::remove_file(mount.join("d/link")).unwrap();
+    assert!(store.get("d/link").is_none());
+    assert_eq!(
+        fs::read_to_string(mount.join("d/target.txt")).unwrap(),
+        "pointed at"
     );
 }

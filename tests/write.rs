@@ -229,63 +229,6 @@ fn a_killed_daemon_finishes_its_uploads_on_restart() {
     assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)));
 }
 
-/// Entries (complete, not being written) in the upload journal under `cache`, wherever
-/// the store's subdirectory is.
-fn journaled(cache: &std::path::Path) -> usize {
-    let Ok(stores) = fs::read_dir(cache) else {
-        return 0;
-    };
-    let is_entry = |e: &fs::DirEntry| e.path().extension().is_some_and(|x| x == "json");
-    stores
-        .flatten()
-        .filter_map(|d| fs::read_dir(d.path().join("journal")).ok())
-        .map(|entries| entries.flatten().filter(is_entry).count())
-        .sum()
-}
-
-#[test]
-fn a_daemon_killed_while_uploading_finishes_the_upload_on_restart() {
-    let store = TestStore::start();
-    let cache = tempfile::tempdir().unwrap();
-    let cache_arg = cache.path().to_str().unwrap().to_owned();
-    let data = pseudo_random(160 * MIB, 78);
-    {
-        let mut mount = Mount::new(&store, &["--cache-dir", &cache_arg]);
-        let path = mount.join("big.bin");
-        let writer = {
-            let data = data.clone();
-            std::thread::spawn(move || {
-                let file = fs::File::create(&path).unwrap();
-                // Back to front: no part goes up while writing, close uploads it all.
-                let half = data.len() / 2;
-                file.write_all_at(&data[half..], half as u64).unwrap();
-                file.write_all_at(&data[..half], 0).unwrap();
-                file.sync_all() // close's upload, which the kill interrupts
-            })
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while journaled(cache.path()) == 0 {
-            assert!(std::time::Instant::now() < deadline, "{}", mount.log());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        mount.kill();
-        mount.wait(Duration::from_secs(10));
-        assert!(
-            writer.join().unwrap().is_err(),
-            "the writer was not told it was durable"
-        );
-        // What the store has now is nothing or the whole file, never a part of it.
-        if let Some((body, _)) = store.get("big.bin") {
-            assert!(body == data, "a partial object in the store");
-        }
-    }
-    let _mount = Mount::new(&store, &["--cache-dir", &cache_arg]);
-    let (body, meta) = store.get("big.bin").expect("uploaded at restart");
-    assert!(body == data);
-    assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)));
-    assert_eq!(journaled(cache.path()), 0, "journal empty once done");
-}
-
 #[test]
 fn read_only_mount_still_refuses_changes() {
     let store = TestStore::start();

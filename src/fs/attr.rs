@@ -45,6 +45,7 @@ impl Ownership {
         let (mut perm, nlink) = match node.kind {
             InodeKind::File => (node.kept.mode.unwrap_or(self.file_mode), 1),
             InodeKind::Directory => (self.dir_mode, 2),
+            InodeKind::Symlink => (0o777, 1),
         };
         if node.read_only {
             perm &= !0o222;

@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
+use crate::artifact;
 use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
 use crate::upload::{PartStream, Spool, Uploader};
 use crate::view::FileReader;
@@ -257,6 +258,47 @@ impl RgridFs {
         }
         self.namespace.remove(parent, name);
         Ok(())
+    }
+
+    /// Makes symbolic link `name` in `parent` pointing at `target`: a small object whose
+    /// metadata (and body) hold the target, as s3fs stores them.
+    pub async fn symlink(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> Result<Attr, FsError> {
+        self.writable(&[parent])?;
+        let name = utf8(name)?;
+        let target = target.to_str().ok_or(FsError::InvalidValue)?;
+        if self.namespace.find(parent, name).await.is_ok() {
+            return Err(FsError::Exists);
+        }
+        let dir = self.namespace.getattr(parent).await?;
+        let key = format!("{}{name}", dir.key);
+        let mut headers = crate::object::ObjectHeaders {
+            content_type: Some("application/x-symlink".into()),
+            ..Default::default()
+        };
+        let meta = &mut headers.user_metadata;
+        meta.insert(artifact::SYMLINK.into(), target.to_owned());
+        meta.insert(
+            artifact::SHA256.into(),
+            artifact::sha256_hex(target.as_bytes()),
+        );
+        let body = bytes::Bytes::copy_from_slice(target.as_bytes());
+        self.client.put(&key, body, headers).await?;
+        let node = self.namespace.refresh(parent, name).await?;
+        Ok(self.config.ownership.attr(&node))
+    }
+
+    /// The target of symbolic link `ino`.
+    pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+        let node = self.namespace.describe(ino).await?;
+        let target = node.headers.as_deref().and_then(artifact::symlink_target);
+        target
+            .map(|t| t.as_bytes().to_vec())
+            .ok_or(FsError::InvalidValue)
     }
 
     /// Makes directory `name` in `parent`; it exists in this mount until it has entries.

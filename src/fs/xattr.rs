@@ -154,7 +154,7 @@ impl RgridFs {
         // Being written here: its upload would drop metadata rewritten now.
         let being_written = self.namespace.is_local(ino);
         match (node.kind, &node.etag) {
-            (InodeKind::Directory, _) => Err(FsError::NotPermitted),
+            (InodeKind::Directory | InodeKind::Symlink, _) => Err(FsError::NotPermitted),
             (InodeKind::File, None) => Err(FsError::Busy),
             (InodeKind::File, Some(_)) if being_written => Err(FsError::Busy),
             (InodeKind::File, Some(_)) => Ok(node),

@@ -22,7 +22,6 @@ use futures::StreamExt;
 use s3s::dto::{self, ETag, ETagCondition, Timestamp};
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 mod lifecycle;
 mod multipart;
@@ -73,10 +72,7 @@ fn internal_err(e: impl std::fmt::Display) -> s3s::S3Error {
 
 /// Hex SHA-256 of a string: blob and sidecar names, generated credentials.
 pub(super) fn sha_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::artifact::sha256_hex(key.as_bytes())
 }
 
 /// True when `key` maps onto a relative path without loss.
