@@ -10,6 +10,7 @@
 
 mod attr;
 mod error;
+mod fill;
 mod write;
 mod xattr;
 
@@ -295,6 +296,10 @@ impl RgridFs {
         match &mut *file {
             OpenFile::Read(reader) => self.read_view(reader, offset, size).await,
             OpenFile::Write(writer) => {
+                if let Some(fill) = writer.fill.as_mut() {
+                    let end = offset.saturating_add(u64::from(size));
+                    fill.fill(&writer.spool, offset..end).await?;
+                }
                 Ok(Bytes::from(writer.spool.read_at(offset, size as usize)?))
             }
         }

@@ -295,3 +295,62 @@ impl Drop for TmpfsGuard {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+#[test]
+fn opening_for_write_without_truncate_copies_only_what_is_needed() {
+    let store = TestStore::start();
+    let original = pseudo_random(20 * MIB, 31);
+    store.put("big.bin", original.clone());
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("big.bin");
+    fs::metadata(&path).unwrap();
+    let fetched = store.range_bytes();
+    let puts = store.requests("PutObject") + store.requests("CreateMultipartUpload");
+
+    // Opened read-write and closed unchanged: nothing fetched, nothing uploaded.
+    drop(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap(),
+    );
+    assert_eq!(store.range_bytes(), fetched);
+
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(file.metadata().unwrap().len(), original.len() as u64);
+    file.write_all_at(b"patched!", 5 * MIB as u64).unwrap();
+    let mut buf = vec![0; 4096];
+    file.read_exact_at(&mut buf, 12 * MIB as u64).unwrap();
+    assert_eq!(buf, original[12 * MIB..12 * MIB + 4096]);
+    let mut around = vec![0; 16];
+    file.read_exact_at(&mut around, 5 * MIB as u64 - 4).unwrap();
+    assert_eq!(&around[4..12], b"patched!");
+    assert_eq!(&around[..4], &original[5 * MIB - 4..5 * MIB]);
+    let before_close = store.range_bytes() - fetched;
+    assert!(
+        before_close <= 2 * MIB as u64,
+        "fetched {before_close} bytes before close"
+    );
+    assert_eq!(
+        store.requests("PutObject") + store.requests("CreateMultipartUpload"),
+        puts
+    );
+    drop(file);
+
+    let mut expected = original.clone();
+    expected[5 * MIB..5 * MIB + 8].copy_from_slice(b"patched!");
+    let (body, meta) = store.get("big.bin").unwrap();
+    assert!(body == expected, "close uploads the object with the patch");
+    assert_eq!(meta["rgrid-sha256"], sha_hex(&expected));
+
+    // ftruncate on a lazily filled handle: what lies past the new end is never fetched.
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(MIB as u64).unwrap();
+    drop(file);
+    assert!(store.get("big.bin").unwrap().0 == expected[..MIB]);
+}

@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use super::fill::LazyFill;
 use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
 use crate::artifact;
 use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
@@ -30,6 +31,8 @@ pub(super) struct Writer {
     failed: Option<i32>,
     /// Parts sent while the file is written front to back, from empty.
     stream: Option<PartStream>,
+    /// What of the object's content the spool still lacks (opened without O_TRUNC).
+    pub(super) fill: Option<LazyFill>,
 }
 
 impl Writer {
@@ -41,6 +44,7 @@ impl Writer {
             dirty,
             failed: None,
             stream: None,
+            fill: None,
         }
     }
 
@@ -77,24 +81,32 @@ impl RgridFs {
             return Err(FsError::ReadOnly);
         }
         let spool = self.uploader()?.spool()?;
+        let mut fill = None;
         if !truncate && node.stored_size > 0 && node.etag.is_some() {
-            self.fill(&spool, node).await?;
+            let view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
+            if view.direct_io() {
+                // Decoded content, whose size may be a guess: copied whole, now.
+                self.fill_whole(&spool, view).await?;
+            } else {
+                spool.set_len(node.size)?;
+                fill = Some(LazyFill::new(view, node.size));
+            }
         }
         self.namespace.begin_write(node.ino);
         if truncate {
             self.namespace.set_size(node.ino, 0);
         }
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, truncate);
+        writer.fill = fill;
         if truncate {
             writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
         }
         Ok(writer)
     }
 
-    /// Copies the content of the object's current version into `spool`, as a reader
-    /// sees it: decompressed, and checked against its SHA-256.
-    async fn fill(&self, spool: &Spool, node: &Node) -> Result<(), FsError> {
-        let mut view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
+    /// Copies all the content `view` reads into `spool`: decompressed, and checked
+    /// against its SHA-256.
+    async fn fill_whole(&self, spool: &Spool, mut view: FileReader) -> Result<(), FsError> {
         let mut offset = 0;
         loop {
             let chunk = view.read(offset, FILL_CHUNK).await?;
@@ -140,6 +152,9 @@ impl RgridFs {
             self.end_stream(writer);
             return size.map(|_| 0);
         };
+        if let Some(fill) = writer.fill.as_mut() {
+            fill.covered(offset..offset + data.len() as u64);
+        }
         writer.dirty = true;
         self.namespace.set_size(writer.ino, size);
         if let Some(stream) = writer.stream.as_mut() {
@@ -171,6 +186,12 @@ impl RgridFs {
 
     async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
         writer.spool_op(|_| Ok(()))?;
+        if let Some(fill) = writer.fill.as_mut() {
+            fill.fill(&writer.spool, 0..u64::MAX).await?;
+            if fill.is_done() {
+                writer.fill = None;
+            }
+        }
         let stream = writer.stream.take();
         let (kept, _) = self.namespace.kept(writer.ino);
         let uploaded = self
@@ -228,6 +249,9 @@ impl RgridFs {
             let mut file = file.lock().await;
             if let OpenFile::Write(writer) = &mut *file {
                 self.end_stream(writer);
+                if let Some(fill) = writer.fill.as_mut() {
+                    fill.truncated(size);
+                }
                 writer.spool_op(|spool| spool.set_len(size))?;
                 writer.dirty = true;
                 self.namespace.set_size(ino, size);
@@ -237,6 +261,9 @@ impl RgridFs {
         // truncate(2) on a path: a writer of its own, uploaded at once.
         let node = self.namespace.describe(ino).await?;
         let mut writer = self.open_writer(&node, size == 0).await?;
+        if let Some(fill) = writer.fill.as_mut() {
+            fill.truncated(size);
+        }
         writer.spool.set_len(size)?;
         let result = self.upload(&mut writer).await;
         let _ = std::fs::remove_file(writer.spool.path());
