@@ -354,3 +354,20 @@ fn opening_for_write_without_truncate_copies_only_what_is_needed() {
     drop(file);
     assert!(store.get("big.bin").unwrap().0 == expected[..MIB]);
 }
+
+#[test]
+fn two_writers_of_one_file_last_close_wins_and_both_are_told_the_truth() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("shared.txt");
+    let mut first = fs::File::create(&path).unwrap();
+    let mut second = OpenOptions::new().write(true).open(&path).unwrap();
+    first.write_all(b"from the first writer").unwrap();
+    second.write_all(b"from the second").unwrap();
+    first.sync_all().expect("first close reports success");
+    assert_eq!(store.get("shared.txt").unwrap().0, b"from the first writer");
+    second.sync_all().expect("second close reports success");
+    drop((first, second));
+    assert_eq!(store.get("shared.txt").unwrap().0, b"from the second");
+    assert_eq!(fs::read(&path).unwrap(), b"from the second");
+}
