@@ -18,4 +18,8 @@ echo "mounted the demo store at $mnt"
 ls -lR "$mnt"
 echo "--- cat $mnt/executions/demo-0001/outputs/result.json"
 cat "$mnt/executions/demo-0001/outputs/result.json"
+if command -v getfattr >/dev/null; then
+  echo "--- getfattr -d (artifact metadata and expiry)"
+  getfattr -d "$mnt/executions/demo-0001/outputs/result.json"
+fi
 echo "unmount with: umount $mnt"
