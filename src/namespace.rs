@@ -185,6 +185,20 @@ struct Tables {
     next: u64,
 }
 
+impl Tables {
+    /// Directory `ino`.
+    fn dir(&self, ino: InodeNo) -> Result<&Inode, NamespaceError> {
+        let dir = self
+            .inodes
+            .get(&ino)
+            .ok_or(NamespaceError::UnknownInode(ino.0))?;
+        if dir.node.kind != InodeKind::Directory {
+            return Err(NamespaceError::NotADirectory);
+        }
+        Ok(dir)
+    }
+}
+
 /// Negative entries kept at most; past it the oldest half is dropped. Each is a name and
 /// a timestamp, so this bounds the cache to a few MiB.
 const MAX_ABSENT: usize = 65_536;
@@ -264,13 +278,7 @@ impl Namespace {
         check_name(name).map_err(|_| NamespaceError::NotFound)?;
         let prefix = {
             let tables = self.tables();
-            let dir = tables
-                .inodes
-                .get(&parent)
-                .ok_or(NamespaceError::UnknownInode(parent.0))?;
-            if dir.node.kind != InodeKind::Directory {
-                return Err(NamespaceError::NotADirectory);
-            }
+            let dir = tables.dir(parent)?;
             if let Some(node) = self.cached_child(&tables, dir, name) {
                 return node.ok_or(NamespaceError::NotFound);
             }
@@ -288,14 +296,7 @@ impl Namespace {
     /// `name` in `parent` as the store has it now, whatever was cached; counts one kernel
     /// reference (after this mount made the object, e.g. a symlink).
     pub async fn refresh(&self, parent: InodeNo, name: &str) -> Result<Node, NamespaceError> {
-        let prefix = {
-            let tables = self.tables();
-            let dir = tables
-                .inodes
-                .get(&parent)
-                .ok_or(NamespaceError::UnknownInode(parent.0))?;
-            dir.node.key.clone()
-        };
+        let prefix = self.tables().dir(parent)?.node.key.clone();
         let found = self.resolve(&prefix, name).await?;
         let mut tables = self.tables();
         let found = found.ok_or(NamespaceError::NotFound)?;

@@ -413,23 +413,40 @@ impl Uploader {
         size: u64,
         headers: ObjectHeaders,
     ) -> Result<Option<String>, UploadError> {
-        let upload_id = self.client.create_multipart(key, headers).await?;
         let part_size = self.config.part_size;
-        let parts = (0..size.div_ceil(part_size)).map(|i| {
-            let file = file.clone();
-            let upload_id = &upload_id;
+        let parts = futures::stream::iter((0..size).step_by(part_size as usize)).then(|start| {
+            let len = part_size.min(size - start);
+            let read = read_range(file.clone(), start, len);
+            async move { Ok(read.await?) }
+        });
+        Ok(self.put_parts(key, headers, parts).await?.0)
+    }
+
+    /// A multipart upload of `parts` as they come, `concurrency` at a time; returns the
+    /// ETag and the bytes sent. A failed upload is aborted: parts of an abandoned upload
+    /// cost storage until then.
+    async fn put_parts(
+        &self,
+        key: &str,
+        headers: ObjectHeaders,
+        parts: impl futures::Stream<Item = Result<Bytes, UploadError>>,
+    ) -> Result<(Option<String>, u64), UploadError> {
+        let upload_id = self.client.create_multipart(key, headers).await?;
+        let sent = AtomicU64::new(0);
+        let uploads = parts.enumerate().map(|(i, part)| {
+            let (upload_id, sent) = (&upload_id, &sent);
             async move {
-                let start = i * part_size;
-                let body = read_range(file, start, part_size.min(size - start)).await?;
+                let part = part?;
                 let number = i as u32 + 1;
+                sent.fetch_add(part.len() as u64, Ordering::Relaxed);
                 let etag = self
                     .client
-                    .upload_part(key, upload_id, number, body)
+                    .upload_part(key, upload_id, number, part)
                     .await?;
                 Ok::<_, UploadError>((number, etag))
             }
         });
-        let result = futures::stream::iter(parts)
+        let result = uploads
             .buffered(self.config.concurrency)
             .try_collect::<Vec<_>>()
             .await;
@@ -442,10 +459,9 @@ impl Uploader {
             Err(e) => Err(e),
         };
         if completed.is_err() {
-            // Parts of an abandoned upload cost storage until aborted.
             let _ = self.client.abort_multipart(key, &upload_id).await;
         }
-        completed
+        Ok((completed?, sent.into_inner()))
     }
 }
 

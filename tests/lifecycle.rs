@@ -13,25 +13,19 @@ use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
     LifecycleRuleFilter,
 };
-use common::{rgrid_mount_bare, Endpoint, MotoServer, Mount, TestStore, BUCKET};
+use common::{outcome, rgrid_mount_bare, Endpoint, MotoServer, Mount, TestStore, BUCKET};
 use rgrid_mount::artifact::parse_time;
 
 const DAY: u64 = 86_400;
 
 /// `rgrid-mount retention ARGS --endpoint-url URL`: exit success and stdout, or stderr.
 fn retention(server: &dyn Endpoint, args: &[&str]) -> Result<String, String> {
-    let out = rgrid_mount_bare(server)
-        .arg("retention")
-        .args(args)
-        .args(["--endpoint-url", server.url()])
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(text(&out.stderr))
-    }
+    outcome(
+        rgrid_mount_bare(server)
+            .arg("retention")
+            .args(args)
+            .args(["--endpoint-url", server.url()]),
+    )
 }
 
 /// A rule deleting everything under `prefix` at `date`, set with the SDK.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{Mount, TestStore};
+use common::{outcome, Mount, TestStore};
 use rgrid_mount::artifact::{format_time, parse_time};
 use sha2::{Digest, Sha256};
 
@@ -43,18 +43,7 @@ fn attr_tool(args: &[&str], path: &Path) -> Result<String, String> {
     } else {
         "setfattr"
     };
-    let out = Command::new(tool)
-        .args(args)
-        .arg("--")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(text(&out.stderr))
-    }
+    outcome(Command::new(tool).args(args).arg("--").arg(path))
 }
 
 fn close_to(t: SystemTime, expected: SystemTime) -> bool {

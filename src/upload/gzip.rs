@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{JournalEntry, UploadError, Uploaded, Uploader};
@@ -87,47 +87,6 @@ impl Uploader {
             stored_size: stored,
             etag,
         })
-    }
-
-    /// A multipart upload of `parts` as they come, `concurrency` at a time; returns the
-    /// ETag and the bytes sent.
-    async fn put_parts(
-        &self,
-        key: &str,
-        headers: crate::object::ObjectHeaders,
-        parts: impl futures::Stream<Item = Result<Bytes, UploadError>>,
-    ) -> Result<(Option<String>, u64), UploadError> {
-        let upload_id = self.client.create_multipart(key, headers).await?;
-        let sent = std::sync::atomic::AtomicU64::new(0);
-        let uploads = parts.enumerate().map(|(i, part)| {
-            let (upload_id, sent) = (&upload_id, &sent);
-            async move {
-                let part = part?;
-                let number = i as u32 + 1;
-                sent.fetch_add(part.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let etag = self
-                    .client
-                    .upload_part(key, upload_id, number, part)
-                    .await?;
-                Ok::<_, UploadError>((number, etag))
-            }
-        });
-        let result = uploads
-            .buffered(self.config.concurrency)
-            .try_collect::<Vec<_>>()
-            .await;
-        let completed = match result {
-            Ok(parts) => self
-                .client
-                .complete_multipart(key, &upload_id, parts)
-                .await
-                .map_err(UploadError::from),
-            Err(e) => Err(e),
-        };
-        if completed.is_err() {
-            let _ = self.client.abort_multipart(key, &upload_id).await;
-        }
-        Ok((completed?, sent.into_inner()))
     }
 }
 

@@ -381,6 +381,17 @@ impl Drop for Mount {
 }
 
 /// `cmd` run to completion; panics with its stderr unless it succeeds.
+/// Runs `cmd`: its stdout if it succeeded, else its stderr.
+pub fn outcome(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
