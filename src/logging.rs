@@ -9,9 +9,12 @@ pub fn init(level: &str) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(format!("warn,rgrid_mount={level}"))
             .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?,
     };
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal: the journal and log files get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

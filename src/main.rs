@@ -103,11 +103,18 @@ fn drain_uploads(runtime: &tokio::runtime::Runtime, uploader: &Uploader) {
     let left = runtime.block_on(async {
         tokio::time::timeout(UNMOUNT_UPLOAD_WAIT, uploader.finish_pending()).await
     });
-    match left {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!("{n} uploads still pending; the next mount of this store finishes them"),
-        Err(_) => tracing::warn!("pending uploads not finished after {UNMOUNT_UPLOAD_WAIT:?}; the next mount finishes them"),
+    if left == Ok(0) {
+        return;
     }
+    let pending = uploader.pending();
+    if left.is_err() {
+        tracing::warn!("pending uploads not finished after {UNMOUNT_UPLOAD_WAIT:?}");
+    }
+    for entry in &pending {
+        tracing::warn!(key = %entry.key, spool = %entry.spool.display(), "still pending");
+    }
+    let n = pending.len();
+    tracing::warn!("{n} uploads still pending; the next mount of this store finishes them");
 }
 
 /// Read parts are allocated and freed by the megabyte on many threads. glibc gives each

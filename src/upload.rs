@@ -264,6 +264,11 @@ impl Uploader {
         Spool::create(&self.config.cache_dir.join("spool"))
     }
 
+    /// The uploads the journal still lists.
+    pub fn pending(&self) -> Vec<JournalEntry> {
+        self.journal.pending()
+    }
+
     /// Whether `spool` still has an upload pending (so it must outlive its handle).
     pub fn is_pending(&self, spool: &Path) -> bool {
         self.journal.contains(spool)

@@ -371,3 +371,32 @@ fn two_writers_of_one_file_last_close_wins_and_both_are_told_the_truth() {
     assert_eq!(store.get("shared.txt").unwrap().0, b"from the second");
     assert_eq!(fs::read(&path).unwrap(), b"from the second");
 }
+
+#[test]
+fn unmount_with_the_store_down_names_each_pending_upload_and_its_spool() {
+    let mut store = TestStore::start();
+    let mut mount = Mount::new(&store, &[]);
+    let mut file = fs::File::create(mount.join("stuck.txt")).unwrap();
+    file.write_all(b"waiting for the store").unwrap();
+    store.stop();
+    assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    drop(file);
+    run(Command::new("umount").arg(&mount.path));
+    assert!(
+        mount.wait(Duration::from_secs(60)).is_some(),
+        "daemon exits"
+    );
+    let log = mount.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("still pending") && l.contains("stuck.txt"))
+        .unwrap_or_else(|| panic!("no line names the pending file: {log}"));
+    let spool = line
+        .split("spool=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(fs::read(spool).unwrap(), b"waiting for the store", "{line}");
+}
