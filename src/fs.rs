@@ -193,8 +193,11 @@ impl RgridFs {
         if node.kind == InodeKind::Directory || kept == KeptAttrs::default() {
             return Ok(self.config.ownership.attr(&node));
         }
-        let being_written = self.namespace.set_kept(ino, kept);
-        if !being_written && node.etag.is_some() {
+        if self.namespace.is_local(ino) || node.etag.is_none() {
+            // Being written here: they go up with the upload.
+            self.namespace.set_kept(ino, kept);
+        } else {
+            // Shown once the store has them (rewrite_metadata records them).
             let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
             node.kept.merged(kept).store(&mut headers.user_metadata);
             self.rewrite_metadata(&node, headers).await?;

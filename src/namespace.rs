@@ -415,11 +415,13 @@ impl Namespace {
         }
     }
 
-    /// The size of a file being written changed.
+    /// The content of a file being written changed, to `size` bytes: its mtime is now,
+    /// whatever one was kept (a tool that keeps times sets them after writing).
     pub fn set_size(&self, ino: InodeNo, size: u64) {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             inode.node.size = size;
             inode.node.stored_size = size;
+            inode.node.kept.mtime = None;
             inode.node.mtime = SystemTime::now();
         }
     }
@@ -592,16 +594,32 @@ impl Namespace {
         }
     }
 
-    /// `chmod`, `touch` and the like set `kept` on `ino`. Returns true when the file is
-    /// being written here: the attributes then go up with its upload.
-    pub fn set_kept(&self, ino: InodeNo, kept: KeptAttrs) -> bool {
-        let mut tables = self.tables();
-        let Some(inode) = tables.inodes.get_mut(&ino) else {
-            return false;
+    /// `chmod`, `touch` and the like set `kept` on `ino`, a file being written here: the
+    /// attributes go up with its upload.
+    pub fn set_kept(&self, ino: InodeNo, kept: KeptAttrs) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            inode.node.kept = inode.node.kept.merged(kept);
+            inode.kept_pending = true;
+        }
+    }
+
+    /// `ino`'s object as the store has it now (a HEAD), without changing what this mount
+    /// shows: for a writer that must start from the stored content while another handle
+    /// of the same file has changed its size here.
+    pub async fn stored_node(&self, node: &Node) -> Result<Node, NamespaceError> {
+        let info = match self.client.head(&node.key).await {
+            Err(ObjectError::NotFound { .. }) => return Err(NamespaceError::NotFound),
+            other => other?,
         };
-        inode.node.kept = inode.node.kept.merged(kept);
-        inode.kept_pending |= inode.local;
-        inode.local
+        let found = file_found(info.meta, Some(info.headers));
+        Ok(Node {
+            size: found.size,
+            stored_size: found.stored_size,
+            etag: found.etag,
+            headers: found.headers,
+            kept: found.kept,
+            ..node.clone()
+        })
     }
 
     /// The attributes to upload with `ino`, and whether they changed since the last upload.
@@ -985,7 +1003,7 @@ fn upsert(
     tables: &mut Tables,
     parent: InodeNo,
     name: &str,
-    found: Found,
+    mut found: Found,
     mount_time: SystemTime,
 ) -> Node {
     let slot = (parent, name.to_owned());
@@ -994,6 +1012,11 @@ fn upsert(
     if let Some(inode) = existing.and_then(|ino| tables.inodes.get_mut(&ino)) {
         if inode.local {
             return inode.node.clone();
+        }
+        // A listing cannot tell a link from a file: the same version stays what HEAD said.
+        let same_version = found.headers.is_none() && inode.node.etag == found.etag;
+        if same_version && inode.node.kind == InodeKind::Symlink {
+            found.kind = InodeKind::Symlink;
         }
         if inode.node.kind == found.kind {
             if found.headers.is_some() || inode.node.etag != found.etag {

@@ -23,8 +23,9 @@ fn sequential_read_uses_growing_parts_not_one_get_per_request() {
     assert!(read == data, "bytes differ");
     let used = store.requests("GetObject") - gets;
     // 1.1 + 2.2 + 4.5 MiB, then 8 MiB parts: about 10 GETs for 64 MiB.
-    // A few more when the kernel's read-ahead overtakes the window on a busy machine.
-    assert!(used <= 16, "{used} GETs for 64 MiB");
+    // More when the kernel's read-ahead overtakes the window on a busy machine (seen: 17
+    // with five other mounts reading beside it); one GET per 1 MiB request would be 64.
+    assert!(used <= 24, "{used} GETs for 64 MiB");
 }
 
 #[test]

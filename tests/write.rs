@@ -305,7 +305,6 @@ fn opening_for_write_without_truncate_copies_only_what_is_needed() {
     let path = mount.join("big.bin");
     fs::metadata(&path).unwrap();
     let fetched = store.range_bytes();
-    let puts = store.requests("PutObject") + store.requests("CreateMultipartUpload");
 
     // Opened read-write and closed unchanged: nothing fetched, nothing uploaded.
     drop(
@@ -323,23 +322,21 @@ fn opening_for_write_without_truncate_copies_only_what_is_needed() {
         .open(&path)
         .unwrap();
     assert_eq!(file.metadata().unwrap().len(), original.len() as u64);
-    file.write_all_at(b"patched!", 5 * MIB as u64).unwrap();
+    // Reads before any write copy only what they touch.
     let mut buf = vec![0; 4096];
     file.read_exact_at(&mut buf, 12 * MIB as u64).unwrap();
     assert_eq!(buf, original[12 * MIB..12 * MIB + 4096]);
+    let before_write = store.range_bytes() - fetched;
+    assert!(
+        before_write <= 2 * MIB as u64,
+        "fetched {before_write} bytes for 4 KiB"
+    );
+    // The first write copies the rest: a replaced object fails the write, not close.
+    file.write_all_at(b"patched!", 5 * MIB as u64).unwrap();
     let mut around = vec![0; 16];
     file.read_exact_at(&mut around, 5 * MIB as u64 - 4).unwrap();
     assert_eq!(&around[4..12], b"patched!");
     assert_eq!(&around[..4], &original[5 * MIB - 4..5 * MIB]);
-    let before_close = store.range_bytes() - fetched;
-    assert!(
-        before_close <= 2 * MIB as u64,
-        "fetched {before_close} bytes before close"
-    );
-    assert_eq!(
-        store.requests("PutObject") + store.requests("CreateMultipartUpload"),
-        puts
-    );
     drop(file);
 
     let mut expected = original.clone();
@@ -399,4 +396,22 @@ fn unmount_with_the_store_down_names_each_pending_upload_and_its_spool() {
         .next()
         .unwrap();
     assert_eq!(fs::read(spool).unwrap(), b"waiting for the store", "{line}");
+}
+
+#[test]
+fn a_lazy_writer_whose_object_was_replaced_fails_its_write_not_its_close() {
+    let store = TestStore::start();
+    store.put("shared.bin", pseudo_random(3 * MIB, 5));
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("shared.bin");
+    let a = OpenOptions::new().write(true).open(&path).unwrap();
+    let b = OpenOptions::new().write(true).open(&path).unwrap();
+    a.write_all_at(b"A was here", 0).unwrap();
+    a.sync_all().unwrap();
+    drop(a);
+    let err = b.write_all_at(b"B", 100).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    b.sync_all().expect("nothing of B's to upload");
+    drop(b);
+    assert_eq!(&store.get("shared.bin").unwrap().0[..10], b"A was here");
 }

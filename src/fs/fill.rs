@@ -1,8 +1,9 @@
-//! `LazyFill`: a spool that starts as an existing object's content, copied in only where
+//! `LazyFill`: a spool that starts as an existing object's content, copied in only when
 //! needed. Opening a file for writing without O_TRUNC costs nothing up front; a read
-//! copies the bytes it touches, a write covers bytes that then need no copy, a truncate
-//! drops what lies past it, and the upload at close copies whatever is still missing.
-//! A handle opened read-write and closed unchanged downloads nothing.
+//! copies the bytes it touches; a truncate drops what lies past it; the first write
+//! copies the rest, so that an object replaced since the open fails that write rather
+//! than a close with the writer's bytes in the spool. A handle opened read-write and
+//! closed unchanged downloads nothing.
 
 use std::ops::Range;
 
@@ -30,19 +31,9 @@ impl LazyFill {
         }
     }
 
-    /// Bytes `range` were written: nothing to copy there any more.
-    pub(super) fn covered(&mut self, range: Range<u64>) {
-        self.missing.remove(range);
-    }
-
     /// The spool is now `len` bytes long: nothing past it to copy.
     pub(super) fn truncated(&mut self, len: u64) {
         self.missing.remove(len..u64::MAX);
-    }
-
-    /// Whether every byte is in the spool.
-    pub(super) fn is_done(&self) -> bool {
-        self.missing.ranges.is_empty()
     }
 
     /// Copies whatever of `range` is still missing into `spool`.

@@ -48,6 +48,17 @@ impl Writer {
         }
     }
 
+    /// Copies the rest of the object's content into the spool. Done before the first
+    /// change: if the version read at open was replaced meanwhile, that change fails
+    /// (nothing of the writer's is lost), not a close whose spool holds writes.
+    async fn complete_fill(&mut self) -> Result<(), FsError> {
+        if let Some(fill) = self.fill.as_mut() {
+            fill.fill(&self.spool, 0..u64::MAX).await?;
+            self.fill = None;
+        }
+        Ok(())
+    }
+
     /// Runs a spool operation, remembering a failure for good.
     fn spool_op<T>(&mut self, op: impl FnOnce(&Spool) -> std::io::Result<T>) -> Result<T, FsError> {
         if let Some(errno) = self.failed {
@@ -82,6 +93,14 @@ impl RgridFs {
         }
         let spool = self.uploader()?.spool()?;
         let mut fill = None;
+        let stored;
+        // Another handle changed its size here: start from what the store holds.
+        let node = if !truncate && node.etag.is_some() && self.namespace.is_local(node.ino) {
+            stored = self.namespace.stored_node(node).await?;
+            &stored
+        } else {
+            node
+        };
         if !truncate && node.stored_size > 0 && node.etag.is_some() {
             let view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
             if view.direct_io() {
@@ -144,6 +163,7 @@ impl RgridFs {
         let OpenFile::Write(writer) = &mut *file else {
             return Err(FsError::BadHandle(fh));
         };
+        writer.complete_fill().await?;
         let size = writer.spool_op(|spool| {
             spool.write_at(offset, data)?;
             spool.size()
@@ -152,9 +172,6 @@ impl RgridFs {
             self.end_stream(writer);
             return size.map(|_| 0);
         };
-        if let Some(fill) = writer.fill.as_mut() {
-            fill.covered(offset..offset + data.len() as u64);
-        }
         writer.dirty = true;
         self.namespace.set_size(writer.ino, size);
         if let Some(stream) = writer.stream.as_mut() {
@@ -186,12 +203,7 @@ impl RgridFs {
 
     async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
         writer.spool_op(|_| Ok(()))?;
-        if let Some(fill) = writer.fill.as_mut() {
-            fill.fill(&writer.spool, 0..u64::MAX).await?;
-            if fill.is_done() {
-                writer.fill = None;
-            }
-        }
+        writer.complete_fill().await?;
         let stream = writer.stream.take();
         let (kept, _) = self.namespace.kept(writer.ino);
         let uploaded = self
@@ -252,6 +264,7 @@ impl RgridFs {
                 if let Some(fill) = writer.fill.as_mut() {
                     fill.truncated(size);
                 }
+                writer.complete_fill().await?;
                 writer.spool_op(|spool| spool.set_len(size))?;
                 writer.dirty = true;
                 self.namespace.set_size(ino, size);
