@@ -25,9 +25,21 @@ pub const MODE: &str = "rgrid-mode";
 /// The target of a symbolic link; the object is the link (its body holds the target too).
 pub const SYMLINK: &str = "rgrid-symlink";
 
-/// The link target, if the object is a symbolic link.
+/// The link target, if the object is a symbolic link: empty when the target is in the
+/// body only (see [`symlink_metadata`]).
 pub fn symlink_target(headers: &ObjectHeaders) -> Option<&str> {
     headers.user_metadata.get(SYMLINK).map(String::as_str)
+}
+
+/// The `rgrid-symlink` value for `target`: the target itself when S3 metadata can carry
+/// it (printable ASCII, not long), else empty, and the body alone holds it.
+pub fn symlink_metadata(target: &str) -> &str {
+    let printable = target.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if printable && target.len() <= 1024 {
+        target
+    } else {
+        ""
+    }
 }
 
 /// File attributes kept in the object's metadata: what `stat` shows instead of the

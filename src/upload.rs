@@ -240,6 +240,10 @@ pub struct Uploader {
     client: Arc<dyn ObjectClient>,
     config: WriteConfig,
     journal: UploadJournal,
+    /// Spools of open writers: their own close uploads them, and the retry loop keeps
+    /// off (a replay beside an upload in flight made a second version, and deleted a
+    /// spool still being written).
+    open_spools: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Uploader {
@@ -256,12 +260,28 @@ impl Uploader {
             client,
             config,
             journal,
+            open_spools: Default::default(),
         }))
     }
 
     /// A new spool for a file being written.
     pub fn spool(&self) -> io::Result<Spool> {
-        Spool::create(&self.config.cache_dir.join("spool"))
+        let spool = Spool::create(&self.config.cache_dir.join("spool"))?;
+        self.open_spools().insert(spool.path().to_owned());
+        Ok(spool)
+    }
+
+    /// The writer of `spool` is done with it: removed unless its upload is pending, in
+    /// which case the retry loop now owns it.
+    pub fn close_spool(&self, spool: &Spool) {
+        self.open_spools().remove(spool.path());
+        if !self.is_pending(spool.path()) {
+            let _ = std::fs::remove_file(spool.path());
+        }
+    }
+
+    fn open_spools(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.open_spools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The uploads the journal still lists.
@@ -333,7 +353,13 @@ impl Uploader {
 
     /// Uploads every journaled file; returns how many are still pending.
     pub async fn finish_pending(&self) -> usize {
-        let pending = self.journal.pending();
+        let (owned, pending): (Vec<_>, Vec<_>) = {
+            let open = self.open_spools();
+            self.journal
+                .pending()
+                .into_iter()
+                .partition(|e| open.contains(&e.spool))
+        };
         let results = futures::stream::iter(pending)
             .map(|entry| async move {
                 let result = self.replay(&entry).await;
@@ -342,7 +368,7 @@ impl Uploader {
             .buffer_unordered(self.config.concurrency)
             .collect::<Vec<_>>()
             .await;
-        let mut left = 0;
+        let mut left = owned.len();
         for (entry, result) in results {
             match result.and_then(|_| Ok(self.journal.remove(&entry.spool)?)) {
                 Ok(()) => {

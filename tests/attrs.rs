@@ -140,6 +140,13 @@ fn symlinks_are_small_objects_that_read_back_as_links() {
             fs::read_to_string(mount.join("d/link")).unwrap(),
             "pointed at"
         );
+        // Targets S3 metadata cannot carry live in the body only.
+        let long = "a/".repeat(900);
+        for (name, target) in [("accent", "données/é.txt"), ("long", long.as_str())] {
+            std::os::unix::fs::symlink(target, mount.join("d").join(name)).unwrap();
+            let read = fs::read_link(mount.join("d").join(name)).unwrap();
+            assert_eq!(read.to_str(), Some(target), "{name}");
+        }
         let err = std::os::unix::fs::symlink("x", mount.join("d/link")).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
         let (body, meta) = store.get("d/link").unwrap();

@@ -241,10 +241,9 @@ fn a_150_mib_csv_is_stored_compressed_and_a_png_is_not() {
         gunzip(&body) == csv_data,
         "the stored stream decodes to the original"
     );
-    assert!(
-        read_all(&mount.join("out/big.csv")).unwrap() == csv_data,
-        "read back"
-    );
+    let back = read_all(&mount.join("out/big.csv"))
+        .unwrap_or_else(|e| panic!("read back: {e}: {}", mount.log()));
+    assert!(back == csv_data, "read back");
     assert_eq!(
         fs::metadata(mount.join("out/big.csv")).unwrap().len(),
         150 << 20

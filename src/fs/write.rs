@@ -15,6 +15,9 @@ use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
 use crate::upload::{PartStream, Spool, Uploader};
 use crate::view::FileReader;
 
+/// The longest link target Linux takes.
+const PATH_MAX: u64 = 4096;
+
 /// Bytes read at a time when a spool starts from the object's content.
 const FILL_CHUNK: u32 = 1 << 20;
 
@@ -92,25 +95,13 @@ impl RgridFs {
             return Err(FsError::ReadOnly);
         }
         let spool = self.uploader()?.spool()?;
-        let mut fill = None;
-        let stored;
-        // Another handle changed its size here: start from what the store holds.
-        let node = if !truncate && node.etag.is_some() && self.namespace.is_local(node.ino) {
-            stored = self.namespace.stored_node(node).await?;
-            &stored
-        } else {
-            node
-        };
-        if !truncate && node.stored_size > 0 && node.etag.is_some() {
-            let view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
-            if view.direct_io() {
-                // Decoded content, whose size may be a guess: copied whole, now.
-                self.fill_whole(&spool, view).await?;
-            } else {
-                spool.set_len(node.size)?;
-                fill = Some(LazyFill::new(view, node.size));
+        let fill = match self.start_fill(&spool, node, truncate).await {
+            Ok(fill) => fill,
+            Err(e) => {
+                self.uploader()?.close_spool(&spool);
+                return Err(e);
             }
-        }
+        };
         self.namespace.begin_write(node.ino);
         if truncate {
             self.namespace.set_size(node.ino, 0);
@@ -121,6 +112,38 @@ impl RgridFs {
             writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
         }
         Ok(writer)
+    }
+
+    /// How `spool` comes to hold `node`'s content (without `truncate`): lazily for plain
+    /// objects, decoded whole now for gzip ones.
+    async fn start_fill(
+        &self,
+        spool: &Spool,
+        node: &Node,
+        truncate: bool,
+    ) -> Result<Option<LazyFill>, FsError> {
+        if truncate || node.etag.is_none() {
+            return Ok(None);
+        }
+        let stored;
+        // Another handle changed its size here: start from what the store holds.
+        let node = if self.namespace.is_local(node.ino) {
+            stored = self.namespace.stored_node(node).await?;
+            &stored
+        } else {
+            node
+        };
+        if node.stored_size == 0 {
+            return Ok(None);
+        }
+        let view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
+        if view.direct_io() {
+            // Decoded content, whose size may be a guess: copied whole, now.
+            self.fill_whole(spool, view).await?;
+            return Ok(None);
+        }
+        spool.set_len(node.size)?;
+        Ok(Some(LazyFill::new(view, node.size)))
     }
 
     /// Copies all the content `view` reads into `spool`: decompressed, and checked
@@ -139,10 +162,19 @@ impl RgridFs {
 
     /// Creates file `name` in `parent` and opens it for writing.
     pub async fn create(&self, parent: InodeNo, name: &OsStr) -> Result<(Attr, Opened), FsError> {
-        let spool = self.writable(&[parent])?.spool()?;
-        let node = self
-            .namespace
-            .create_local(parent, utf8(name)?, InodeKind::File)?;
+        let uploader = self.writable(&[parent])?;
+        let spool = uploader.spool()?;
+        let created = utf8(name).and_then(|name| {
+            let node = self.namespace.create_local(parent, name, InodeKind::File)?;
+            Ok(node)
+        });
+        let node = match created {
+            Ok(node) => node,
+            Err(e) => {
+                uploader.close_spool(&spool);
+                return Err(e);
+            }
+        };
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, true);
         writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
         let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
@@ -240,9 +272,7 @@ impl RgridFs {
         }
         self.end_stream(writer);
         if let Some(uploader) = &self.uploader {
-            if !uploader.is_pending(writer.spool.path()) {
-                let _ = std::fs::remove_file(writer.spool.path());
-            }
+            uploader.close_spool(&writer.spool);
         }
     }
 
@@ -279,7 +309,7 @@ impl RgridFs {
         }
         writer.spool.set_len(size)?;
         let result = self.upload(&mut writer).await;
-        let _ = std::fs::remove_file(writer.spool.path());
+        self.uploader()?.close_spool(&writer.spool);
         result?;
         self.getattr(ino).await
     }
@@ -321,7 +351,8 @@ impl RgridFs {
             ..Default::default()
         };
         let meta = &mut headers.user_metadata;
-        meta.insert(artifact::SYMLINK.into(), target.to_owned());
+        let in_metadata = artifact::symlink_metadata(target);
+        meta.insert(artifact::SYMLINK.into(), in_metadata.to_owned());
         meta.insert(
             artifact::SHA256.into(),
             artifact::sha256_hex(target.as_bytes()),
@@ -336,9 +367,26 @@ impl RgridFs {
     pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
         let node = self.namespace.describe(ino).await?;
         let target = node.headers.as_deref().and_then(artifact::symlink_target);
-        target
-            .map(|t| t.as_bytes().to_vec())
-            .ok_or(FsError::InvalidValue)
+        match target {
+            None => Err(FsError::InvalidValue),
+            Some("") => self.link_body(&node).await,
+            Some(target) => Ok(target.as_bytes().to_vec()),
+        }
+    }
+
+    /// A link target kept in the object's body only (not ASCII, or long).
+    async fn link_body(&self, node: &Node) -> Result<Vec<u8>, FsError> {
+        use futures::TryStreamExt;
+        if node.stored_size > PATH_MAX {
+            return Err(FsError::InvalidValue);
+        }
+        let range = 0..node.stored_size;
+        let body = self
+            .client
+            .get_range(&node.key, range, node.etag.as_deref())
+            .await?;
+        let target: Vec<u8> = body.map_ok(|b| b.to_vec()).try_concat().await?;
+        Ok(target)
     }
 
     /// Makes directory `name` in `parent`; it exists in this mount until it has entries.

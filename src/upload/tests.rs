@@ -100,6 +100,21 @@ async fn a_failed_upload_stays_journaled_and_finishes_later() {
         .await
         .is_err());
     assert!(uploader.is_pending(spool.path()));
+    client.fail_next(0);
+    let puts = client.count(Operation::Put);
+    assert_eq!(
+        uploader.finish_pending().await,
+        1,
+        "its writer still has it open"
+    );
+    assert_eq!(
+        client.count(Operation::Put),
+        puts,
+        "the retry loop keeps off"
+    );
+    uploader.close_spool(&spool);
+    assert!(spool.path().exists(), "a pending spool outlives its writer");
+    client.fail_next(100);
     assert_eq!(uploader.finish_pending().await, 1, "store still down");
     client.fail_next(0);
     assert_eq!(uploader.finish_pending().await, 0);
@@ -184,6 +199,7 @@ async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
         .is_err());
     client.fail_next(0);
     spool.set_len(4).unwrap(); // what a power cut can leave of an unsynced file
+    uploader.close_spool(&spool);
     assert_eq!(uploader.finish_pending().await, 0, "set aside, not retried");
     assert!(
         client.head("k").await.is_err(),
