@@ -10,49 +10,22 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::{median, peak_rss_mib, Mount, TestStore, BUCKET};
-use sha2::{Digest, Sha256};
+use rgrid_mount::artifact::sha256_hex;
 
 const RUNS: usize = 5;
 const GIB: u64 = 1 << 30;
 
-/// About `len` bytes of CSV rows (numbers and labels; compresses about 3:1).
-fn write_csv(path: &std::path::Path, len: u64) -> (u64, String) {
-    let mut out = std::io::BufWriter::new(File::create(path).unwrap());
-    let mut hasher = Sha256::new();
-    let (mut x, mut row, mut written) = (0x9e37_79b9_7f4a_7c15u64, 0u64, 0u64);
-    let mut line = String::new();
-    while written < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        line.clear();
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            line,
-            "{row},{},{:.3},label-{}",
-            x % 100_000,
-            (x % 977) as f64 / 7.0,
-            x % 13
-        );
-        let bytes = &line.as_bytes()[..line.len().min((len - written) as usize)];
-        out.write_all(bytes).unwrap();
-        hasher.update(bytes);
-        written += bytes.len() as u64;
-        row += 1;
-    }
-    out.flush().unwrap();
-    let sha = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (written, sha)
+/// A CSV file of `len` bytes; returns its hex SHA-256.
+fn write_csv(path: &std::path::Path, len: u64) -> String {
+    let data = common::csv(len as usize, 0x9e37_79b9_7f4a_7c15);
+    std::fs::write(path, &data).unwrap();
+    sha256_hex(&data)
 }
 
 fn gzip_file(from: &std::path::Path, to: &std::path::Path) {
@@ -104,7 +77,8 @@ fn main() {
     }
     let work = tempfile::tempdir().unwrap();
     let (csv, gz) = (work.path().join("big.csv"), work.path().join("big.csv.gz"));
-    let (size, sha) = write_csv(&csv, GIB);
+    let size = GIB;
+    let sha = write_csv(&csv, size);
     gzip_file(&csv, &gz);
     std::fs::remove_file(&csv).unwrap();
     let stored = std::fs::metadata(&gz).unwrap().len();

@@ -132,9 +132,14 @@ impl Retention {
         told
     }
 
+    /// The rules in force now.
+    fn rules(&self) -> Arc<Vec<ExpiryRule>> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The expiry that a listing can tell (sources 3 and 4).
     pub fn policy(&self, key: &str, last_modified: SystemTime) -> Expiry {
-        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let rules = self.rules();
         let by_rule = rules
             .iter()
             .filter(|r| key.starts_with(&r.prefix))
@@ -181,7 +186,7 @@ impl Retention {
         if let Some(days) = headers.and_then(artifact::retention_days) {
             return days;
         }
-        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let rules = self.rules();
         rules
             .iter()
             .filter(|r| key.starts_with(&r.prefix))

@@ -9,44 +9,14 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Mount, TestStore, BUCKET};
+use common::{csv, Mount, TestStore, BUCKET};
 use flate2::write::GzEncoder;
-use sha2::{Digest, Sha256};
-
-/// CSV-like text of about `len` bytes (compressible, not trivially).
-fn csv(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 64);
-    let mut x = seed | 1;
-    let mut row = 0u64;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        writeln!(
-            out,
-            "{row},{},{:.3},label-{}",
-            x % 100_000,
-            (x % 977) as f64 / 7.0,
-            x % 13
-        )
-        .unwrap();
-        row += 1;
-    }
-    out.truncate(len);
-    out
-}
+use rgrid_mount::artifact::sha256_hex;
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(data).unwrap();
     encoder.finish().unwrap()
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Stores `body` under `key` with user metadata and, if given, a Content-Encoding.
@@ -74,7 +44,7 @@ fn rgrid_meta(original: &[u8]) -> Vec<(&'static str, String)> {
     vec![
         ("rgrid-compression", "gzip".into()),
         ("rgrid-original-size", original.len().to_string()),
-        ("rgrid-sha256", sha_hex(original)),
+        ("rgrid-sha256", sha256_hex(original)),
     ]
 }
 
@@ -183,12 +153,12 @@ fn corrupt_or_truncated_gzip_is_eio_and_logged() {
 fn sha256_mismatch_is_eio_on_the_last_read_and_stays_so() {
     let store = TestStore::start();
     let data = csv(5 << 20, 11);
-    let wrong = sha_hex(b"something else");
+    let wrong = sha256_hex(b"something else");
     store.put_with_meta("bad.csv", data.clone(), &[("rgrid-sha256", &wrong)]);
     store.put_with_meta(
         "good.csv",
         data.clone(),
-        &[("rgrid-sha256", &sha_hex(&data))],
+        &[("rgrid-sha256", &sha256_hex(&data))],
     );
     store.put("unchecked.csv", data.clone());
     let mount = Mount::new(&store, &[]);
@@ -201,7 +171,7 @@ fn sha256_mismatch_is_eio_on_the_last_read_and_stays_so() {
     }
     let log = mount.log();
     assert!(
-        log.contains(&wrong) && log.contains(&sha_hex(&data)),
+        log.contains(&wrong) && log.contains(&sha256_hex(&data)),
         "{log}"
     );
     // The bytes before the end were served: the check is on reading to the end.
@@ -231,7 +201,7 @@ fn a_150_mib_csv_is_stored_compressed_and_a_png_is_not() {
     let (body, meta) = store.get("out/big.csv").unwrap();
     assert_eq!(meta["rgrid-compression"], "gzip");
     assert_eq!(meta["rgrid-original-size"], csv_data.len().to_string());
-    assert_eq!(meta["rgrid-sha256"], sha_hex(&csv_data));
+    assert_eq!(meta["rgrid-sha256"], sha256_hex(&csv_data));
     assert!(
         body.len() < csv_data.len() / 2,
         "stored {} bytes",
@@ -287,7 +257,7 @@ fn a_reader_that_stops_at_exactly_st_size_still_gets_the_check() {
     let store = TestStore::start();
     let original = csv(3 << 20, 13);
     let mut meta = rgrid_meta(&original);
-    meta[2].1 = sha_hex(b"not this content");
+    meta[2].1 = sha256_hex(b"not this content");
     put(&store, "exact.csv", gzip(&original), &meta, None);
     let mount = Mount::new(&store, &[]);
     let mut buf = vec![0; original.len()];

@@ -13,7 +13,7 @@ use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
     LifecycleRuleFilter,
 };
-use common::{outcome, rgrid_mount_bare, Endpoint, MotoServer, Mount, TestStore, BUCKET};
+use common::{outcome, rgrid_mount_bare, run, Endpoint, MotoServer, Mount, TestStore, BUCKET};
 use rgrid_mount::artifact::parse_time;
 
 const DAY: u64 = 86_400;
@@ -68,17 +68,10 @@ fn put(server: &MotoServer, key: &str) -> SystemTime {
 }
 
 fn expires_at(path: &std::path::Path) -> SystemTime {
-    let out = Command::new("getfattr")
+    let value = run(Command::new("getfattr")
         .args(["--only-values", "-n", "user.rgrid.expires_at"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_time(&String::from_utf8(out.stdout).unwrap()).unwrap()
+        .arg(path));
+    parse_time(&value).unwrap()
 }
 
 /// Midnight UTC at or after `t`, as S3 rounds lifecycle expiry.

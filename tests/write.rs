@@ -10,16 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{pseudo_random, run, Mount, TestStore};
-use sha2::{Digest, Sha256};
+use rgrid_mount::artifact::sha256_hex;
 
 const MIB: usize = 1 << 20;
-
-fn sha_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[test]
 fn cp_in_reaches_the_store_with_its_sha256() {
@@ -37,7 +30,7 @@ fn cp_in_reaches_the_store_with_its_sha256() {
             .get(&format!("out/{name}"))
             .expect("object after close");
         assert!(body == data, "{name}: stored bytes differ");
-        assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)), "{name}");
+        assert_eq!(meta.get("rgrid-sha256"), Some(&sha256_hex(&data)), "{name}");
         assert!(
             fs::read(mount.join("out").join(name)).unwrap() == data,
             "{name}: read back"
@@ -226,7 +219,7 @@ fn a_killed_daemon_finishes_its_uploads_on_restart() {
     let _mount = Mount::new(&store, &["--cache-dir", &cache_arg]);
     let (body, meta) = store.get("out.bin").expect("uploaded at restart");
     assert!(body == data);
-    assert_eq!(meta.get("rgrid-sha256"), Some(&sha_hex(&data)));
+    assert_eq!(meta.get("rgrid-sha256"), Some(&sha256_hex(&data)));
 }
 
 #[test]
@@ -343,7 +336,7 @@ fn opening_for_write_without_truncate_copies_only_what_is_needed() {
     expected[5 * MIB..5 * MIB + 8].copy_from_slice(b"patched!");
     let (body, meta) = store.get("big.bin").unwrap();
     assert!(body == expected, "close uploads the object with the patch");
-    assert_eq!(meta["rgrid-sha256"], sha_hex(&expected));
+    assert_eq!(meta["rgrid-sha256"], sha256_hex(&expected));
 
     // ftruncate on a lazily filled handle: what lies past the new end is never fetched.
     let file = OpenOptions::new().write(true).open(&path).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{outcome, Mount, TestStore};
+use common::{outcome, run, Mount, TestStore};
 use rgrid_mount::artifact::{format_time, parse_time};
 use sha2::{Digest, Sha256};
 
@@ -18,22 +18,13 @@ const DAY: u64 = 86_400;
 
 /// `getfattr -d` of `path`, as name → value.
 fn getfattr_all(path: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("getfattr")
+    run(Command::new("getfattr")
         .args(["-d", "--absolute-names"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(n, v)| (n.to_owned(), v.trim_matches('"').to_owned()))
-        .collect()
+        .arg(path))
+    .lines()
+    .filter_map(|l| l.split_once('='))
+    .map(|(n, v)| (n.to_owned(), v.trim_matches('"').to_owned()))
+    .collect()
 }
 
 /// `getfattr -n name` or `setfattr ...`: success, or the error it printed.

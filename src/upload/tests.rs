@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use proptest::prelude::*;
 
 use super::*;
+use crate::artifact::sha256_hex;
 use crate::object::{MemoryClient, Operation};
 
 /// Text files larger than this are stored compressed in these tests.
@@ -43,13 +44,6 @@ async fn stored(client: &MemoryClient, key: &str) -> (Vec<u8>, ObjectHeaders) {
     (chunks.concat(), info.headers)
 }
 
-fn sha_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test]
 async fn small_files_are_put_with_sha256_and_content_type() {
     let (uploader, client, _dir) = uploader(1 << 20);
@@ -64,7 +58,7 @@ async fn small_files_are_put_with_sha256_and_content_type() {
     assert_eq!(data, b"a,b\n1,2\n");
     assert_eq!(
         headers.user_metadata[artifact::SHA256],
-        sha_hex(b"a,b\n1,2\n")
+        sha256_hex(b"a,b\n1,2\n")
     );
     assert_eq!(headers.content_type.as_deref(), Some("text/csv"));
     assert!(!uploader.is_pending(spool.path()));
@@ -227,7 +221,10 @@ async fn sequential_writes_send_parts_before_close() {
         .unwrap();
     let (data, headers) = stored(&client, "seq.bin").await;
     assert_eq!(data, content);
-    assert_eq!(headers.user_metadata[artifact::SHA256], sha_hex(&content));
+    assert_eq!(
+        headers.user_metadata[artifact::SHA256],
+        sha256_hex(&content)
+    );
     assert_eq!(done.etag, client.head("seq.bin").await.unwrap().meta.etag);
     assert_eq!(client.count(Operation::Put), 0);
 }
@@ -250,7 +247,10 @@ async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
     expected[100..105].copy_from_slice(b"patch");
     let (data, headers) = stored(&client, "r.bin").await;
     assert_eq!(data, expected);
-    assert_eq!(headers.user_metadata[artifact::SHA256], sha_hex(&expected));
+    assert_eq!(
+        headers.user_metadata[artifact::SHA256],
+        sha256_hex(&expected)
+    );
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn large_text_goes_up_compressed_and_binary_as_is() {
             .unwrap();
         let (body, headers) = stored(&client, key).await;
         let meta = &headers.user_metadata;
-        assert_eq!(meta[artifact::SHA256], sha_hex(content), "{key}");
+        assert_eq!(meta[artifact::SHA256], sha256_hex(content), "{key}");
         assert_eq!(uploaded.size, content.len() as u64);
         assert_eq!(uploaded.stored_size, body.len() as u64);
         if gzipped {

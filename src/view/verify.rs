@@ -125,32 +125,26 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::sha256_hex;
     use proptest::prelude::*;
-
-    fn hex(data: &[u8]) -> String {
-        Sha256::digest(data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
 
     #[test]
     fn in_order_reads_match_and_a_changed_byte_does_not() {
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let mut v = Verifier::new(&hex(&data), data.len() as u64);
+        let mut v = Verifier::new(&sha256_hex(&data), data.len() as u64);
         let bytes = Bytes::from(data.clone());
         assert_eq!(v.feed(0, &bytes.slice(..4096)), Verdict::Open);
         assert_eq!(v.feed(4096, &bytes.slice(4096..)), Verdict::Matches);
 
         let mut bad = data.clone();
         bad[5000] ^= 1;
-        let mut v = Verifier::new(&hex(&data), data.len() as u64);
+        let mut v = Verifier::new(&sha256_hex(&data), data.len() as u64);
         let verdict = v.feed(0, &Bytes::from(bad.clone()));
         assert_eq!(
             verdict,
             Verdict::Mismatch {
-                expected: hex(&data),
-                actual: hex(&bad)
+                expected: sha256_hex(&data),
+                actual: sha256_hex(&bad)
             }
         );
     }
@@ -158,7 +152,7 @@ mod tests {
     #[test]
     fn a_reader_that_skips_ahead_is_not_judged() {
         let data = Bytes::from(vec![1u8; 100]);
-        let mut v = Verifier::new(&hex(&[2u8; 100]), 100);
+        let mut v = Verifier::new(&sha256_hex(&[2u8; 100]), 100);
         let far = Bytes::from(vec![0u8; MAX_PENDING + 1]);
         assert_eq!(v.feed(50, &far), Verdict::Open);
         assert_eq!(v.feed(0, &data), Verdict::Open);
@@ -189,7 +183,7 @@ mod tests {
                 reads.swap(a, b);
             }
             reads.push((0, len / 2)); // a re-read changes nothing
-            let mut v = Verifier::new(&hex(&data), len as u64);
+            let mut v = Verifier::new(&sha256_hex(&data), len as u64);
             let verdicts: Vec<Verdict> = reads
                 .iter()
                 .map(|&(a, b)| v.feed(a as u64, &bytes.slice(a..b)))

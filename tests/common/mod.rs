@@ -402,6 +402,24 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// CSV-like text of `len` bytes (numbers and labels; gzip makes it about 3:1 smaller).
+pub fn csv(len: usize, seed: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(len + 64);
+    let mut x = seed | 1;
+    let mut row = 0u64;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (id, value, label) = (x % 100_000, (x % 977) as f64 / 7.0, x % 13);
+        writeln!(out, "{row},{id},{value:.3},label-{label}").unwrap();
+        row += 1;
+    }
+    out.truncate(len);
+    out
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so a mismatch is reproducible.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
