@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{pseudo_random, run, Mount, TestStore};
+use common::{outcome, pseudo_random, run, Mount, TestStore};
 
 fn names(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -313,9 +313,18 @@ fn umount_and_fusermount_stop_the_daemon() {
     let store = TestStore::start();
     for unmount in [&["umount"][..], &["fusermount3", "-u"][..]] {
         let mut mount = Mount::new(&store, &[]);
-        run(Command::new(unmount[0])
-            .args(&unmount[1..])
-            .arg(&mount.path));
+        // A fork in another test's thread can hold the mount busy for a moment (EBUSY):
+        // as a user would, try again, a few times.
+        let mut tries = 0;
+        while let Err(e) = outcome(
+            Command::new(unmount[0])
+                .args(&unmount[1..])
+                .arg(&mount.path),
+        ) {
+            tries += 1;
+            assert!(tries < 10 && e.contains("busy"), "{unmount:?}: {e}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let status = mount
             .wait(Duration::from_secs(10))
             .expect("daemon exits after unmount");
