@@ -1,6 +1,7 @@
 //! Read benchmark: the mount against the raw aws-sdk-s3 client, same store, same run.
 //!
-//! `cargo bench --bench read` (root, /dev/fuse). Every figure is the median of RUNS runs
+//! `cargo bench --bench read [-- SCENARIO...]` (root, /dev/fuse; scenarios: sequential,
+//! concurrent, random, tail, listing, big). Every figure is the median of RUNS runs
 //! and is printed beside the raw client doing the same work; ratios are mount/raw
 //! throughput (time ratios for listings). Request counts come from the store itself.
 
@@ -15,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use common::{median, peak_rss_mib, pseudo_random, Mount, TestStore, BUCKET};
+use common::{median, peak_rss_mib, pseudo_random, selected, Mount, TestStore, BUCKET};
 use futures::StreamExt;
 
 const RUNS: usize = 5;
@@ -361,14 +362,19 @@ fn main() {
     let sdk = store.sdk();
     let mount = Mount::new(&store, &[]);
     peak_rss_mib(mount.pid());
-    let rows = [
-        sequential(&store, &sdk, &mount),
-        concurrent(&store, &sdk, &mount),
-        random(&store, &sdk, &mount),
-        tail(&store),
-        listing(&store, &sdk),
-        big_file_rss(&store),
+    let scenarios: [(&str, &dyn Fn() -> Row); 6] = [
+        ("sequential", &|| sequential(&store, &sdk, &mount)),
+        ("concurrent", &|| concurrent(&store, &sdk, &mount)),
+        ("random", &|| random(&store, &sdk, &mount)),
+        ("tail", &|| tail(&store)),
+        ("listing", &|| listing(&store, &sdk)),
+        ("big", &|| big_file_rss(&store)),
     ];
+    let rows: Vec<Row> = scenarios
+        .into_iter()
+        .filter(|(name, _)| selected(name))
+        .map(|(_, scenario)| scenario())
+        .collect();
     println!(
         "\n| scenario (median of {RUNS}) | mount | raw SDK | ratio | daemon peak RSS | notes |"
     );

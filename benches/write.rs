@@ -1,5 +1,5 @@
 //! Write benchmark: uploads through the mount against the raw aws-sdk-s3 client, same
-//! store, same run. `cargo bench --bench write` (root, /dev/fuse).
+//! store, same run. `cargo bench --bench write [-- dd|cp|tar]` (root, /dev/fuse).
 //!
 //! Times run until the command returns, which through the mount means the object is in
 //! the store (close waits for the upload). Ratios are mount time / raw time.
@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use common::{median, peak_rss_mib, pseudo_random, run, Mount, TestStore, BUCKET};
+use common::{median, peak_rss_mib, pseudo_random, run, selected, Mount, TestStore, BUCKET};
 use futures::StreamExt;
 
 const RUNS: usize = 5;
@@ -91,25 +91,25 @@ fn main() {
     let sdk = store.sdk();
     let mount = Mount::new(&store, &[]);
     let local = tempfile::tempdir().unwrap();
-    let big = local.path().join("big.bin");
-    let data = Bytes::from(pseudo_random(GIB, 3));
-    std::fs::write(&big, &data).unwrap();
-    let zeros = Bytes::from(vec![0u8; GIB]);
-    let tar = make_tar(local.path());
-    let files: Vec<(String, Bytes)> = (0..1000)
-        .map(|i| {
-            (
-                format!("f{i:04}.dat"),
-                Bytes::from(pseudo_random(10 << 10, i)),
-            )
-        })
-        .collect();
     peak_rss_mib(mount.pid());
 
     println!(
         "\n| scenario (median of {RUNS}) | mount | raw SDK | ratio (time) | daemon peak RSS |"
     );
     println!("|---|---|---|---|---|");
+    if selected("dd") {
+        dd(&store, &sdk, &mount);
+    }
+    if selected("cp") {
+        cp(&store, &sdk, &mount, local.path());
+    }
+    if selected("tar") {
+        untar(&store, &sdk, &mount, local.path());
+    }
+}
+
+fn dd(store: &TestStore, sdk: &Client, mount: &Mount) {
+    let zeros = Bytes::from(vec![0u8; GIB]);
     let (mut m, mut r) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let out = mount.join(&format!("dd-{i}"));
@@ -127,7 +127,7 @@ fn main() {
         r.push(time(|| {
             store
                 .runtime
-                .block_on(raw_multipart(&sdk, &format!("raw-dd-{i}"), &zeros))
+                .block_on(raw_multipart(sdk, &format!("raw-dd-{i}"), &zeros))
         }));
     }
     row(
@@ -136,7 +136,12 @@ fn main() {
         r,
         peak_rss_mib(mount.pid()),
     );
+}
 
+fn cp(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
+    let big = local.join("big.bin");
+    let data = Bytes::from(pseudo_random(GIB, 3));
+    std::fs::write(&big, &data).unwrap();
     let (mut m, mut r) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let out = mount.join(&format!("cp-{i}"));
@@ -146,11 +151,22 @@ fn main() {
         r.push(time(|| {
             store
                 .runtime
-                .block_on(raw_multipart(&sdk, &format!("raw-cp-{i}"), &data))
+                .block_on(raw_multipart(sdk, &format!("raw-cp-{i}"), &data))
         }));
     }
     row("cp of a 1 GiB file", m, r, peak_rss_mib(mount.pid()));
+}
 
+fn untar(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
+    let tar = make_tar(local);
+    let files: Vec<(String, Bytes)> = (0..1000)
+        .map(|i| {
+            (
+                format!("f{i:04}.dat"),
+                Bytes::from(pseudo_random(10 << 10, i)),
+            )
+        })
+        .collect();
     let (mut m, mut r) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let dir = mount.join(&format!("untar-{i}"));

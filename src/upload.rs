@@ -150,8 +150,11 @@ impl JournalEntry {
     }
 }
 
-/// One small file per pending upload in `journal/`, each written and synced before its
-/// upload starts and removed once the object is in the store.
+/// One small file per pending upload in `journal/`, written before its upload starts and
+/// removed once the object is in the store. An entry survives the daemon's death as
+/// written (the page cache outlives the process); it is synced to disk only when its
+/// upload fails, which is when the caller is told its data lives here: a successful
+/// upload needs no local durability, the store has the bytes.
 #[derive(Debug)]
 pub struct UploadJournal {
     dir: PathBuf,
@@ -172,14 +175,19 @@ impl UploadJournal {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Durably records `entry` (temp file, fsync, rename, fsync of the directory).
+    /// Records `entry`, whole or not at all (temp file, rename); not yet synced.
     pub fn record(&self, entry: &JournalEntry) -> io::Result<()> {
         let path = self.entry_path(&entry.spool);
         let tmp = path.with_extension("tmp");
         let mut file = File::create(&tmp)?;
         io::Write::write_all(&mut file, &serde_json::to_vec(entry)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Makes the entry of `spool` survive a power cut (its file, then the directory
+    /// that names it).
+    pub fn sync(&self, spool: &Path) -> io::Result<()> {
+        File::open(self.entry_path(spool))?.sync_all()?;
         File::open(&self.dir)?.sync_all()
     }
 
@@ -343,9 +351,11 @@ impl Uploader {
                 Ok(uploaded)
             }
             Err(e) => {
-                // Pending now: the spool must survive a power cut too. (On success the
-                // store has the bytes, so the happy path skips this flush of the spool.)
+                // Pending now: spool and entry must survive a power cut before the
+                // caller hears of it. (On success the store has the bytes, so the happy
+                // path pays no fsync.)
                 spool.sync()?;
+                self.journal.sync(spool.path())?;
                 Err(e)
             }
         }
@@ -519,14 +529,23 @@ async fn fingerprint(file: &Arc<File>) -> io::Result<(u64, String)> {
 }
 
 async fn read_range(file: Arc<File>, start: u64, len: u64) -> io::Result<Bytes> {
-    tokio::task::spawn_blocking(move || {
+    let read = move || {
         let mut buf = vec![0; len as usize];
         file.read_exact_at(&mut buf, start)?;
         Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(io::Error::other)?
+    };
+    // A small read from the spool (written moments ago, in the page cache) costs less
+    // than handing it to a blocking thread.
+    if len <= INLINE_READ {
+        return read();
+    }
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(io::Error::other)?
 }
+
+/// Largest spool read done on the async worker itself.
+const INLINE_READ: u64 = 256 << 10;
 
 fn sha256_of(mut file: &File) -> io::Result<String> {
     let mut hasher = Sha256::new();

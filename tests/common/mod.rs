@@ -434,6 +434,16 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Whether the bench scenario `name` runs: every one does unless the command line names
+/// some (`cargo bench --bench read -- sequential tail`), each matched as a substring.
+pub fn selected(name: &str) -> bool {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str()))
+}
+
 /// Median of benchmark samples.
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
