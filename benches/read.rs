@@ -1,7 +1,8 @@
 //! Read benchmark: the mount against the raw aws-sdk-s3 client, same store, same run.
 //!
 //! `cargo bench --bench read [-- SCENARIO...]` (root, /dev/fuse; scenarios: sequential,
-//! concurrent, random, tail, listing, big). Every figure is the median of RUNS runs
+//! concurrent, random, tail, listing, big, and direct-* for the first three through a
+//! `--direct-io` mount). Every figure is the median of RUNS runs
 //! and is printed beside the raw client doing the same work; ratios are mount/raw
 //! throughput (time ratios for listings). Request counts come from the store itself.
 
@@ -91,7 +92,7 @@ async fn raw_range(sdk: &Client, key: &str, a: u64, b: u64) -> u64 {
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     mount: String,
     raw: String,
     ratio: String,
@@ -103,7 +104,7 @@ fn gbps(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64() / 1e9
 }
 
-fn sequential(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
+fn sequential(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
     let (mut m, mut r) = (Vec::new(), Vec::new());
     let gets_before = store.requests("GetObject");
     for _ in 0..RUNS {
@@ -125,7 +126,7 @@ fn sequential(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
     let mount_gets = (store.requests("GetObject") - gets_before - raw_gets) as f64 / RUNS as f64;
     let (m, r) = (median(m), median(r));
     Row {
-        name: "cold sequential read, 1 GiB",
+        name: format!("cold sequential read, 1 GiB{flags}"),
         mount: format!("{m:.2} GB/s"),
         raw: format!("{r:.2} GB/s"),
         ratio: format!("{:.2}", m / r),
@@ -134,7 +135,7 @@ fn sequential(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
     }
 }
 
-fn concurrent(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
+fn concurrent(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
     let keys = ["par-0.bin", "par-1.bin", "par-2.bin", "par-3.bin"];
     let (mut m, mut r) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
@@ -156,7 +157,7 @@ fn concurrent(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
     }
     let (m, r) = (median(m), median(r));
     Row {
-        name: "4 concurrent sequential readers, 4 x 256 MiB",
+        name: format!("4 concurrent sequential readers, 4 x 256 MiB{flags}"),
         mount: format!("{m:.2} GB/s"),
         raw: format!("{r:.2} GB/s"),
         ratio: format!("{:.2}", m / r),
@@ -177,7 +178,7 @@ fn offsets(seed: u64, n: usize) -> Vec<u64> {
         .collect()
 }
 
-fn random(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
+fn random(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
     const READS: usize = 2000;
     const THREADS: usize = 4;
     let (mut m, mut r, mut amplification, mut gets_per_miss) =
@@ -215,7 +216,7 @@ fn random(store: &TestStore, sdk: &Client, mount: &Mount) -> Row {
     }
     let (m, r) = (median(m), median(r));
     Row {
-        name: "4 KiB random reads over 1 GiB, 4 threads",
+        name: format!("4 KiB random reads over 1 GiB, 4 threads{flags}"),
         mount: format!("{m:.1} MB/s"),
         raw: format!("{r:.1} MB/s"),
         ratio: format!("{:.2}", m / r),
@@ -252,7 +253,7 @@ fn tail(store: &TestStore) -> Row {
         rss.push(peak_rss_mib(mount.pid()));
     }
     Row {
-        name: "tail -c 100 of 1 GiB, fresh mount",
+        name: "tail -c 100 of 1 GiB, fresh mount".into(),
         mount: format!("{:.1} ms", median(times)),
         raw: "-".into(),
         ratio: "-".into(),
@@ -313,7 +314,7 @@ fn listing(store: &TestStore, sdk: &Client) -> Row {
     }
     let (m, r) = (median(m), median(r));
     Row {
-        name: "ls -l of 10,000 objects, fresh mount",
+        name: "ls -l of 10,000 objects, fresh mount".into(),
         mount: format!("{m:.0} ms"),
         raw: format!("{r:.0} ms"),
         ratio: format!("{:.2} (time)", m / r),
@@ -333,7 +334,7 @@ fn big_file_rss(store: &TestStore) -> Row {
     assert_eq!(read_through_mount(&mount.join("big-4g.bin")), 4 * GIB);
     let speed = gbps(4 * GIB, t.elapsed());
     Row {
-        name: "sequential read, 4 GiB (one run)",
+        name: "sequential read, 4 GiB (one run)".into(),
         mount: format!("{speed:.2} GB/s"),
         raw: "-".into(),
         ratio: "-".into(),
@@ -361,11 +362,21 @@ fn main() {
     store.restart(); // index what was written behind the store's back
     let sdk = store.sdk();
     let mount = Mount::new(&store, &[]);
+    let direct = Mount::new(&store, &["--direct-io"]);
     peak_rss_mib(mount.pid());
-    let scenarios: [(&str, &dyn Fn() -> Row); 6] = [
-        ("sequential", &|| sequential(&store, &sdk, &mount)),
-        ("concurrent", &|| concurrent(&store, &sdk, &mount)),
-        ("random", &|| random(&store, &sdk, &mount)),
+    peak_rss_mib(direct.pid());
+    const DIRECT: &str = ", --direct-io";
+    let scenarios: [(&str, &dyn Fn() -> Row); 9] = [
+        ("sequential", &|| sequential(&store, &sdk, &mount, "")),
+        ("concurrent", &|| concurrent(&store, &sdk, &mount, "")),
+        ("random", &|| random(&store, &sdk, &mount, "")),
+        ("direct-sequential", &|| {
+            sequential(&store, &sdk, &direct, DIRECT)
+        }),
+        ("direct-concurrent", &|| {
+            concurrent(&store, &sdk, &direct, DIRECT)
+        }),
+        ("direct-random", &|| random(&store, &sdk, &direct, DIRECT)),
         ("tail", &|| tail(&store)),
         ("listing", &|| listing(&store, &sdk)),
         ("big", &|| big_file_rss(&store)),

@@ -1,5 +1,5 @@
 //! Write benchmark: uploads through the mount against the raw aws-sdk-s3 client, same
-//! store, same run. `cargo bench --bench write [-- dd|cp|tar]` (root, /dev/fuse).
+//! store, same run. `cargo bench --bench write [-- dd|cp|tar|writers]` (root, /dev/fuse).
 //!
 //! Times run until the command returns, which through the mount means the object is in
 //! the store (close waits for the upload). Ratios are mount time / raw time.
@@ -106,6 +106,51 @@ fn main() {
     if selected("tar") {
         untar(&store, &sdk, &mount, local.path());
     }
+    if selected("writers") {
+        writers(&store, &sdk, &mount, local.path());
+    }
+}
+
+/// Eight files of 256 MiB written at once: cp through the mount, eight multipart uploads
+/// side by side for the raw client.
+fn writers(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
+    const WRITERS: usize = 8;
+    let data = Bytes::from(pseudo_random(256 * MIB, 8));
+    let src = local.join("quarter.bin");
+    std::fs::write(&src, &data).unwrap();
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        m.push(time(|| {
+            let copies: Vec<_> = (0..WRITERS)
+                .map(|w| {
+                    Command::new("cp")
+                        .arg(&src)
+                        .arg(mount.join(&format!("w-{i}-{w}")))
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for mut cp in copies {
+                assert!(cp.wait().unwrap().success());
+            }
+        }));
+        r.push(time(|| {
+            store.runtime.block_on(async {
+                let uploads = (0..WRITERS).map(|w| {
+                    let key = format!("raw-w-{i}-{w}");
+                    let data = data.clone();
+                    async move { raw_multipart(sdk, &key, &data).await }
+                });
+                futures::future::join_all(uploads).await
+            });
+        }));
+    }
+    row(
+        "8 cp at once, 256 MiB each",
+        m,
+        r,
+        peak_rss_mib(mount.pid()),
+    );
 }
 
 fn dd(store: &TestStore, sdk: &Client, mount: &Mount) {

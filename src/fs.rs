@@ -41,6 +41,8 @@ pub struct FsConfig {
     pub ownership: Ownership,
     /// Where gzip-stored objects are decoded for their readers (files unlinked at once).
     pub decode_dir: PathBuf,
+    /// Reads bypass the page cache (`--direct-io`).
+    pub direct_io: bool,
 }
 
 /// How a file is opened.
@@ -229,8 +231,8 @@ impl RgridFs {
         }
         self.warn_if_expiring(&node);
         let view = FileReader::open(&self.engine, &node, &self.config.decode_dir)?;
-        let direct_io = view.direct_io();
-        if direct_io && node.size == node.stored_size {
+        let direct_io = view.direct_io() || self.config.direct_io;
+        if view.direct_io() && node.size == node.stored_size {
             self.learn_gzip_size(&node).await;
         }
         let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());

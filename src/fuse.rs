@@ -131,6 +131,10 @@ impl fuser::Filesystem for FuseAdapter {
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         // O_TRUNC arrives with the open instead of as a separate truncate beforehand.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Files opened with direct I/O (gzip views, --direct-io) can still be mapped
+        // shared (numpy.memmap, Python's mmap): the kernel serves the map from the page
+        // cache instead of refusing it with ENODEV.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }

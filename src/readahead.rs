@@ -318,6 +318,9 @@ pub struct ReadAhead {
     streak: u32,
 }
 
+/// The kernel's largest read request, 1 MiB (256 pages): parts are cut on this grid.
+const ALIGN: u64 = 1 << 20;
+
 /// Reads in a row, each where the last ended, that make a reader sequential. Two random
 /// reads that happen to touch are not a stream, and a window would over-fetch for them.
 const SEQUENTIAL_STREAK: u32 = 2;
@@ -403,7 +406,13 @@ impl ReadAhead {
             .size
             .min(want.start + self.window.size.max(want.end - want.start));
         while next < target {
-            let mut len = config.part_size.min(self.window.size).min(self.size - next);
+            let mut len = config.part_size.min(self.window.size);
+            if len > ALIGN {
+                // Parts end on the grid the kernel's requests are cut on: a request
+                // inside one part is a slice, one across two a copy.
+                len = (next + len).next_multiple_of(ALIGN) - next;
+            }
+            let mut len = len.min(self.size - next);
             let permit = self.engine.budget.try_take(len);
             if permit.is_none() {
                 if next >= want.end {
@@ -490,8 +499,11 @@ async fn copy_out(parts: &mut VecDeque<Part>, want: Range<u64>) -> Result<Bytes,
         let data = ready(part).await?;
         let from = (pos - part.range.start) as usize;
         let to = (want.end.min(part.range.end) - part.range.start) as usize;
-        if out.is_empty() && want.end <= part.range.end {
-            return Ok(data.slice(from..to)); // inside one part: a slice, no copy
+        if out.is_empty() {
+            if want.end <= part.range.end {
+                return Ok(data.slice(from..to)); // inside one part: a slice, no copy
+            }
+            out.reserve((want.end - want.start) as usize);
         }
         out.extend_from_slice(&data[from..to]);
         pos = part.range.start + to as u64;

@@ -2,15 +2,17 @@
 //! makes closed files crash-safe, and the uploader that turns a spool into an object.
 //!
 //! Order of a close: the spool's size and SHA-256 are taken, a journal entry naming key,
-//! spool, size and hash is written and synced, then the upload runs. Only when the store
-//! has the object is the entry removed. A failed upload syncs the spool too, and leaves
-//! both on disk for the retry loop (and the next start of the daemon) to finish; a spool
+//! spool, size and hash is written, then the upload runs. Only when the store has the
+//! object is the entry removed. A failed upload syncs spool and entry, and leaves both
+//! on disk for the retry loop (and the next start of the daemon) to finish; a spool
 //! that no longer matches its entry (a power cut before it reached the disk) is set aside,
 //! never uploaded. So no file that was closed is lost or stored damaged, and close() can
 //! report the truth: 0 when the object is durable, EIO when it is not.
 //!
 //! Small files go up in one PutObject; larger ones as a multipart upload with parts sent
-//! in parallel. Every object carries the SHA-256 of its content in `rgrid-sha256`.
+//! in parallel. Every body in memory holds one of the mount's [`UploadSlots`], so files
+//! closed together upload in parallel up to that limit, in bounded memory. Every object
+//! carries the SHA-256 of its content in `rgrid-sha256`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,6 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::artifact::{self, KeptAttrs};
 use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
@@ -37,7 +40,7 @@ pub struct WriteConfig {
     pub cache_dir: PathBuf,
     /// Files up to this size go up in one PutObject; larger ones in parts of this size.
     pub part_size: u64,
-    /// Parts (and closed files) uploaded at once.
+    /// Bodies (parts, small files) uploaded at once, all files together.
     pub concurrency: usize,
     /// How often pending uploads are tried again.
     pub retry_interval: Duration,
@@ -252,6 +255,48 @@ pub struct Uploader {
     /// off (a replay beside an upload in flight made a second version, and deleted a
     /// spool still being written).
     open_spools: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    slots: UploadSlots,
+}
+
+/// The mount's limit on upload bodies in memory at once. Streamed parts, uploads at close
+/// and replays each take a slot before a body is read (or, compressed, handed over) and
+/// give it back when its request is done: eight writers closing together take turns
+/// instead of holding eight times the memory.
+#[derive(Debug, Clone)]
+struct UploadSlots(Arc<Semaphore>);
+
+/// An upload body and the slot it holds until dropped.
+struct SlotBody {
+    bytes: Bytes,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl UploadSlots {
+    fn new(slots: usize) -> UploadSlots {
+        UploadSlots(Arc::new(Semaphore::new(slots)))
+    }
+
+    async fn take(&self) -> io::Result<OwnedSemaphorePermit> {
+        // Never closed: an error here would be a bug, reported as a failed upload.
+        self.0
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(io::Error::other)
+    }
+
+    /// `len` bytes of `file` at `start`, read once a slot is free.
+    async fn read(&self, file: Arc<File>, start: u64, len: u64) -> io::Result<SlotBody> {
+        let slot = self.take().await?;
+        let bytes = read_range(file, start, len).await?;
+        Ok(SlotBody { bytes, _slot: slot })
+    }
+
+    /// `bytes` already in memory (a compressed part), once a slot is free.
+    async fn hold(&self, bytes: Bytes) -> io::Result<SlotBody> {
+        let slot = self.take().await?;
+        Ok(SlotBody { bytes, _slot: slot })
+    }
 }
 
 impl Uploader {
@@ -264,11 +309,13 @@ impl Uploader {
             .create(&config.cache_dir)?;
         std::fs::create_dir_all(config.cache_dir.join("spool"))?;
         let journal = UploadJournal::open(config.cache_dir.join("journal"))?;
+        let slots = UploadSlots::new(config.concurrency);
         Ok(Arc::new(Uploader {
             client,
             config,
             journal,
             open_spools: Default::default(),
+            slots,
         }))
     }
 
@@ -435,8 +482,8 @@ impl Uploader {
         }
         let headers = entry.headers();
         let etag = if size <= self.config.part_size {
-            let body = read_range(file, 0, size).await?;
-            self.client.put(key, body, headers).await?
+            let body = self.slots.read(file, 0, size).await?;
+            self.client.put(key, body.bytes.clone(), headers).await?
         } else {
             self.put_multipart(key, file, size, headers).await?
         };
@@ -455,11 +502,13 @@ impl Uploader {
         headers: ObjectHeaders,
     ) -> Result<Option<String>, UploadError> {
         let part_size = self.config.part_size;
-        let parts = futures::stream::iter((0..size).step_by(part_size as usize)).then(|start| {
-            let len = part_size.min(size - start);
-            let read = read_range(file.clone(), start, len);
-            async move { Ok(read.await?) }
-        });
+        let slots = self.slots.clone();
+        let parts =
+            futures::stream::iter((0..size).step_by(part_size as usize)).then(move |start| {
+                let len = part_size.min(size - start);
+                let (slots, file) = (slots.clone(), file.clone());
+                async move { Ok(slots.read(file, start, len).await?) }
+            });
         Ok(self.put_parts(key, headers, parts).await?.0)
     }
 
@@ -470,7 +519,7 @@ impl Uploader {
         &self,
         key: &str,
         headers: ObjectHeaders,
-        parts: impl futures::Stream<Item = Result<Bytes, UploadError>>,
+        parts: impl futures::Stream<Item = Result<SlotBody, UploadError>>,
     ) -> Result<(Option<String>, u64), UploadError> {
         let upload_id = self.client.create_multipart(key, headers).await?;
         let sent = AtomicU64::new(0);
@@ -479,10 +528,10 @@ impl Uploader {
             async move {
                 let part = part?;
                 let number = i as u32 + 1;
-                sent.fetch_add(part.len() as u64, Ordering::Relaxed);
+                sent.fetch_add(part.bytes.len() as u64, Ordering::Relaxed);
                 let etag = self
                     .client
-                    .upload_part(key, upload_id, number, part)
+                    .upload_part(key, upload_id, number, part.bytes.clone())
                     .await?;
                 Ok::<_, UploadError>((number, etag))
             }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{csv, Mount, TestStore, BUCKET};
+use common::{csv, map_shared, Mount, TestStore, BUCKET};
 use flate2::write::GzEncoder;
 use rgrid_mount::artifact::sha256_hex;
 
@@ -96,6 +96,22 @@ fn gzip_objects_read_as_their_original_bytes_in_any_order() {
         let end = (offset + 4096).min(original.len());
         assert_eq!(&buf[..n], &original[offset..end], "pread at {offset}");
     }
+}
+
+#[test]
+fn a_gzip_object_maps_shared_as_its_original_bytes() {
+    let store = TestStore::start();
+    let original = csv(3 << 20, 8);
+    put(
+        &store,
+        "m.csv",
+        gzip(&original),
+        &rgrid_meta(&original),
+        None,
+    );
+    let mount = Mount::new(&store, &[]);
+    // Gzip views use direct I/O: without FUSE_DIRECT_IO_ALLOW_MMAP this was ENODEV.
+    assert!(map_shared(&mount.join("m.csv")).unwrap() == original);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use common::{pseudo_random, run, Mount, TestStore};
+use common::{map_shared, pseudo_random, run, Mount, TestStore};
 
 const MIB: usize = 1 << 20;
 
@@ -133,6 +133,23 @@ fn second_cat_is_served_from_the_page_cache() {
     let changed = pseudo_random(8 * MIB, 10);
     store.put("cached.bin", changed.clone());
     assert!(copy("third") == changed, "a changed object is read again");
+}
+
+#[test]
+fn direct_io_reads_bypass_the_page_cache_and_still_map() {
+    let store = TestStore::start();
+    let data = pseudo_random(8 * MIB, 11);
+    store.put("direct.bin", data.clone());
+    let mount = Mount::new(&store, &["--direct-io"]);
+    let path = mount.join("direct.bin");
+    assert!(fs::read(&path).unwrap() == data);
+    let gets = store.requests("GetObject");
+    assert!(fs::read(&path).unwrap() == data);
+    assert!(
+        store.requests("GetObject") > gets,
+        "no page cache: a second read goes to the store"
+    );
+    assert!(map_shared(&path).unwrap() == data, "a shared mapping works");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -61,6 +61,11 @@ struct State {
     failures: u32,
     /// Number of upcoming GET bodies that break off after half their bytes.
     broken_bodies: u32,
+    /// How long each PUT and part upload takes (none: instant).
+    upload_delay: Option<Duration>,
+    /// PUT and part uploads in flight now, and the most at once.
+    uploads_in_flight: usize,
+    peak_uploads: usize,
 }
 
 /// An in-memory bucket. Cloning shares the bucket.
@@ -68,6 +73,15 @@ struct State {
 pub struct MemoryClient {
     state: Arc<Mutex<State>>,
     versions: Arc<AtomicU64>,
+}
+
+/// One upload counted in flight until dropped.
+struct InFlight<'a>(&'a MemoryClient);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().uploads_in_flight -= 1;
+    }
 }
 
 /// Page size when the caller does not ask for one, as S3's.
@@ -106,6 +120,31 @@ impl MemoryClient {
     /// connection reset).
     pub fn break_next_bodies(&self, n: u32) {
         self.lock().broken_bodies = n;
+    }
+
+    /// Makes every PUT and part upload take `delay`, so that uploads overlap as they
+    /// would over a network.
+    pub fn slow_uploads(&self, delay: Duration) {
+        self.lock().upload_delay = Some(delay);
+    }
+
+    /// The most PUT and part uploads that were in flight at once.
+    pub fn peak_uploads(&self) -> usize {
+        self.lock().peak_uploads
+    }
+
+    /// Counts a body upload in flight for as long as the upload delay.
+    async fn upload_in_flight(&self) {
+        let delay = {
+            let mut state = self.lock();
+            state.uploads_in_flight += 1;
+            state.peak_uploads = state.peak_uploads.max(state.uploads_in_flight);
+            state.upload_delay
+        };
+        let _counted = InFlight(self); // uncounted even when the upload is cancelled
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -252,6 +291,7 @@ impl ObjectClient for MemoryClient {
         headers: ObjectHeaders,
     ) -> Result<Option<String>, ObjectError> {
         drop(self.begin(Operation::Put, key)?);
+        self.upload_in_flight().await;
         Ok(Some(self.insert(key, body, headers)))
     }
 
@@ -280,7 +320,9 @@ impl ObjectClient for MemoryClient {
         number: u32,
         body: Bytes,
     ) -> Result<String, ObjectError> {
-        let mut state = self.begin(Operation::Multipart, key)?;
+        drop(self.begin(Operation::Multipart, key)?);
+        self.upload_in_flight().await;
+        let mut state = self.lock();
         let upload = state
             .uploads
             .get_mut(upload_id)

@@ -69,14 +69,26 @@ impl Uploader {
         let (etag, stored) = match (first, second) {
             (Some(first), None) => {
                 let stored = first.len() as u64;
-                (self.client.put(&entry.key, first, headers).await?, stored)
+                let body = self.slots.hold(first).await?;
+                (
+                    self.client
+                        .put(&entry.key, body.bytes.clone(), headers)
+                        .await?,
+                    stored,
+                )
             }
             (Some(first), Some(second)) => {
                 let rest = futures::stream::unfold(rx, |mut rx| async {
                     let part = next_part(&mut rx).await.transpose()?;
                     Some((part, rx))
                 });
-                let parts = futures::stream::iter([Ok(first), Ok(second)]).chain(rest);
+                let slots = self.slots.clone();
+                let parts = futures::stream::iter([Ok(first), Ok(second)])
+                    .chain(rest)
+                    .then(move |part| {
+                        let slots = slots.clone();
+                        async move { Ok(slots.hold(part?).await?) }
+                    });
                 self.put_parts(&entry.key, headers, parts).await?
             }
             (None, _) => return Err(io::Error::other("compressor sent nothing").into()),

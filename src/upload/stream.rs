@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::{headers_for, hex_digest, read_range, JournalEntry, UploadError, Uploaded, Uploader};
+use super::{headers_for, hex_digest, JournalEntry, UploadError, Uploaded, Uploader};
 use crate::object::MAX_COPY_SIZE;
 
 type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
@@ -109,9 +109,13 @@ impl Uploader {
         let number = (s.sent / self.config.part_size) as u32 + 1;
         let (client, file, start) = (self.client.clone(), s.file.clone(), s.sent);
         let (key, upload_id) = (s.key.clone(), s.upload_id.clone().unwrap_or_default());
+        let slots = self.slots.clone();
         s.in_flight.push_back(tokio::spawn(async move {
-            let body = read_range(file, start, len).await?;
-            let etag = client.upload_part(&key, &upload_id, number, body).await?;
+            // The writer goes on writing to its spool while the part waits for a slot.
+            let body = slots.read(file, start, len).await?;
+            let etag = client
+                .upload_part(&key, &upload_id, number, body.bytes.clone())
+                .await?;
             Ok((number, etag))
         }));
         s.sent += len;

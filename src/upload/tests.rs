@@ -84,6 +84,40 @@ async fn large_files_go_up_in_parts() {
 }
 
 #[tokio::test]
+async fn files_closed_together_upload_in_parallel_within_the_slot_limit() {
+    let (uploader, client, _dir) = uploader(1000);
+    client.slow_uploads(Duration::from_millis(20));
+    let content: Vec<u8> = (0..4500u32).map(|i| (i % 251) as u8).collect();
+    let small = b"tiny".to_vec();
+    let spools: Vec<Spool> = (0..6)
+        .map(|i| {
+            let spool = uploader.spool().unwrap();
+            spool
+                .write_at(0, if i % 2 == 0 { &content } else { &small })
+                .unwrap();
+            spool
+        })
+        .collect();
+    let uploads = spools.iter().enumerate().map(|(i, spool)| {
+        let key = format!("f{i}");
+        let uploader = uploader.clone();
+        async move {
+            uploader
+                .upload(&key, spool, None, KeptAttrs::default())
+                .await
+        }
+    });
+    for done in futures::future::join_all(uploads).await {
+        done.unwrap();
+    }
+    // 3 multipart files of 5 parts and 3 small ones: 18 bodies; config.concurrency 3.
+    assert_eq!(client.peak_uploads(), 3, "parallel, but never more than 3");
+    for i in (0..6).step_by(2) {
+        assert_eq!(stored(&client, &format!("f{i}")).await.0, content);
+    }
+}
+
+#[tokio::test]
 async fn a_failed_upload_stays_journaled_and_finishes_later() {
     let (uploader, client, _dir) = uploader(1 << 20);
     let spool = uploader.spool().unwrap();

@@ -434,6 +434,24 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The whole of `path` read through a shared read-only mapping, as Python's mmap (and
+/// numpy.memmap) map files.
+pub fn map_shared(path: &Path) -> Result<Vec<u8>, String> {
+    const SCRIPT: &str = "import mmap, sys\n\
+        f = open(sys.argv[1], 'rb')\n\
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n\
+        sys.stdout.buffer.write(m[:])";
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(out.stdout)
+}
+
 /// Whether the bench scenario `name` runs: every one does unless the command line names
 /// some (`cargo bench --bench read -- sequential tail`), each matched as a substring.
 pub fn selected(name: &str) -> bool {
