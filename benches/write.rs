@@ -76,6 +76,18 @@ fn row(name: &str, mount: Vec<f64>, raw: Vec<f64>, rss: f64) {
     );
 }
 
+/// Deletes what a run stored, through the mount and directly: the store's disk holds
+/// one run's objects at a time.
+fn clean(store: &TestStore, sdk: &Client, mounted: &[std::path::PathBuf], raw: &[String]) {
+    for path in mounted {
+        std::fs::remove_file(path).unwrap();
+    }
+    for key in raw {
+        let delete = sdk.delete_object().bucket(BUCKET).key(key).send();
+        store.runtime.block_on(delete).unwrap();
+    }
+}
+
 fn time(f: impl FnOnce()) -> f64 {
     let t = Instant::now();
     f();
@@ -144,6 +156,11 @@ fn writers(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
                 futures::future::join_all(uploads).await
             });
         }));
+        let mounted: Vec<_> = (0..WRITERS)
+            .map(|w| mount.join(&format!("w-{i}-{w}")))
+            .collect();
+        let raw: Vec<_> = (0..WRITERS).map(|w| format!("raw-w-{i}-{w}")).collect();
+        clean(store, sdk, &mounted, &raw);
     }
     row(
         "8 cp at once, 256 MiB each",
@@ -174,6 +191,7 @@ fn dd(store: &TestStore, sdk: &Client, mount: &Mount) {
                 .runtime
                 .block_on(raw_multipart(sdk, &format!("raw-dd-{i}"), &zeros))
         }));
+        clean(store, sdk, &[out], &[format!("raw-dd-{i}")]);
     }
     row(
         "dd bs=1M count=1024 conv=fsync",
@@ -198,6 +216,7 @@ fn cp(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
                 .runtime
                 .block_on(raw_multipart(sdk, &format!("raw-cp-{i}"), &data))
         }));
+        clean(store, sdk, &[out], &[format!("raw-cp-{i}")]);
     }
     row("cp of a 1 GiB file", m, r, peak_rss_mib(mount.pid()));
 }
