@@ -40,6 +40,19 @@ pub enum InodeKind {
     Symlink,
 }
 
+/// A version of a file that an upload or copy of ours put in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// Size of the content.
+    pub size: u64,
+    /// Bytes in the store (smaller when compressed).
+    pub stored_size: u64,
+    /// Its ETag, when the store returned one.
+    pub etag: Option<String>,
+    /// The attributes it carries.
+    pub kept: KeptAttrs,
+}
+
 /// A snapshot of one inode, handed to the layers above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -427,15 +440,18 @@ impl Namespace {
     }
 
     /// The store now holds `ino`'s content, `size` bytes stored as `stored_size` bytes,
-    /// at version `etag`.
-    pub fn stored(&self, ino: InodeNo, size: u64, stored_size: u64, etag: Option<String>) {
+    /// at version `etag`, with attributes `kept`. Attributes set here since (a chmod
+    /// while the upload ran) stay pending.
+    pub fn stored(&self, ino: InodeNo, stored: StoredVersion) {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             inode.local = inode.node.kind == InodeKind::Directory;
-            inode.node.size = size;
-            inode.node.stored_size = stored_size;
-            inode.node.etag = etag;
+            inode.node.size = stored.size;
+            inode.node.stored_size = stored.stored_size;
+            inode.node.etag = stored.etag;
             inode.node.headers = None;
-            inode.kept_pending = false;
+            if inode.node.kept == stored.kept {
+                inode.kept_pending = false;
+            }
             inode.validated = Instant::now();
         }
     }
@@ -545,7 +561,9 @@ impl Namespace {
             inode.node.stored_size = info.meta.size;
             inode.node.mtime = info.meta.last_modified;
             inode.node.etag = info.meta.etag;
-            inode.node.kept = KeptAttrs::of(&info.headers);
+            if !inode.kept_pending {
+                inode.node.kept = KeptAttrs::of(&info.headers);
+            }
             inode.node.headers = Some(Arc::new(info.headers));
             inode.validated = Instant::now();
         }
@@ -589,7 +607,12 @@ impl Namespace {
                 return;
             }
             inode.node.etag = etag;
-            inode.node.kept = KeptAttrs::of(&headers);
+            // Attributes set here while the copy was out stay pending, and shown.
+            let stored = KeptAttrs::of(&headers);
+            if !inode.kept_pending || inode.node.kept == stored {
+                inode.node.kept = stored;
+                inode.kept_pending = false;
+            }
             inode.node.headers = Some(Arc::new(headers));
         }
     }

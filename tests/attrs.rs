@@ -4,8 +4,10 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
+use std::time::Duration;
 
 use common::{run, Mount, TestStore};
 
@@ -15,6 +17,33 @@ fn mode(path: &std::path::Path) -> u32 {
 
 fn mtime(path: &std::path::Path) -> i64 {
     fs::metadata(path).unwrap().mtime()
+}
+
+#[test]
+fn a_chmod_landing_while_close_uploads_reaches_the_store() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("late.txt");
+    let mut file = fs::File::create(&path).unwrap();
+    file.write_all(b"data").unwrap();
+    // The store fails the first three PUTs; the SDK backs off between attempts, so the
+    // upload at close is still running when chmod comes in.
+    let puts = store.requests("PutObject");
+    store.fail_next(3);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while store.requests("PutObject") == puts {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        });
+        // close(), not fsync: fsync holds the inode lock, which chmod waits for.
+        drop(file);
+    });
+    assert_eq!(mode(&path), 0o600);
+    let (body, meta) = store.get("late.txt").unwrap();
+    assert_eq!(body, b"data");
+    assert_eq!(meta["rgrid-mode"], "0600", "{meta:?}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::fill::LazyFill;
 use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
 use crate::artifact;
-use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node};
+use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node, StoredVersion};
 use crate::upload::{PartStream, Spool, Uploader};
 use crate::view::FileReader;
 
@@ -245,13 +245,37 @@ impl RgridFs {
         writer.dirty = false;
         // The page cache holds what was written, which is now this version.
         lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());
-        self.namespace.stored(
-            writer.ino,
-            uploaded.size,
-            uploaded.stored_size,
-            uploaded.etag,
-        );
+        let stored = StoredVersion {
+            size: uploaded.size,
+            stored_size: uploaded.stored_size,
+            etag: uploaded.etag,
+            kept,
+        };
+        self.namespace.stored(writer.ino, stored);
+        self.keep_late_attrs(writer.ino).await;
         Ok(())
+    }
+
+    /// A chmod or touch that landed while the upload ran is not in the object: it goes up
+    /// as for any stored file, by a metadata rewrite. If that fails it stays pending,
+    /// for the next flush or release to upload; the data is durable either way.
+    async fn keep_late_attrs(&self, ino: InodeNo) {
+        let (kept, pending) = self.namespace.kept(ino);
+        if !pending {
+            return;
+        }
+        let rewrite = async {
+            let node = self.namespace.describe(ino).await?;
+            let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
+            kept.store(&mut headers.user_metadata);
+            self.rewrite_metadata(&node, headers).await
+        };
+        if let Err(e) = rewrite.await {
+            tracing::warn!(
+                ino = ino.0,
+                "attributes set during an upload not stored yet: {e}"
+            );
+        }
     }
 
     /// Closes file `fh`: a writer not flushed (written through mmap) is uploaded now, and
@@ -464,8 +488,13 @@ impl RgridFs {
             .rename(parent, name, new_parent, new_name, new_key);
         // Same bytes, new version: readers of the new name pin the copy's ETag.
         lock(&self.cached_versions).insert(node.ino, etag.clone());
-        self.namespace
-            .stored(node.ino, node.size, node.stored_size, etag);
+        let stored = StoredVersion {
+            size: node.size,
+            stored_size: node.stored_size,
+            etag,
+            kept: node.kept,
+        };
+        self.namespace.stored(node.ino, stored);
         Ok(())
     }
 }
