@@ -52,6 +52,8 @@ pub struct OpenMode {
     pub write: bool,
     /// O_TRUNC.
     pub truncate: bool,
+    /// The thread opening the file.
+    pub caller: u32,
 }
 
 /// An open file: a reader of one object version, or a writer with its spool.
@@ -221,7 +223,9 @@ impl RgridFs {
             return Err(NamespaceError::IsADirectory.into());
         }
         if mode.write || mode.truncate {
-            let writer = self.open_writer(&node, mode.truncate).await?;
+            let writer = self
+                .open_writer(&node, mode.truncate, Some(mode.caller))
+                .await?;
             let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
             return Ok(Opened {
                 fh,

@@ -164,6 +164,7 @@ impl fuser::Filesystem for FuseAdapter {
         let mode = OpenMode {
             write: flags.acc_mode() != OpenAccMode::O_RDONLY,
             truncate: flags.0 & libc::O_TRUNC != 0,
+            caller: req.pid(),
         };
         match self.run(span!("open", req, ino = i.0), self.fs.open(ino(i), mode)) {
             Ok(opened) => {
@@ -218,7 +219,8 @@ impl fuser::Filesystem for FuseAdapter {
         _owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.run(span!("flush", req, fh = fh.0), self.fs.flush(fh.0)) {
+        let closer = Some(req.pid());
+        match self.run(span!("flush", req, fh = fh.0), self.fs.flush(fh.0, closer)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
         }
@@ -506,7 +508,7 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.run(span!("fsync", req, fh = fh.0), self.fs.flush(fh.0)) {
+        match self.run(span!("fsync", req, fh = fh.0), self.fs.flush(fh.0, None)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }
@@ -524,7 +526,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         match self.run(
             span!("create", req, parent = parent.0, ?name),
-            self.fs.create(ino(parent), name),
+            self.fs.create(ino(parent), name, req.pid()),
         ) {
             Ok((attr, opened)) => reply.created(
                 &self.ttl,

@@ -74,6 +74,38 @@ fn many_writers_at_once_upload_in_bounded_memory() {
 }
 
 #[test]
+fn a_child_closing_an_inherited_descriptor_uploads_nothing() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("parent.txt");
+    let mut file = fs::File::create(&path).unwrap();
+    file.write_all(b"first half, ").unwrap();
+    let puts = store.requests("PutObject");
+    // The child starts with a copy of the descriptor; its exec closes it (O_CLOEXEC).
+    run(&mut Command::new("true"));
+    assert_eq!(
+        store.requests("PutObject"),
+        puts,
+        "a child's close uploads no half-written file"
+    );
+    file.write_all(b"second half").unwrap();
+    drop(file); // the opener's close uploads, and waits for it
+    assert_eq!(store.requests("PutObject"), puts + 1);
+    let (body, _) = store.get("parent.txt").unwrap();
+    assert_eq!(body, b"first half, second half");
+
+    // Opened by one thread and closed by another of the same process: that close uploads.
+    let other = mount.join("threads.txt");
+    let file = std::thread::spawn(move || {
+        let mut file = fs::File::create(other).unwrap();
+        file.write_all(b"from a thread").unwrap();
+        file
+    });
+    drop(file.join().unwrap());
+    assert_eq!(store.get("threads.txt").unwrap().0, b"from a thread");
+}
+
+#[test]
 fn random_writes_overwrite_truncate_and_append() {
     let store = TestStore::start();
     store.put("f.bin", vec![b'a'; 10_000]);

@@ -36,10 +36,12 @@ pub(super) struct Writer {
     stream: Option<PartStream>,
     /// What of the object's content the spool still lacks (opened without O_TRUNC).
     pub(super) fill: Option<LazyFill>,
+    /// The process that opened the file, if known: only its closes upload.
+    opener: Option<u32>,
 }
 
 impl Writer {
-    fn new(ino: InodeNo, key: String, spool: Spool, dirty: bool) -> Writer {
+    fn new(ino: InodeNo, key: String, spool: Spool, dirty: bool, caller: Option<u32>) -> Writer {
         Writer {
             ino,
             key,
@@ -48,6 +50,15 @@ impl Writer {
             failed: None,
             stream: None,
             fill: None,
+            opener: caller.and_then(process_of),
+        }
+    }
+
+    /// Whether thread `tid` is of the process that opened the file (unknown: yes).
+    fn opened_by(&self, tid: u32) -> bool {
+        match (self.opener, process_of(tid)) {
+            (Some(opener), Some(closer)) => opener == closer,
+            _ => true,
         }
     }
 
@@ -89,8 +100,14 @@ impl RgridFs {
         Ok(uploader)
     }
 
-    /// A writer of `node`; without `truncate` the spool starts with the object's bytes.
-    pub(super) async fn open_writer(&self, node: &Node, truncate: bool) -> Result<Writer, FsError> {
+    /// A writer of `node` for thread `caller` (none: for the mount itself); without
+    /// `truncate` the spool starts with the object's bytes.
+    pub(super) async fn open_writer(
+        &self,
+        node: &Node,
+        truncate: bool,
+        caller: Option<u32>,
+    ) -> Result<Writer, FsError> {
         if node.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -106,7 +123,7 @@ impl RgridFs {
         if truncate {
             self.namespace.set_size(node.ino, 0);
         }
-        let mut writer = Writer::new(node.ino, node.key.clone(), spool, truncate);
+        let mut writer = Writer::new(node.ino, node.key.clone(), spool, truncate, caller);
         writer.fill = fill;
         if truncate {
             writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
@@ -160,8 +177,13 @@ impl RgridFs {
         }
     }
 
-    /// Creates file `name` in `parent` and opens it for writing.
-    pub async fn create(&self, parent: InodeNo, name: &OsStr) -> Result<(Attr, Opened), FsError> {
+    /// Creates file `name` in `parent` and opens it for writing, for thread `caller`.
+    pub async fn create(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        caller: u32,
+    ) -> Result<(Attr, Opened), FsError> {
         let uploader = self.writable(&[parent])?;
         let spool = uploader.spool()?;
         let created = utf8(name).and_then(|name| {
@@ -175,7 +197,7 @@ impl RgridFs {
                 return Err(e);
             }
         };
-        let mut writer = Writer::new(node.ino, node.key.clone(), spool, true);
+        let mut writer = Writer::new(node.ino, node.key.clone(), spool, true, Some(caller));
         writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
         let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
         Ok((
@@ -221,11 +243,19 @@ impl RgridFs {
         }
     }
 
-    /// close() and fsync(): uploads open file `fh` if it changed.
-    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+    /// fsync(), and close() by thread `closer`: uploads open file `fh` if it changed.
+    /// A close from another process than the opener's is a child closing a descriptor
+    /// it inherited (fork, then exec or exit), while the opener may still be writing:
+    /// it uploads nothing, where it would send a half-written file once per child. The
+    /// opener's close uploads, and so does the last close of all (release).
+    pub async fn flush(&self, fh: u64, closer: Option<u32>) -> Result<(), FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         match &mut *file {
+            OpenFile::Write(writer) if closer.is_some_and(|tid| !writer.opened_by(tid)) => {
+                tracing::debug!(key = %writer.key, "close by a child process: no upload");
+                Ok(())
+            }
             OpenFile::Write(writer) if writer.dirty || self.namespace.kept(writer.ino).1 => {
                 self.upload(writer).await
             }
@@ -327,7 +357,7 @@ impl RgridFs {
         }
         // truncate(2) on a path: a writer of its own, uploaded at once.
         let node = self.namespace.describe(ino).await?;
-        let mut writer = self.open_writer(&node, size == 0).await?;
+        let mut writer = self.open_writer(&node, size == 0, None).await?;
         if let Some(fill) = writer.fill.as_mut() {
             fill.truncated(size);
         }
@@ -497,4 +527,12 @@ impl RgridFs {
         self.namespace.stored(node.ino, stored);
         Ok(())
     }
+}
+
+/// The process (thread group) of thread `tid`: FUSE requests name the calling thread, and
+/// a file opened by one thread of a process is often closed by another.
+fn process_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:"))?;
+    tgid.trim().parse().ok()
 }
