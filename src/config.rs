@@ -390,8 +390,8 @@ fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<W
     if !(5..=5120).contains(&args.upload_part_size) {
         bail!("--upload-part-size must be between 5 and 5120 MiB");
     }
-    if args.upload_concurrency == 0 {
-        bail!("--upload-concurrency must be at least 1");
+    if !(1..=1024).contains(&args.upload_concurrency) {
+        bail!("--upload-concurrency must be between 1 and 1024");
     }
     let mode = match args.compress {
         CompressArg::Never => CompressMode::Never,

@@ -22,7 +22,7 @@ use crate::fs::{Attr, FsError, OpenMode, RgridFs, Severity};
 use crate::namespace::{InodeKind, InodeNo as Ino};
 
 /// The largest read or write one FUSE request carries (256 pages, the kernel's maximum).
-const MAX_REQUEST: u32 = 1 << 20;
+const MAX_REQUEST: u32 = crate::readahead::MAX_REQUEST as u32;
 /// Asynchronous requests (read-ahead) the kernel may keep in flight.
 const MAX_BACKGROUND: u16 = 64;
 
@@ -134,7 +134,12 @@ impl fuser::Filesystem for FuseAdapter {
         // Files opened with direct I/O (gzip views, --direct-io) can still be mapped
         // shared (numpy.memmap, Python's mmap): the kernel serves the map from the page
         // cache instead of refusing it with ENODEV.
-        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_err()
+        {
+            warn!("kernel older than 6.6: files read with direct I/O (gzip views, --direct-io) cannot be mapped shared (ENODEV)");
+        }
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }

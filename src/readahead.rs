@@ -69,7 +69,7 @@ impl Default for ReadConfig {
             max_window: 64 << 20,
             part_size: 8 << 20,
             min_block: 64 << 10,
-            max_block: 1 << 20,
+            max_block: MAX_REQUEST,
             max_memory: 128 << 20,
             stall_timeout: Duration::from_secs(20),
             attempts: 3,
@@ -318,8 +318,9 @@ pub struct ReadAhead {
     streak: u32,
 }
 
-/// The kernel's largest read request, 1 MiB (256 pages): parts are cut on this grid.
-const ALIGN: u64 = 1 << 20;
+/// The largest read request the kernel sends (256 pages): sequential parts end on this
+/// grid, and it is the largest random block.
+pub const MAX_REQUEST: u64 = 1 << 20;
 
 /// Reads in a row, each where the last ended, that make a reader sequential. Two random
 /// reads that happen to touch are not a stream, and a window would over-fetch for them.
@@ -407,10 +408,11 @@ impl ReadAhead {
             .min(want.start + self.window.size.max(want.end - want.start));
         while next < target {
             let mut len = config.part_size.min(self.window.size);
-            if len > ALIGN {
+            if len >= 2 * MAX_REQUEST {
                 // Parts end on the grid the kernel's requests are cut on: a request
-                // inside one part is a slice, one across two a copy.
-                len = (next + len).next_multiple_of(ALIGN) - next;
+                // inside one part is a slice, one across two a copy. (Not the window's
+                // first, small part: `head` is one GET of it.)
+                len = (next + len) / MAX_REQUEST * MAX_REQUEST - next;
             }
             let mut len = len.min(self.size - next);
             let permit = self.engine.budget.try_take(len);

@@ -10,8 +10,9 @@
 //! report the truth: 0 when the object is durable, EIO when it is not.
 //!
 //! Small files go up in one PutObject; larger ones as a multipart upload with parts sent
-//! in parallel. Every body in memory holds one of the mount's [`UploadSlots`], so files
-//! closed together upload in parallel up to that limit, in bounded memory. Every object
+//! in parallel. Every body in memory holds one of the mount's `UploadSlots`, so files
+//! closed together upload in parallel up to that limit, in bounded memory (compressed
+//! uploads also hold the few parts their compressor has made ahead). Every object
 //! carries the SHA-256 of its content in `rgrid-sha256`.
 
 use std::collections::HashMap;
@@ -119,11 +120,6 @@ impl Spool {
     pub fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
-
-    /// Makes the content durable on the local disk.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
 }
 
 /// One pending upload, as the journal records it.
@@ -213,7 +209,10 @@ impl UploadJournal {
         self.entry_path(spool).exists()
     }
 
-    /// Every pending upload; unreadable entries are logged and skipped.
+    /// Every pending upload. An unreadable entry is set aside as `.torn`, once, with a
+    /// log line naming it: entries are synced only when an upload fails, so a torn one
+    /// (a power cut after its rename reached the disk, before its bytes did) belongs to a
+    /// close that was never answered, or to an upload that had succeeded.
     pub fn pending(&self) -> Vec<JournalEntry> {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -225,7 +224,9 @@ impl UploadJournal {
                 match std::fs::read(&path).map(|b| serde_json::from_slice::<JournalEntry>(&b)) {
                     Ok(Ok(entry)) => entries.push(entry),
                     _ => {
-                        tracing::error!(path = %path.display(), "unreadable journal entry left in place")
+                        let torn = path.with_extension("torn");
+                        let _ = std::fs::rename(&path, &torn);
+                        tracing::error!(entry = %torn.display(), "unreadable journal entry set aside; its spool, if any, is kept")
                     }
                 }
             }
@@ -394,17 +395,30 @@ impl Uploader {
         };
         match result {
             Ok(uploaded) => {
-                self.journal.remove(spool.path())?;
+                // The store has it: a stale entry costs one idempotent replay at most.
+                if let Err(e) = self.journal.remove(spool.path()) {
+                    tracing::warn!(key, "journal entry of a finished upload not removed: {e}");
+                }
                 Ok(uploaded)
             }
             Err(e) => {
                 // Pending now: spool and entry must survive a power cut before the
                 // caller hears of it. (On success the store has the bytes, so the happy
                 // path pays no fsync.)
-                spool.sync()?;
-                self.journal.sync(spool.path())?;
+                self.make_durable(spool.path());
                 Err(e)
             }
+        }
+    }
+
+    /// Syncs a pending upload's spool and journal entry to disk; a failure is logged (the
+    /// caller reports the upload's own error).
+    fn make_durable(&self, spool: &Path) {
+        let synced = File::open(spool)
+            .and_then(|f| f.sync_data())
+            .and_then(|()| self.journal.sync(spool));
+        if let Err(e) = synced {
+            tracing::error!(spool = %spool.display(), "pending upload not synced to disk: {e}");
         }
     }
 
@@ -438,6 +452,8 @@ impl Uploader {
                 }
                 Err(e) => {
                     left += 1;
+                    // Recovered after a crash, it may live in the page cache only.
+                    self.make_durable(&entry.spool);
                     tracing::warn!(key = %entry.key, spool = %entry.spool.display(), "upload still pending: {e}");
                 }
             }

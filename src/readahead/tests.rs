@@ -57,6 +57,32 @@ async fn sequential_reads_grow_the_window_and_use_few_gets() {
 }
 
 #[tokio::test]
+async fn parts_after_the_first_end_on_the_kernels_request_grid() {
+    let bytes = data(40 << 20);
+    let (engine, _client) = engine(&bytes, ReadConfig::default());
+    let mut reader = open(&engine, bytes.len());
+    let mut ends = Vec::new();
+    for offset in (0..bytes.len() as u64).step_by(1 << 20) {
+        let got = reader.read(offset, 1 << 20).await.unwrap();
+        assert!(got[..] == bytes[offset as usize..][..got.len()]);
+        ends.extend(reader.window.parts.iter().map(|p| p.range.end));
+    }
+    ends.sort_unstable();
+    ends.dedup();
+    assert_eq!(
+        ends[0],
+        ReadConfig::default().initial_window,
+        "head: one small GET"
+    );
+    for end in &ends[1..] {
+        assert!(
+            end % MAX_REQUEST == 0 || *end == bytes.len() as u64,
+            "part ends at {end}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_random_4k_read_fetches_one_64k_block() {
     let bytes = data(8 << 20);
     let (engine, client) = engine(&bytes, ReadConfig::default());

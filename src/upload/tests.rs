@@ -216,6 +216,20 @@ proptest! {
 }
 
 #[tokio::test]
+async fn a_torn_journal_entry_is_set_aside_once() {
+    let (uploader, _client, dir) = uploader(1 << 20);
+    let journal = dir.path().join("cache/journal");
+    std::fs::write(journal.join("123-abc.json"), b"").unwrap(); // a power cut's leftover
+    assert!(uploader.pending().is_empty());
+    assert!(journal.join("123-abc.torn").exists(), "kept for inspection");
+    assert!(
+        !journal.join("123-abc.json").exists(),
+        "not read again every retry"
+    );
+    assert_eq!(uploader.finish_pending().await, 0);
+}
+
+#[tokio::test]
 async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
     let (uploader, client, _dir) = uploader(1 << 20);
     let spool = uploader.spool().unwrap();
