@@ -106,6 +106,31 @@ fn a_child_closing_an_inherited_descriptor_uploads_nothing() {
 }
 
 #[test]
+fn a_corrupt_object_is_never_rewritten_as_a_new_version() {
+    let store = TestStore::start();
+    let data = pseudo_random(40 * MIB, 31);
+    let wrong = sha256_hex(b"what the writer of the object hashed");
+    store.put_with_meta("corrupt.bin", data.clone(), &[("rgrid-sha256", &wrong)]);
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("corrupt.bin");
+    // A read far into the file first: the integrity check holds it aside and still
+    // hashes the whole file in order as the first write completes the fill.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut buf = vec![0; 4096];
+    file.read_exact_at(&mut buf, 36 * MIB as u64).unwrap();
+    let err = file.write_at(b"patch", 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(file);
+    let (body, meta) = store.get("corrupt.bin").unwrap();
+    assert!(body == data, "the stored object is untouched");
+    assert_eq!(meta["rgrid-sha256"], wrong);
+}
+
+#[test]
 fn random_writes_overwrite_truncate_and_append() {
     let store = TestStore::start();
     store.put("f.bin", vec![b'a'; 10_000]);
