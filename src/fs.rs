@@ -31,7 +31,7 @@ use crate::object::ObjectClient;
 use crate::readahead::ReadEngine;
 use crate::retention::Retention;
 use crate::upload::Uploader;
-use crate::view::{self, FileReader};
+use crate::view::{self, Decodes, FileReader};
 use write::Writer;
 
 /// Filesystem settings.
@@ -111,6 +111,8 @@ pub struct RgridFs {
     retention: Arc<Retention>,
     config: FsConfig,
     files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenFile>>>>,
+    /// Gzip decodes shared by the handles of one version.
+    decodes: Decodes,
     /// ETag of each inode's last open: what its page cache holds.
     cached_versions: Mutex<HashMap<InodeNo, Option<String>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
@@ -141,6 +143,7 @@ impl RgridFs {
         config: FsConfig,
     ) -> RgridFs {
         RgridFs {
+            decodes: Decodes::new(config.decode_dir.clone()),
             namespace,
             engine,
             uploader,
@@ -234,7 +237,7 @@ impl RgridFs {
             });
         }
         self.warn_if_expiring(&node);
-        let view = FileReader::open(&self.engine, &node, &self.config.decode_dir)?;
+        let view = FileReader::open(&self.engine, &node, &self.decodes)?;
         let direct_io = view.direct_io() || self.config.direct_io;
         if view.direct_io() && node.size == node.stored_size {
             self.learn_gzip_size(&node).await;

@@ -8,8 +8,9 @@
 mod gzip;
 mod verify;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -72,7 +73,45 @@ enum Inner {
         reader: ReadAhead,
         verifier: Option<Verifier>,
     },
-    Gzip(Box<GzipReader>),
+    Gzip(Arc<SharedGzip>),
+}
+
+type SharedGzip = tokio::sync::Mutex<GzipReader>;
+
+/// The gzip decodes in progress, one per object version, shared by every handle that
+/// reads it: four `grep`s of one compressed CSV decode it once, into one decode file.
+/// A decode ends with its last handle.
+#[derive(Debug)]
+pub struct Decodes {
+    dir: PathBuf,
+    open: Mutex<HashMap<(String, String), Weak<SharedGzip>>>,
+}
+
+impl Decodes {
+    /// Decodes writing their files under `dir`.
+    pub fn new(dir: PathBuf) -> Decodes {
+        Decodes {
+            dir,
+            open: Mutex::default(),
+        }
+    }
+
+    /// The decode of `node`'s version, started with `start` if none is running.
+    fn get_or_start(
+        &self,
+        node: &Node,
+        start: impl FnOnce(&std::path::Path) -> Result<GzipReader, ViewError>,
+    ) -> Result<Arc<SharedGzip>, ViewError> {
+        let version = (node.key.clone(), node.etag.clone().unwrap_or_default());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = open.get(&version).and_then(Weak::upgrade) {
+            return Ok(shared);
+        }
+        open.retain(|_, decode| decode.strong_count() > 0);
+        let shared = Arc::new(tokio::sync::Mutex::new(start(&self.dir)?));
+        open.insert(version, Arc::downgrade(&shared));
+        Ok(shared)
+    }
 }
 
 /// A reader of one object version as the file it shows.
@@ -85,29 +124,28 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    /// A reader of `node` (with its headers); gzip decodes into a file under `decode_dir`.
+    /// A reader of `node` (with its headers); a gzip one joins the version's decode.
     pub fn open(
         engine: &Arc<ReadEngine>,
         node: &Node,
-        decode_dir: &Path,
+        decodes: &Decodes,
     ) -> Result<FileReader, ViewError> {
         let headers = node.headers.as_deref();
         let sha256 = headers.and_then(artifact::sha256).map(str::to_owned);
-        let source = engine.open(node.key.clone(), node.etag.clone(), node.stored_size);
+        let source = || engine.open(node.key.clone(), node.etag.clone(), node.stored_size);
         let compression = headers.map_or(Compression::None, artifact::compression);
         let inner = match compression {
             Compression::None => Inner::Plain {
-                reader: source,
+                reader: source(),
                 verifier: sha256.map(|sha| Verifier::new(&sha, node.stored_size)),
             },
-            Compression::Gzip => {
+            Compression::Gzip => Inner::Gzip(decodes.get_or_start(node, |dir| {
                 let expected = Expected {
                     size: headers.and_then(artifact::original_size),
                     sha256,
                 };
-                let reader = GzipReader::new(node.key.clone(), source, decode_dir, expected)?;
-                Inner::Gzip(Box::new(reader))
-            }
+                GzipReader::new(node.key.clone(), source(), dir, expected)
+            })?),
         };
         Ok(FileReader {
             key: node.key.clone(),
@@ -133,6 +171,8 @@ impl FileReader {
         let result = match &mut self.inner {
             Inner::Plain { reader, verifier } => read_plain(reader, verifier, offset, len).await,
             Inner::Gzip(reader) => reader
+                .lock()
+                .await
                 .read(offset, len)
                 .await
                 .map(|(data, size)| Chunk { data, size }),

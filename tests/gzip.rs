@@ -99,6 +99,35 @@ fn gzip_objects_read_as_their_original_bytes_in_any_order() {
 }
 
 #[test]
+fn handles_of_one_version_share_one_decode() {
+    let store = TestStore::start();
+    let original = csv(6 << 20, 9);
+    let stored = gzip(&original);
+    put(
+        &store,
+        "shared.csv",
+        stored.clone(),
+        &rgrid_meta(&original),
+        None,
+    );
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("shared.csv");
+    let handles = [File::open(&path).unwrap(), File::open(&path).unwrap()];
+    let before = store.range_bytes();
+    for file in &handles {
+        let mut buf = vec![0; original.len()];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        assert!(buf == original);
+    }
+    let fetched = store.range_bytes() - before;
+    let stored = stored.len() as u64;
+    assert!(
+        fetched < stored * 3 / 2,
+        "{fetched} bytes fetched for {stored} stored: decoded twice"
+    );
+}
+
+#[test]
 fn a_gzip_object_maps_shared_as_its_original_bytes() {
     let store = TestStore::start();
     let original = csv(3 << 20, 8);

@@ -153,7 +153,7 @@ impl RgridFs {
         if node.stored_size == 0 {
             return Ok(None);
         }
-        let view = FileReader::open(&self.engine, node, &self.config.decode_dir)?;
+        let view = FileReader::open(&self.engine, node, &self.decodes)?;
         if view.direct_io() {
             // Decoded content, whose size may be a guess: copied whole, now.
             self.fill_whole(spool, view).await?;
