@@ -223,10 +223,15 @@ impl UploadJournal {
             if path.extension().is_some_and(|e| e == "json") {
                 match std::fs::read(&path).map(|b| serde_json::from_slice::<JournalEntry>(&b)) {
                     Ok(Ok(entry)) => entries.push(entry),
-                    _ => {
+                    Ok(Err(_)) => {
                         let torn = path.with_extension("torn");
                         let _ = std::fs::rename(&path, &torn);
                         tracing::error!(entry = %torn.display(), "unreadable journal entry set aside; its spool, if any, is kept")
+                    }
+                    // Gone meanwhile (its upload finished), or not readable now: not torn.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(entry = %path.display(), "journal entry not read: {e}")
                     }
                 }
             }
@@ -244,6 +249,8 @@ pub struct Uploaded {
     pub stored_size: u64,
     /// Its ETag, when the store returned one.
     pub etag: Option<String>,
+    /// The headers it went up with (content type, SHA-256, compression, kept attributes).
+    pub headers: ObjectHeaders,
 }
 
 /// Turns spools into objects.
@@ -499,14 +506,17 @@ impl Uploader {
         let headers = entry.headers();
         let etag = if size <= self.config.part_size {
             let body = self.slots.read(file, 0, size).await?;
-            self.client.put(key, body.bytes.clone(), headers).await?
+            self.client
+                .put(key, body.bytes.clone(), headers.clone())
+                .await?
         } else {
-            self.put_multipart(key, file, size, headers).await?
+            self.put_multipart(key, file, size, headers.clone()).await?
         };
         Ok(Uploaded {
             size,
             stored_size: size,
             etag,
+            headers,
         })
     }
 

@@ -78,13 +78,18 @@ enum Inner {
 
 type SharedGzip = tokio::sync::Mutex<GzipReader>;
 
-/// The gzip decodes in progress, one per object version, shared by every handle that
-/// reads it: four `grep`s of one compressed CSV decode it once, into one decode file.
-/// A decode ends with its last handle.
+/// What a decode is of: key, ETag, and the size and SHA-256 it is checked against (a
+/// metadata-only copy keeps S3's ETag but may change them).
+type DecodeId = (String, String, Expected);
+
+/// The gzip decodes in progress, one per object version and expectation, shared by every
+/// handle that reads it: four `grep`s of one compressed CSV decode it once, into one
+/// decode file. A decode ends with its last handle; objects without an ETag (nothing to
+/// tell versions apart by) are not shared.
 #[derive(Debug)]
 pub struct Decodes {
     dir: PathBuf,
-    open: Mutex<HashMap<(String, String), Weak<SharedGzip>>>,
+    open: Mutex<HashMap<DecodeId, Weak<SharedGzip>>>,
 }
 
 impl Decodes {
@@ -96,19 +101,26 @@ impl Decodes {
         }
     }
 
-    /// The decode of `node`'s version, started with `start` if none is running.
+    /// The decode of `node`'s version checked against `expected`, started with `start`
+    /// if none is running.
     fn get_or_start(
         &self,
         node: &Node,
-        start: impl FnOnce(&std::path::Path) -> Result<GzipReader, ViewError>,
+        expected: Expected,
+        start: impl FnOnce(&std::path::Path, Expected) -> Result<GzipReader, ViewError>,
     ) -> Result<Arc<SharedGzip>, ViewError> {
-        let version = (node.key.clone(), node.etag.clone().unwrap_or_default());
+        let Some(etag) = node.etag.clone() else {
+            return Ok(Arc::new(tokio::sync::Mutex::new(start(
+                &self.dir, expected,
+            )?)));
+        };
+        let version = (node.key.clone(), etag, expected.clone());
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = open.get(&version).and_then(Weak::upgrade) {
             return Ok(shared);
         }
         open.retain(|_, decode| decode.strong_count() > 0);
-        let shared = Arc::new(tokio::sync::Mutex::new(start(&self.dir)?));
+        let shared = Arc::new(tokio::sync::Mutex::new(start(&self.dir, expected)?));
         open.insert(version, Arc::downgrade(&shared));
         Ok(shared)
     }
@@ -139,13 +151,15 @@ impl FileReader {
                 reader: source(),
                 verifier: sha256.map(|sha| Verifier::new(&sha, node.stored_size)),
             },
-            Compression::Gzip => Inner::Gzip(decodes.get_or_start(node, |dir| {
+            Compression::Gzip => {
                 let expected = Expected {
                     size: headers.and_then(artifact::original_size),
                     sha256,
                 };
-                GzipReader::new(node.key.clone(), source(), dir, expected)
-            })?),
+                Inner::Gzip(decodes.get_or_start(node, expected, |dir, expected| {
+                    GzipReader::new(node.key.clone(), source(), dir, expected)
+                })?)
+            }
         };
         Ok(FileReader {
             key: node.key.clone(),

@@ -26,6 +26,9 @@ fn a_chmod_landing_while_close_uploads_reaches_the_store() {
     let path = mount.join("late.txt");
     let mut file = fs::File::create(&path).unwrap();
     file.write_all(b"data").unwrap();
+    // A second descriptor keeps the file open: closing the first is a flush alone, so
+    // what reaches the store is that close's doing, not the release's.
+    let held = file.try_clone().unwrap();
     // The store fails the first three PUTs; the SDK backs off between attempts, so the
     // upload at close is still running when chmod comes in.
     let puts = store.requests("PutObject");
@@ -44,6 +47,7 @@ fn a_chmod_landing_while_close_uploads_reaches_the_store() {
     let (body, meta) = store.get("late.txt").unwrap();
     assert_eq!(body, b"data");
     assert_eq!(meta["rgrid-mode"], "0600", "{meta:?}");
+    drop(held);
 }
 
 #[test]

@@ -94,15 +94,30 @@ fn a_child_closing_an_inherited_descriptor_uploads_nothing() {
     let (body, _) = store.get("parent.txt").unwrap();
     assert_eq!(body, b"first half, second half");
 
-    // Opened by one thread and closed by another of the same process: that close uploads.
+    // Opened by one thread and closed by another of the same process: that close uploads
+    // (a second descriptor keeps the release, which would upload too, out of the way).
     let other = mount.join("threads.txt");
     let file = std::thread::spawn(move || {
         let mut file = fs::File::create(other).unwrap();
         file.write_all(b"from a thread").unwrap();
         file
     });
-    drop(file.join().unwrap());
+    let file = file.join().unwrap();
+    let held = file.try_clone().unwrap();
+    drop(file);
     assert_eq!(store.get("threads.txt").unwrap().0, b"from a thread");
+    drop(held);
+
+    // Popen(cmd, stdout=f), then f.close(): once the opener has closed, the child's exit
+    // is the last close; it uploads, and wait() returns after it.
+    let out = fs::File::create(mount.join("child.txt")).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "sleep 0.2; echo from the child"])
+        .stdout(out);
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // the parent's descriptor: the opener's close
+    assert!(child.wait().unwrap().success());
+    assert_eq!(store.get("child.txt").unwrap().0, b"from the child\n");
 }
 
 #[test]

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::fill::LazyFill;
 use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
-use crate::artifact;
+use crate::artifact::{self, KeptAttrs};
 use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node, StoredVersion};
-use crate::upload::{PartStream, Spool, Uploader};
+use crate::upload::{PartStream, Spool, Uploaded, Uploader};
 use crate::view::FileReader;
 
 /// The longest link target Linux takes.
@@ -36,8 +36,11 @@ pub(super) struct Writer {
     stream: Option<PartStream>,
     /// What of the object's content the spool still lacks (opened without O_TRUNC).
     pub(super) fill: Option<LazyFill>,
-    /// The process that opened the file, if known: only its closes upload.
+    /// The process that opened the file, if known: until it closes the file, only its
+    /// closes upload.
     opener: Option<u32>,
+    /// The opener has closed (a descriptor of) the file.
+    opener_closed: bool,
 }
 
 impl Writer {
@@ -51,7 +54,20 @@ impl Writer {
             stream: None,
             fill: None,
             opener: caller.and_then(process_of),
+            opener_closed: false,
         }
+    }
+
+    /// Notes a close by thread `tid`; true when that close leaves the upload to the
+    /// opener: it comes from another process while the opener still has the file open
+    /// (a child closing the copy it inherited). Once the opener has closed, any close may
+    /// be the last one, so it uploads and waits (`Popen(cmd, stdout=f)`, `f.close()`,
+    /// then the child's exit).
+    fn leaves_upload_to_opener(&mut self, tid: u32) -> bool {
+        if self.opened_by(tid) {
+            self.opener_closed = true;
+        }
+        !self.opener_closed
     }
 
     /// Whether thread `tid` is of the process that opened the file (unknown: yes).
@@ -244,22 +260,26 @@ impl RgridFs {
     }
 
     /// fsync(), and close() by thread `closer`: uploads open file `fh` if it changed.
-    /// A close from another process than the opener's is a child closing a descriptor
-    /// it inherited (fork, then exec or exit), while the opener may still be writing:
-    /// it uploads nothing, where it would send a half-written file once per child. The
-    /// opener's close uploads, and so does the last close of all (release).
+    /// A close from another process while the opener still has the file open is, as a
+    /// rule, a child closing a descriptor it inherited (fork, then exec or exit) while
+    /// the opener may still be writing: it uploads nothing, where it would send a
+    /// half-written file once per child, and returns 0 without waiting for the opener's
+    /// upload. The opener's close uploads, every close after it does, and so does the
+    /// last close of all (release).
     pub async fn flush(&self, fh: u64, closer: Option<u32>) -> Result<(), FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
-        match &mut *file {
-            OpenFile::Write(writer) if closer.is_some_and(|tid| !writer.opened_by(tid)) => {
-                tracing::debug!(key = %writer.key, "close by a child process: no upload");
-                Ok(())
-            }
-            OpenFile::Write(writer) if writer.dirty || self.namespace.kept(writer.ino).1 => {
-                self.upload(writer).await
-            }
-            _ => Ok(()),
+        let OpenFile::Write(writer) = &mut *file else {
+            return Ok(());
+        };
+        if closer.is_some_and(|tid| writer.leaves_upload_to_opener(tid)) {
+            tracing::debug!(key = %writer.key, "close by a child process: no upload");
+            return Ok(());
+        }
+        if writer.dirty || self.namespace.kept(writer.ino).1 {
+            self.upload(writer).await
+        } else {
+            Ok(())
         }
     }
 
@@ -278,33 +298,34 @@ impl RgridFs {
         let stored = StoredVersion {
             size: uploaded.size,
             stored_size: uploaded.stored_size,
-            etag: uploaded.etag,
+            etag: uploaded.etag.clone(),
             kept,
         };
         self.namespace.stored(writer.ino, stored);
-        self.keep_late_attrs(writer.ino).await;
+        self.keep_late_attrs(writer.ino, uploaded).await;
         Ok(())
     }
 
-    /// A chmod or touch that landed while the upload ran is not in the object: it goes up
-    /// as for any stored file, by a metadata rewrite. If that fails it stays pending,
-    /// for the next flush or release to upload; the data is durable either way.
-    async fn keep_late_attrs(&self, ino: InodeNo) {
+    /// A chmod or touch that landed while the upload ran is not in the object: a metadata
+    /// rewrite of exactly that version (its own headers, pinned by If-Match) takes it up.
+    /// Not when the file has moved on (another writer's upload) or there is no ETag to
+    /// pin: then it stays pending for the next flush or release, as when the rewrite
+    /// fails. The data is durable either way.
+    async fn keep_late_attrs(&self, ino: InodeNo, uploaded: Uploaded) {
         let (kept, pending) = self.namespace.kept(ino);
-        if !pending {
+        if !pending || uploaded.etag.is_none() {
             return;
         }
-        let rewrite = async {
-            let node = self.namespace.describe(ino).await?;
-            let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
-            kept.store(&mut headers.user_metadata);
-            self.rewrite_metadata(&node, headers).await
+        let Ok(node) = self.namespace.getattr(ino).await else {
+            return;
         };
-        if let Err(e) = rewrite.await {
-            tracing::warn!(
-                ino = ino.0,
-                "attributes set during an upload not stored yet: {e}"
-            );
+        if node.etag != uploaded.etag {
+            return;
+        }
+        let mut headers = uploaded.headers;
+        kept.store(&mut headers.user_metadata);
+        if let Err(e) = self.rewrite_metadata(&node, headers).await {
+            tracing::warn!(key = %node.key, "attributes set during an upload not stored yet: {e}");
         }
     }
 
@@ -518,11 +539,13 @@ impl RgridFs {
             .rename(parent, name, new_parent, new_name, new_key);
         // Same bytes, new version: readers of the new name pin the copy's ETag.
         lock(&self.cached_versions).insert(node.ino, etag.clone());
+        // The copy carries the source's stored attributes, not any still pending here.
+        let kept = node.headers.as_deref().map_or(node.kept, KeptAttrs::of);
         let stored = StoredVersion {
             size: node.size,
             stored_size: node.stored_size,
             etag,
-            kept: node.kept,
+            kept,
         };
         self.namespace.stored(node.ino, stored);
         Ok(())

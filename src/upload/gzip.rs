@@ -72,7 +72,7 @@ impl Uploader {
                 let body = self.slots.hold(first).await?;
                 (
                     self.client
-                        .put(&entry.key, body.bytes.clone(), headers)
+                        .put(&entry.key, body.bytes.clone(), headers.clone())
                         .await?,
                     stored,
                 )
@@ -89,7 +89,7 @@ impl Uploader {
                         let slots = slots.clone();
                         async move { Ok(slots.hold(part?).await?) }
                     });
-                self.put_parts(&entry.key, headers, parts).await?
+                self.put_parts(&entry.key, headers.clone(), parts).await?
             }
             (None, _) => return Err(io::Error::other("compressor sent nothing").into()),
         };
@@ -98,6 +98,7 @@ impl Uploader {
             size: entry.size,
             stored_size: stored,
             etag,
+            headers,
         })
     }
 }

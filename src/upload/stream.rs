@@ -166,12 +166,18 @@ impl Uploader {
         // Pinned: a writer that replaced the object meanwhile must not get our hash.
         let etag = self
             .client
-            .copy(&entry.key, &entry.key, Some(headers), completed.as_deref())
+            .copy(
+                &entry.key,
+                &entry.key,
+                Some(headers.clone()),
+                completed.as_deref(),
+            )
             .await?;
         Ok(Uploaded {
             size: entry.size,
             stored_size: entry.size,
             etag,
+            headers,
         })
     }
 

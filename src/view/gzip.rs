@@ -43,7 +43,7 @@ impl Write for Decoded {
 }
 
 /// What the decoded content must be, from the object's metadata.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Expected {
     /// `x-amz-meta-rgrid-original-size`.
     pub size: Option<u64>,
