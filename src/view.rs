@@ -117,7 +117,11 @@ impl Decodes {
         let version = (node.key.clone(), etag, expected.clone());
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = open.get(&version).and_then(Weak::upgrade) {
-            return Ok(shared);
+            // A decode that failed (a full decode disk, say) is not handed to new opens:
+            // they start afresh, as each did before decodes were shared.
+            if !shared.try_lock().is_ok_and(|decode| decode.has_failed()) {
+                return Ok(shared);
+            }
         }
         open.retain(|_, decode| decode.strong_count() > 0);
         let shared = Arc::new(tokio::sync::Mutex::new(start(&self.dir, expected)?));

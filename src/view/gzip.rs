@@ -92,6 +92,11 @@ impl GzipReader {
         })
     }
 
+    /// Whether the decode has stopped for good (corrupt stream, decode file error).
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     /// Up to `len` decompressed bytes at `offset`; the decoded length once known.
     pub async fn read(&mut self, offset: u64, len: u32) -> Result<(Bytes, Option<u64>), ViewError> {
         let end = offset.saturating_add(u64::from(len));
