@@ -1140,6 +1140,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn attributes_set_during_an_upload_stay_pending() {
+        let (ns, _) = namespace(&[]);
+        let file = ns
+            .create_local(InodeNo::ROOT, "f", InodeKind::File)
+            .unwrap();
+        let (a, b) = (
+            KeptAttrs {
+                mode: Some(0o600),
+                mtime: None,
+            },
+            KeptAttrs {
+                mode: Some(0o640),
+                mtime: None,
+            },
+        );
+        ns.set_kept(file.ino, a);
+        let version = |etag: &str, kept| StoredVersion {
+            size: 1,
+            stored_size: 1,
+            etag: Some(etag.into()),
+            kept,
+        };
+        // The upload carried `a`, and nothing changed meanwhile: nothing pending.
+        ns.stored(file.ino, version("\"v1\"", a));
+        assert_eq!(ns.kept(file.ino), (a, false));
+        // `b` arrived while an upload carrying `a` ran: still pending, still shown.
+        ns.set_kept(file.ino, b);
+        ns.stored(file.ino, version("\"v2\"", a));
+        assert_eq!(ns.kept(file.ino), (b, true));
+        // A metadata rewrite carrying an older value leaves `b` pending; `b` clears it.
+        let headers = |kept: KeptAttrs| {
+            let mut headers = ObjectHeaders::default();
+            kept.store(&mut headers.user_metadata);
+            headers
+        };
+        ns.rewritten(file.ino, Some("\"v2\""), Some("\"v3\"".into()), headers(a));
+        assert_eq!(ns.kept(file.ino), (b, true));
+        ns.rewritten(file.ino, Some("\"v3\""), Some("\"v4\"".into()), headers(b));
+        assert_eq!(ns.kept(file.ino), (b, false));
+    }
+
+    #[tokio::test]
     async fn listing_answers_lookups_without_requests() {
         let (ns, client) = namespace(&["d/1", "d/2", "d/3"]);
         let d = ns.lookup(InodeNo::ROOT, "d").await.unwrap();
