@@ -238,8 +238,8 @@ impl RgridFs {
         }
         self.warn_if_expiring(&node);
         let view = FileReader::open(&self.engine, &node, &self.decodes)?;
-        let direct_io = view.direct_io() || self.config.direct_io;
-        if view.direct_io() && node.size == node.stored_size {
+        let decoded = view.direct_io();
+        if decoded && node.size == node.stored_size {
             self.learn_gzip_size(&node).await;
         }
         let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());
@@ -253,7 +253,7 @@ impl RgridFs {
         Ok(Opened {
             fh,
             keep_cache,
-            direct_io,
+            direct_io: decoded || self.config.direct_io,
         })
     }
 

@@ -414,7 +414,7 @@ impl ReadAhead {
                 // first, small part: `head` is one GET of it.)
                 len = (next + len) / MAX_REQUEST * MAX_REQUEST - next;
             }
-            let mut len = len.min(self.size - next);
+            len = len.min(self.size - next);
             let permit = self.engine.budget.try_take(len);
             if permit.is_none() {
                 if next >= want.end {

@@ -109,23 +109,23 @@ impl Decodes {
         expected: Expected,
         start: impl FnOnce(&std::path::Path, Expected) -> Result<GzipReader, ViewError>,
     ) -> Result<Arc<SharedGzip>, ViewError> {
-        let Some(etag) = node.etag.clone() else {
-            return Ok(Arc::new(tokio::sync::Mutex::new(start(
-                &self.dir, expected,
-            )?)));
-        };
-        let version = (node.key.clone(), etag, expected.clone());
+        let version = node
+            .etag
+            .clone()
+            .map(|etag| (node.key.clone(), etag, expected.clone()));
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = open.get(&version).and_then(Weak::upgrade) {
+        if let Some(shared) = version.as_ref().and_then(|v| open.get(v)?.upgrade()) {
             // A decode that failed (a full decode disk, say) is not handed to new opens:
             // they start afresh, as each did before decodes were shared.
             if !shared.try_lock().is_ok_and(|decode| decode.has_failed()) {
                 return Ok(shared);
             }
         }
-        open.retain(|_, decode| decode.strong_count() > 0);
         let shared = Arc::new(tokio::sync::Mutex::new(start(&self.dir, expected)?));
-        open.insert(version, Arc::downgrade(&shared));
+        if let Some(version) = version {
+            open.retain(|_, decode| decode.strong_count() > 0);
+            open.insert(version, Arc::downgrade(&shared));
+        }
         Ok(shared)
     }
 }

@@ -64,7 +64,8 @@ impl Writer {
     /// be the last one, so it uploads and waits (`Popen(cmd, stdout=f)`, `f.close()`,
     /// then the child's exit).
     fn leaves_upload_to_opener(&mut self, tid: u32) -> bool {
-        if self.opened_by(tid) {
+        // Once the opener has closed, no close needs /proc read again.
+        if !self.opener_closed && self.opened_by(tid) {
             self.opener_closed = true;
         }
         !self.opener_closed
