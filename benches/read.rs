@@ -100,27 +100,63 @@ struct Row {
     notes: String,
 }
 
+/// Busy and total CPU time of the whole machine, in ticks.
+fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<u64> = stat.lines().next().unwrap()[4..]
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let total = ticks.iter().sum::<u64>();
+    (total - ticks[3] - ticks[4], total) // idle and iowait are not busy
+}
+
+/// Runs `work`: how long it took, and the share of all cores busy meanwhile. A side at
+/// 100% is CPU-bound on this machine, whatever its design.
+fn measured(work: impl FnOnce()) -> (Duration, f64) {
+    let (busy, total) = machine_cpu();
+    let t = Instant::now();
+    work();
+    let elapsed = t.elapsed();
+    let (busy2, total2) = machine_cpu();
+    (
+        elapsed,
+        (busy2 - busy) as f64 / (total2 - total).max(1) as f64,
+    )
+}
+
+/// "CPU busy: mount 97%, raw 95%", medians.
+fn busy_note(mount: Vec<f64>, raw: Vec<f64>) -> String {
+    format!(
+        "CPU busy: mount {:.0}%, raw {:.0}%",
+        median(mount) * 100.0,
+        median(raw) * 100.0
+    )
+}
+
 fn gbps(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64() / 1e9
 }
 
 fn sequential(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
-    let (mut m, mut r) = (Vec::new(), Vec::new());
+    let (mut m, mut r, mut mb, mut rb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let gets_before = store.requests("GetObject");
     for _ in 0..RUNS {
         cold_mount_warm_store(store, &["seq-1g.bin"]);
-        let t = Instant::now();
-        assert_eq!(read_through_mount(&mount.join("seq-1g.bin")), GIB);
-        m.push(gbps(GIB, t.elapsed()));
+        let (t, busy) = measured(|| {
+            assert_eq!(read_through_mount(&mount.join("seq-1g.bin")), GIB);
+        });
+        m.push(gbps(GIB, t));
+        mb.push(busy);
         cold_mount_warm_store(store, &["seq-1g.bin"]);
-        let t = Instant::now();
-        assert_eq!(
-            store
+        let (t, busy) = measured(|| {
+            let read = store
                 .runtime
-                .block_on(raw_parallel_get(sdk, "seq-1g.bin", GIB)),
-            GIB
-        );
-        r.push(gbps(GIB, t.elapsed()));
+                .block_on(raw_parallel_get(sdk, "seq-1g.bin", GIB));
+            assert_eq!(read, GIB);
+        });
+        r.push(gbps(GIB, t));
+        rb.push(busy);
     }
     let raw_gets = RUNS as u64 * GIB.div_ceil(8 * MIB);
     let mount_gets = (store.requests("GetObject") - gets_before - raw_gets) as f64 / RUNS as f64;
@@ -131,29 +167,36 @@ fn sequential(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Ro
         raw: format!("{r:.2} GB/s"),
         ratio: format!("{:.2}", m / r),
         rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
-        notes: format!("{mount_gets:.0} GETs per GiB through the mount"),
+        notes: format!(
+            "{mount_gets:.0} GETs per GiB through the mount; {}",
+            busy_note(mb, rb)
+        ),
     }
 }
 
 fn concurrent(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
     let keys = ["par-0.bin", "par-1.bin", "par-2.bin", "par-3.bin"];
-    let (mut m, mut r) = (Vec::new(), Vec::new());
+    let (mut m, mut r, mut mb, mut rb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         cold_mount_warm_store(store, &keys);
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for key in keys {
-                s.spawn(move || assert_eq!(read_through_mount(&mount.join(key)), 256 * MIB));
-            }
+        let (t, busy) = measured(|| {
+            std::thread::scope(|s| {
+                for key in keys {
+                    s.spawn(move || assert_eq!(read_through_mount(&mount.join(key)), 256 * MIB));
+                }
+            });
         });
-        m.push(gbps(GIB, t.elapsed()));
+        m.push(gbps(GIB, t));
+        mb.push(busy);
         cold_mount_warm_store(store, &keys);
-        let t = Instant::now();
-        store.runtime.block_on(async {
-            let reads = keys.iter().map(|k| raw_parallel_get(sdk, k, 256 * MIB));
-            futures::future::join_all(reads).await
+        let (t, busy) = measured(|| {
+            store.runtime.block_on(async {
+                let reads = keys.iter().map(|k| raw_parallel_get(sdk, k, 256 * MIB));
+                futures::future::join_all(reads).await
+            });
         });
-        r.push(gbps(GIB, t.elapsed()));
+        r.push(gbps(GIB, t));
+        rb.push(busy);
     }
     let (m, r) = (median(m), median(r));
     Row {
@@ -162,7 +205,7 @@ fn concurrent(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Ro
         raw: format!("{r:.2} GB/s"),
         ratio: format!("{:.2}", m / r),
         rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
-        notes: String::new(),
+        notes: busy_note(mb, rb),
     }
 }
 
@@ -183,6 +226,7 @@ fn random(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
     const THREADS: usize = 4;
     let (mut m, mut r, mut amplification, mut gets_per_miss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut mb, mut rb) = (Vec::new(), Vec::new());
     // The raw client fetching the mount's 64 KiB blocks instead of 4 KiB: how much of the
     // gap is the block size, how much the FUSE round trip.
     let mut r64 = Vec::new();
@@ -190,32 +234,36 @@ fn random(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
         let offs = offsets(run as u64 * 7919 + 11, READS);
         cold_mount_warm_store(store, &["seq-1g.bin"]);
         let (gets, bytes) = (store.requests("GetObject"), store.range_bytes());
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for chunk in offs.chunks(READS / THREADS) {
-                let path = mount.join("seq-1g.bin");
-                s.spawn(move || {
-                    let f = File::open(path).unwrap();
-                    let mut buf = [0u8; 4096];
-                    for &o in chunk {
-                        f.read_exact_at(&mut buf, o).unwrap();
-                    }
-                });
-            }
-        });
-        m.push((READS * 4096) as f64 / t.elapsed().as_secs_f64() / 1e6);
-        amplification.push((store.range_bytes() - bytes) as f64 / (READS * 4096) as f64);
-        gets_per_miss.push((store.requests("GetObject") - gets) as f64 / READS as f64);
-        let t = Instant::now();
-        store.runtime.block_on(async {
-            let tasks = offs.chunks(READS / THREADS).map(|chunk| async move {
-                for &o in chunk {
-                    raw_range(sdk, "seq-1g.bin", o, o + 4096).await;
+        let (t, busy) = measured(|| {
+            std::thread::scope(|s| {
+                for chunk in offs.chunks(READS / THREADS) {
+                    let path = mount.join("seq-1g.bin");
+                    s.spawn(move || {
+                        let f = File::open(path).unwrap();
+                        let mut buf = [0u8; 4096];
+                        for &o in chunk {
+                            f.read_exact_at(&mut buf, o).unwrap();
+                        }
+                    });
                 }
             });
-            futures::future::join_all(tasks).await
         });
-        r.push((READS * 4096) as f64 / t.elapsed().as_secs_f64() / 1e6);
+        m.push((READS * 4096) as f64 / t.as_secs_f64() / 1e6);
+        mb.push(busy);
+        amplification.push((store.range_bytes() - bytes) as f64 / (READS * 4096) as f64);
+        gets_per_miss.push((store.requests("GetObject") - gets) as f64 / READS as f64);
+        let (t, busy) = measured(|| {
+            store.runtime.block_on(async {
+                let tasks = offs.chunks(READS / THREADS).map(|chunk| async move {
+                    for &o in chunk {
+                        raw_range(sdk, "seq-1g.bin", o, o + 4096).await;
+                    }
+                });
+                futures::future::join_all(tasks).await
+            });
+        });
+        r.push((READS * 4096) as f64 / t.as_secs_f64() / 1e6);
+        rb.push(busy);
         let t = Instant::now();
         store.runtime.block_on(async {
             let tasks = offs.chunks(READS / THREADS).map(|chunk| async move {
@@ -236,10 +284,11 @@ fn random(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
         ratio: format!("{:.2}", m / r),
         rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
         notes: format!(
-            "{:.2} GETs per read, fetched/read = {:.1}; raw with 64 KiB GETs: {:.1} MB/s",
+            "{:.2} GETs per read, fetched/read = {:.1}; raw with 64 KiB GETs: {:.1} MB/s; {}",
             median(gets_per_miss),
             median(amplification),
-            median(r64)
+            median(r64),
+            busy_note(mb, rb)
         ),
     }
 }

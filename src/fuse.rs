@@ -193,13 +193,22 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.run(
-            span!("read", req, fh = fh.0, offset, size),
-            self.fs.read(fh.0, offset, size),
-        ) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno("read", &e)),
-        }
+        // A task, not a FUSE thread blocked on it: reads waiting on the store (a stalled
+        // body waits up to the stall timeout) leave the threads to lookups and getattrs,
+        // and the GET runs on the runtime's threads with its connection, without a
+        // thread hop per chunk. (Reads of a file being written copy from its spool, a
+        // page-cache read.)
+        let fs = self.fs.clone();
+        let span = span!("read", req, fh = fh.0, offset, size);
+        self.runtime.spawn(
+            async move {
+                match fs.read(fh.0, offset, size).await {
+                    Ok(bytes) => reply.data(&bytes),
+                    Err(e) => reply.error(errno("read", &e)),
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn release(
