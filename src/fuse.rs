@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +12,7 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyWrite, ReplyXattr, Request, SessionACL, SessionUnmounter, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn, Instrument};
@@ -583,29 +583,71 @@ pub fn serve(
     fuse_config.n_threads = Some(config.threads);
     fuse_config.clone_fd = true;
     let mut session = fuser::Session::new(adapter, mountpoint, &fuse_config)?;
-    let mountpoint_path = mountpoint.to_owned();
-    let mut unmounter = session.unmount_callable();
-    let mountpoint = mountpoint.display().to_string();
-    runtime.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
+    runtime.spawn(unmount_on_signal(
+        session.unmount_callable(),
+        mountpoint.to_owned(),
+    ));
+    raise_kernel_readahead(&readahead_runtime, mountpoint.to_owned());
+    tracing::info!("mounted");
+    session.run()
+}
+
+/// Unmounts on SIGTERM or SIGINT, and the session ends. A busy mount (a file open, a
+/// shell's working directory inside) is detached instead, as `umount -l` does: it leaves
+/// the mount table at once, its open files keep working, and the session ends when the
+/// last one is closed, its upload done. Refusing, as a plain unmount does, would leave
+/// the daemon deaf to every later signal until systemd kills it with files half written.
+async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let shown = mountpoint.display();
+    let mut detached = false;
+    loop {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::info!("signal received, unmounting {mountpoint}");
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount of {mountpoint} failed: {e}");
+        if detached {
+            tracing::info!("signal received: {shown} is detached already; exiting when its last open file is closed");
+            continue;
         }
-    });
-    raise_kernel_readahead(&readahead_runtime, mountpoint_path);
-    tracing::info!("mounted");
-    session.run()
+        tracing::info!("signal received, unmounting {shown}");
+        match unmounter.unmount() {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                warn!("{shown} is busy: detaching it; its open files keep working, and the daemon exits when the last one is closed");
+                detached = detach(&mountpoint).await;
+            }
+            Err(e) => warn!("unmount of {shown} failed: {e}"),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// Lazy unmount: `fusermount3 -u -z` (any user), else `umount -l` (root).
+async fn detach(mountpoint: &Path) -> bool {
+    use tokio::process::Command;
+    for (program, flags) in [("fusermount3", ["-u", "-z"]), ("umount", ["-l", "--"])] {
+        let outcome = Command::new(program)
+            .args(flags)
+            .arg(mountpoint)
+            .output()
+            .await;
+        match outcome {
+            Ok(out) if out.status.success() => return true,
+            Ok(out) => warn!(
+                "{program} {}: {}",
+                flags.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => debug!("{program}: {e}"),
+        }
+    }
+    false
 }
 
 /// Kernel read-ahead for this mount, in KiB. FUSE starts at 128 KiB; larger read-ahead
@@ -614,7 +656,7 @@ const KERNEL_READAHEAD_KB: u32 = 4096;
 
 /// Raises the mount's read-ahead through sysfs (root only; best effort). It needs a stat
 /// of the mount point, which the session answers, so it runs beside the session loop.
-fn raise_kernel_readahead(runtime: &Handle, mountpoint: std::path::PathBuf) {
+fn raise_kernel_readahead(runtime: &Handle, mountpoint: PathBuf) {
     runtime.spawn_blocking(move || {
         use std::os::unix::fs::MetadataExt;
         let dev = std::fs::metadata(&mountpoint)?.dev();

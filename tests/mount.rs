@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -306,6 +306,34 @@ fn sigterm_and_sigint_unmount_cleanly() {
         assert!(status.success(), "{signal} {status}: {}", mount.log());
         assert!(!common::is_mounted(&mount.path));
     }
+}
+
+#[test]
+fn sigterm_while_a_file_is_written_detaches_and_the_file_lands() {
+    let store = TestStore::start();
+    let mut mount = Mount::new(&store, &[]);
+    let mut file = fs::File::create(mount.join("out.txt")).unwrap();
+    file.write_all(b"written before the signal, ").unwrap();
+    run(Command::new("kill")
+        .arg("-TERM")
+        .arg(mount.pid().to_string()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::is_mounted(&mount.path) {
+        assert!(Instant::now() < deadline, "not detached: {}", mount.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        mount.wait(Duration::from_millis(300)).is_none(),
+        "the daemon serves the open file until it is closed"
+    );
+    file.write_all(b"and after").unwrap();
+    drop(file);
+    let Some(status) = mount.wait(Duration::from_secs(10)) else {
+        panic!("daemon still running after the last close: {}", mount.log());
+    };
+    assert!(status.success(), "{status}: {}", mount.log());
+    let (stored, _) = store.get("out.txt").expect("uploaded at close");
+    assert_eq!(stored, b"written before the signal, and after");
 }
 
 #[test]
