@@ -222,7 +222,7 @@ fn offsets(seed: u64, n: usize) -> Vec<u64> {
 }
 
 fn random(store: &TestStore, sdk: &Client, mount: &Mount, flags: &str) -> Row {
-    const READS: usize = 2000;
+    const READS: usize = 8000;
     const THREADS: usize = 4;
     let (mut m, mut r, mut amplification, mut gets_per_miss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -115,6 +115,23 @@ impl FuseAdapter {
     fn run<F: Future>(&self, span: tracing::Span, op: F) -> F::Output {
         self.runtime.block_on(op.instrument(span))
     }
+
+    /// Runs `op`, which replies itself, here if it can finish at once (data already
+    /// fetched: no thread hop), else as a task: an operation waiting on the store (a
+    /// stalled body waits up to the stall timeout) then holds no FUSE thread, which stay
+    /// free for lookups, and its GET runs on the runtime's threads beside its connection.
+    fn run_or_spawn<F>(&self, span: tracing::Span, op: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let _runtime = self.runtime.enter();
+        let mut op = Box::pin(op.instrument(span));
+        // A future polled once and moved is polled again with the task's waker, which
+        // replaces the no-op one it registered here.
+        if futures::FutureExt::now_or_never(&mut op).is_none() {
+            self.runtime.spawn(op);
+        }
+    }
 }
 
 impl fuser::Filesystem for FuseAdapter {
@@ -193,22 +210,14 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // A task, not a FUSE thread blocked on it: reads waiting on the store (a stalled
-        // body waits up to the stall timeout) leave the threads to lookups and getattrs,
-        // and the GET runs on the runtime's threads with its connection, without a
-        // thread hop per chunk. (Reads of a file being written copy from its spool, a
-        // page-cache read.)
         let fs = self.fs.clone();
-        let span = span!("read", req, fh = fh.0, offset, size);
-        self.runtime.spawn(
-            async move {
-                match fs.read(fh.0, offset, size).await {
-                    Ok(bytes) => reply.data(&bytes),
-                    Err(e) => reply.error(errno("read", &e)),
-                }
+        let read = async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(bytes) => reply.data(&bytes),
+                Err(e) => reply.error(errno("read", &e)),
             }
-            .instrument(span),
-        );
+        };
+        self.run_or_spawn(span!("read", req, fh = fh.0, offset, size), read);
     }
 
     fn release(

@@ -173,3 +173,46 @@ fn tail_of_a_large_file_costs_three_requests() {
     assert_eq!(out.stdout, data[data.len() - 100..]);
     assert!(total() - before <= 3, "{} requests", total() - before);
 }
+
+/// Reads waiting on a store that went silent hold no FUSE thread: with more of them
+/// waiting than the daemon has threads, it still answers what needs no store.
+#[test]
+fn reads_waiting_on_a_silent_store_leave_the_mount_answering() {
+    let mut store = TestStore::start();
+    let names: Vec<String> = (0..8).map(|i| format!("f{i}.bin")).collect();
+    for name in &names {
+        store.put(name, vec![7u8; MIB]);
+    }
+    let mount = Mount::new(&store, &[]);
+    for name in &names {
+        fs::metadata(mount.join(name)).unwrap(); // known before the store goes silent
+    }
+    let addr = store.endpoint.trim_start_matches("http://").to_owned();
+    store.stop();
+    // Connections queue in its backlog; no request is ever answered.
+    let silent = std::net::TcpListener::bind(&addr).unwrap();
+    let readers: Vec<_> = names
+        .iter()
+        .map(|name| {
+            Command::new("head")
+                .args(["-c", "4096"])
+                .arg(mount.join(name))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    run(Command::new("stat").arg("-f").arg(&mount.path));
+    let took = started.elapsed();
+    drop(silent); // resets the queued connections: the reads fail
+    for mut reader in readers {
+        assert!(!reader.wait().unwrap().success(), "no store, no bytes");
+    }
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "statfs took {took:?}"
+    );
+}
