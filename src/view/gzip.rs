@@ -104,6 +104,9 @@ impl GzipReader {
             if let Some(why) = &self.failed {
                 return Err(self.corrupt(why.clone()));
             }
+            // A far seek decodes for seconds on one of the runtime's few threads: give
+            // it back between chunks, so that other files' reads and uploads go on.
+            tokio::task::yield_now().await;
             if let Err(e) = self.pump().await {
                 // Only a failed fetch may be tried again: after anything else the
                 // decoder's state is unknown, and no byte it made later is served.
