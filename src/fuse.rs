@@ -615,7 +615,7 @@ async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf)
         return;
     };
     let shown = mountpoint.display();
-    let mut detached = false;
+    let (mut unmount_tried, mut detached) = (false, false);
     loop {
         tokio::select! {
             _ = term.recv() => {}
@@ -625,15 +625,19 @@ async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf)
             tracing::info!("signal received: {shown} is detached already; exiting when its last open file is closed");
             continue;
         }
-        tracing::info!("signal received, unmounting {shown}");
-        match unmounter.unmount() {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                warn!("{shown} is busy: detaching it; its open files keep working, and the daemon exits when the last one is closed");
-                detached = detach(&mountpoint).await;
+        if !unmount_tried {
+            unmount_tried = true;
+            tracing::info!("signal received, unmounting {shown}");
+            // The unmount may run fusermount3 and wait for it.
+            match tokio::task::block_in_place(|| unmounter.unmount()) {
+                Ok(()) => continue,
+                Err(e) => warn!("unmount of {shown} failed: {e}"),
             }
-            Err(e) => warn!("unmount of {shown} failed: {e}"),
-            Ok(()) => {}
         }
+        // Busy (a file open, a shell inside), or a detach that failed before: the
+        // unmounter has given its mount up, so every later signal tries the detach.
+        warn!("detaching {shown}: its open files keep working, and the daemon exits when the last one is closed");
+        detached = detach(&mountpoint).await;
     }
 }
 

@@ -86,9 +86,14 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         retention,
         config.fs,
     ));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone(), config.session.attr_ttl);
+    let adapter = FuseAdapter::new(
+        fs.clone(),
+        runtime.handle().clone(),
+        config.session.attr_ttl,
+    );
     let served = fuse::serve(adapter, &config.mountpoint, &config.session)
         .with_context(|| format!("mounting {}", config.mountpoint.display()));
+    runtime.block_on(fs.release_all());
     if let Some(uploader) = uploader {
         drain_uploads(&runtime, &uploader);
     }

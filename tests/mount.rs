@@ -336,6 +336,32 @@ fn sigterm_while_a_file_is_written_detaches_and_the_file_lands() {
     assert_eq!(stored, b"written before the signal, and after");
 }
 
+/// Aborting the connection under an open writer (what `echo 1 > .../abort` in fusectl
+/// does to a hung mount) ends the session without the file's RELEASE: the daemon
+/// releases it itself, uploading what it holds, as it would have at release.
+#[test]
+fn an_aborted_connection_still_releases_open_files() {
+    let store = TestStore::start();
+    let mut mount = Mount::new(&store, &[]);
+    let mut file = fs::File::create(mount.join("open.txt")).unwrap();
+    file.write_all(b"written, never closed").unwrap();
+    let control = tempfile::tempdir().unwrap();
+    run(Command::new("mount")
+        .args(["-t", "fusectl", "fusectl"])
+        .arg(control.path()));
+    let connection = libc::minor(fs::metadata(&mount.path).unwrap().dev()).to_string();
+    let aborted = fs::write(control.path().join(connection).join("abort"), "1");
+    run(Command::new("umount").arg(control.path()));
+    aborted.unwrap();
+    assert!(
+        mount.wait(Duration::from_secs(10)).is_some(),
+        "daemon still running after the abort: {}",
+        mount.log()
+    );
+    let (stored, _) = store.get("open.txt").expect("released and uploaded");
+    assert_eq!(stored, b"written, never closed");
+}
+
 #[test]
 fn umount_and_fusermount_stop_the_daemon() {
     let store = TestStore::start();

@@ -352,6 +352,16 @@ impl RgridFs {
         }
     }
 
+    /// Releases every file still open, once the session has ended: the kernel drops
+    /// what is still queued when a connection goes, and a detached mount's last close
+    /// can take its own RELEASE with it.
+    pub async fn release_all(&self) {
+        let open: Vec<u64> = lock(&self.files).keys().copied().collect();
+        for fh in open {
+            self.release(fh).await;
+        }
+    }
+
     /// Truncates or extends file `ino` to `size`, through open handle `fh` if given.
     pub async fn truncate(
         &self,
