@@ -665,7 +665,7 @@ async fn detach(mountpoint: &Path) -> bool {
 
 /// Kernel read-ahead for this mount, in KiB. FUSE starts at 128 KiB; larger read-ahead
 /// means fewer, larger requests (up to 1 MiB each) for sequential readers.
-const KERNEL_READAHEAD_KB: u32 = 4096;
+const KERNEL_READAHEAD_KB: u64 = crate::readahead::KERNEL_READAHEAD >> 10;
 
 /// Raises the mount's read-ahead through sysfs (root only; best effort). It needs a stat
 /// of the mount point, which the session answers, so it runs beside the session loop.

@@ -298,11 +298,13 @@ impl Window {
         Some(self.parts.front()?.range.start..self.parts.back()?.range.end)
     }
 
-    /// Whether `offset` is in the window or within one window size past it: the kernel's
-    /// concurrent read-ahead requests arrive out of order, and must not reset the stream.
+    /// Whether `offset` is in the window or within one window size (or the kernel's
+    /// read-ahead) past it: the kernel's concurrent read-ahead requests arrive out of
+    /// order, and must not reset the stream.
     fn reaches(&self, offset: u64) -> bool {
+        let ahead = self.size.max(KERNEL_READAHEAD);
         self.range()
-            .is_some_and(|r| r.start <= offset && offset < r.end + self.size)
+            .is_some_and(|r| r.start <= offset && offset < r.end + ahead)
     }
 }
 
@@ -321,6 +323,11 @@ pub struct ReadAhead {
 /// The largest read request the kernel sends (256 pages): sequential parts end on this
 /// grid, and it is the largest random block.
 pub const MAX_REQUEST: u64 = 1 << 20;
+
+/// How far ahead of a reader the kernel's own read-ahead sends requests (the mount's
+/// read_ahead_kb, which the FUSE adapter sets to this). Those requests run concurrently
+/// and arrive in any order within that distance.
+pub const KERNEL_READAHEAD: u64 = 4 << 20;
 
 /// Reads in a row, each where the last ended, that make a reader sequential. Two random
 /// reads that happen to touch are not a stream, and a window would over-fetch for them.
@@ -378,8 +385,11 @@ impl ReadAhead {
                 size: self.engine.config.initial_window,
             };
         }
-        // Keep the part before the one being read: small backward seeks stay free.
-        while self.window.parts.len() > 1 && self.window.parts[1].range.end <= want.start {
+        // Keep the parts the kernel's read-ahead requests still in flight may want (they
+        // arrive out of order), and at least the part before the one being read: small
+        // backward seeks stay free.
+        let behind = want.start.saturating_sub(KERNEL_READAHEAD);
+        while self.window.parts.len() > 1 && self.window.parts[1].range.end <= behind {
             self.window.parts.pop_front();
         }
         self.schedule(want.clone());

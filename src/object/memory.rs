@@ -66,6 +66,8 @@ struct State {
     /// PUT and part uploads in flight now, and the most at once.
     uploads_in_flight: usize,
     peak_uploads: usize,
+    /// Bytes served by GETs.
+    got_bytes: u64,
 }
 
 /// An in-memory bucket. Cloning shares the bucket.
@@ -126,6 +128,11 @@ impl MemoryClient {
     /// would over a network.
     pub fn slow_uploads(&self, delay: Duration) {
         self.lock().upload_delay = Some(delay);
+    }
+
+    /// Bytes all GETs so far returned.
+    pub fn got_bytes(&self) -> u64 {
+        self.lock().got_bytes
     }
 
     /// The most PUT and part uploads that were in flight at once.
@@ -272,6 +279,7 @@ impl ObjectClient for MemoryClient {
         let len = object.data.len() as u64;
         let (start, end) = (range.start.min(len) as usize, range.end.min(len) as usize);
         let body = object.data.slice(start..end);
+        state.got_bytes += body.len() as u64;
         if state.broken_bodies > 0 {
             state.broken_bodies -= 1;
             let half = body.slice(..body.len() / 2);

@@ -57,6 +57,27 @@ async fn sequential_reads_grow_the_window_and_use_few_gets() {
 }
 
 #[tokio::test]
+async fn kernel_read_ahead_arriving_out_of_order_is_fetched_once() {
+    const MIB: u64 = 1 << 20;
+    let bytes = data(32 << 20);
+    let (engine, client) = engine(&bytes, ReadConfig::default());
+    let mut reader = open(&engine, bytes.len());
+    // `cat` reads 1 MiB, and the kernel's read-ahead requests for the next 4 MiB race:
+    // the one at 4 MiB lands first, before the window has grown that far.
+    let order = [0, 4, 1, 3, 2].into_iter().chain(5..32);
+    for mib in order {
+        let got = reader.read(mib * MIB, MIB as u32).await.unwrap();
+        let at = (mib * MIB) as usize;
+        assert!(got[..] == bytes[at..at + MIB as usize], "at {mib} MiB");
+    }
+    assert_eq!(
+        client.got_bytes(),
+        bytes.len() as u64,
+        "a byte fetched twice"
+    );
+}
+
+#[tokio::test]
 async fn parts_after_the_first_end_on_the_kernels_request_grid() {
     let bytes = data(40 << 20);
     let (engine, _client) = engine(&bytes, ReadConfig::default());
