@@ -615,14 +615,15 @@ async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf)
         return;
     };
     let shown = mountpoint.display();
-    let (mut unmount_tried, mut detached) = (false, false);
+    // `gone`: out of the mount table, unmounted or detached.
+    let (mut unmount_tried, mut gone) = (false, false);
     loop {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        if detached {
-            tracing::info!("signal received: {shown} is detached already; exiting when its last open file is closed");
+        if gone {
+            tracing::info!("signal received: {shown} is unmounted already; exiting when its last open file is closed");
             continue;
         }
         if !unmount_tried {
@@ -630,14 +631,17 @@ async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf)
             tracing::info!("signal received, unmounting {shown}");
             // The unmount may run fusermount3 and wait for it.
             match tokio::task::block_in_place(|| unmounter.unmount()) {
-                Ok(()) => continue,
+                Ok(()) => {
+                    gone = true;
+                    continue;
+                }
                 Err(e) => warn!("unmount of {shown} failed: {e}"),
             }
         }
         // Busy (a file open, a shell inside), or a detach that failed before: the
         // unmounter has given its mount up, so every later signal tries the detach.
         warn!("detaching {shown}: its open files keep working, and the daemon exits when the last one is closed");
-        detached = detach(&mountpoint).await;
+        gone = detach(&mountpoint).await;
     }
 }
 
