@@ -571,7 +571,6 @@ pub fn serve(
     config: &SessionConfig,
 ) -> std::io::Result<()> {
     let runtime = adapter.runtime.clone();
-    let readahead_runtime = runtime.clone();
     let mut options = vec![
         MountOption::FSName("rgrid".into()),
         MountOption::Subtype("rgrid".into()),
@@ -596,7 +595,7 @@ pub fn serve(
         session.unmount_callable(),
         mountpoint.to_owned(),
     ));
-    raise_kernel_readahead(&readahead_runtime, mountpoint.to_owned());
+    raise_kernel_readahead(&runtime, mountpoint.to_owned());
     tracing::info!("mounted");
     session.run()
 }
