@@ -1,6 +1,7 @@
 //! What the rgrid store keeps about an artifact beyond its bytes: the `x-amz-meta-rgrid-*`
-//! fields of its user metadata (the store's contract, see shared/seeds), and what its key
-//! says (`executions/<id>/inputs|outputs/...`). The write engine sets these fields; the
+//! fields of its user metadata (the contract every rgrid tool that writes to the store
+//! keeps: hash, compression, original size, kept mode and mtime, retention), what its key
+//! says (`executions/<id>/inputs|outputs/...`), and when an S3 lifecycle rule deletes it. The write engine sets these fields; the
 //! file view, retention and xattrs read them, all through this one module.
 
 use std::time::SystemTime;
@@ -197,6 +198,20 @@ pub fn execution_of(key: &str) -> Option<(&str, Option<ArtifactType>)> {
 /// Lowercase hex, as `x-amz-meta-rgrid-sha256` carries a digest.
 pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// When an S3 lifecycle rule of `days` deletes an object last modified at
+/// `last_modified`: that many days later, rounded up to the next midnight UTC, as S3 (and
+/// MinIO) count them.
+pub fn lifecycle_expiry(last_modified: SystemTime, days: u32) -> Option<SystemTime> {
+    const DAY: u64 = 86_400;
+    let since_epoch = last_modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let due = since_epoch.checked_add(u64::from(days) * DAY)?;
+    let midnight = due.div_ceil(DAY).checked_mul(DAY)?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(midnight))
 }
 
 /// Hex SHA-256 of `data`.

@@ -11,6 +11,7 @@
 mod attr;
 mod error;
 mod fill;
+mod tree;
 mod write;
 mod xattr;
 
@@ -22,12 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-pub use attr::{Attr, Ownership};
+pub use attr::{Attr, Ownership, SetAttr, SetTime, StatFs};
 pub use error::{FsError, Severity};
 
 use crate::artifact::{self, KeptAttrs};
-use crate::namespace::{DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
-use crate::object::ObjectClient;
+use crate::namespace::{entry_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::readahead::ReadEngine;
 use crate::retention::Retention;
 use crate::upload::Uploader;
@@ -56,6 +56,16 @@ pub struct OpenMode {
     pub caller: u32,
 }
 
+/// A handle of an open file or directory, as the kernel names it in later requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileHandle(pub u64);
+
+impl std::fmt::Display for FileHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An open file: a reader of one object version, or a writer with its spool.
 #[derive(Debug)]
 enum OpenFile {
@@ -75,7 +85,7 @@ struct Reader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
     /// The handle.
-    pub fh: u64,
+    pub fh: FileHandle,
     /// The page cache of the inode still holds this version's bytes.
     pub keep_cache: bool,
     /// Reads bypass the page cache (decoded content, whose size the kernel may not know).
@@ -107,15 +117,14 @@ pub struct RgridFs {
     engine: Arc<ReadEngine>,
     /// `None` on a read-only mount.
     uploader: Option<Arc<Uploader>>,
-    client: Arc<dyn ObjectClient>,
     retention: Arc<Retention>,
     config: FsConfig,
-    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenFile>>>>,
+    files: Mutex<HashMap<FileHandle, Arc<tokio::sync::Mutex<OpenFile>>>>,
     /// Gzip decodes shared by the handles of one version.
     decodes: Decodes,
     /// ETag of each inode's last open: what its page cache holds.
     cached_versions: Mutex<HashMap<InodeNo, Option<String>>>,
-    dirs: Mutex<HashMap<u64, DirHandle>>,
+    dirs: Mutex<HashMap<FileHandle, DirHandle>>,
     next_handle: AtomicU64,
     /// Keys whose coming expiry was logged.
     expiry_warned: Mutex<HashSet<String>>,
@@ -125,18 +134,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Names that are not UTF-8 cannot be keys, so they cannot exist.
-fn utf8(name: &OsStr) -> Result<&str, FsError> {
-    name.to_str()
-        .ok_or(FsError::Namespace(NamespaceError::NotFound))
-}
-
 impl RgridFs {
     /// A filesystem over `namespace`, reading through `engine`, writing through
     /// `uploader` (`None`: read-only), with expiry from `retention`.
     pub fn new(
         namespace: Namespace,
-        client: Arc<dyn ObjectClient>,
         engine: Arc<ReadEngine>,
         uploader: Option<Arc<Uploader>>,
         retention: Arc<Retention>,
@@ -147,7 +149,6 @@ impl RgridFs {
             namespace,
             engine,
             uploader,
-            client,
             retention,
             config,
             cached_versions: Mutex::default(),
@@ -160,7 +161,8 @@ impl RgridFs {
 
     /// `name` in directory `parent`.
     pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
-        let node = self.namespace.lookup(parent, utf8(name)?).await?;
+        let name = entry_name(name).map_err(NamespaceError::lookup_of)?;
+        let node = self.namespace.lookup(parent, name).await?;
         Ok(self.config.ownership.attr(&node))
     }
 
@@ -176,11 +178,11 @@ impl RgridFs {
     pub async fn setattr(
         &self,
         ino: InodeNo,
-        size: Option<u64>,
-        fh: Option<u64>,
-        kept: KeptAttrs,
+        fh: Option<FileHandle>,
+        set: SetAttr,
     ) -> Result<Attr, FsError> {
-        let resized = match size {
+        let kept = set.kept();
+        let resized = match set.size {
             Some(size) => Some(self.truncate(ino, size, fh).await?),
             None => None,
         };
@@ -260,7 +262,7 @@ impl RgridFs {
     /// A gzip object without its original size in metadata: st_size from its trailer
     /// until a reader decodes it to the end (reads do not depend on it: direct I/O).
     async fn learn_gzip_size(&self, node: &Node) {
-        if let Some(size) = view::gzip_trailer_size(&*self.client, node).await {
+        if let Some(size) = view::gzip_trailer_size(&self.engine, node).await {
             self.namespace
                 .guessed_size(node.ino, node.etag.as_deref(), size);
         }
@@ -288,13 +290,17 @@ impl RgridFs {
         }
     }
 
-    fn insert_file(&self, file: OpenFile) -> u64 {
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+    fn new_handle(&self) -> FileHandle {
+        FileHandle(self.next_handle.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn insert_file(&self, file: OpenFile) -> FileHandle {
+        let fh = self.new_handle();
         lock(&self.files).insert(fh, Arc::new(tokio::sync::Mutex::new(file)));
         fh
     }
 
-    fn file(&self, fh: u64) -> Result<Arc<tokio::sync::Mutex<OpenFile>>, FsError> {
+    fn file(&self, fh: FileHandle) -> Result<Arc<tokio::sync::Mutex<OpenFile>>, FsError> {
         lock(&self.files)
             .get(&fh)
             .cloned()
@@ -302,7 +308,7 @@ impl RgridFs {
     }
 
     /// Up to `size` bytes of open file `fh` at `offset`.
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+    pub async fn read(&self, fh: FileHandle, offset: u64, size: u32) -> Result<Bytes, FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         match &mut *file {
@@ -342,11 +348,11 @@ impl RgridFs {
     }
 
     /// Opens directory `ino`, listing it.
-    pub async fn opendir(&self, ino: InodeNo) -> Result<u64, FsError> {
+    pub async fn opendir(&self, ino: InodeNo) -> Result<FileHandle, FsError> {
         let dir = self.namespace.getattr(ino).await?;
         let entries = self.namespace.readdir(ino).await?;
         let parent = self.namespace.parent(ino).unwrap_or(InodeNo::ROOT);
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let fh = self.new_handle();
         lock(&self.dirs).insert(
             fh,
             DirHandle {
@@ -363,7 +369,7 @@ impl RgridFs {
     /// taken but `.` and `..` counts as a lookup, which the kernel will forget.
     pub fn readdir(
         &self,
-        fh: u64,
+        fh: FileHandle,
         offset: u64,
         plus: bool,
         mut add: impl FnMut(&DirLine<'_>) -> bool,
@@ -407,8 +413,13 @@ impl RgridFs {
         Ok(())
     }
 
+    /// statfs of the mount.
+    pub fn statfs(&self) -> StatFs {
+        StatFs::UNBOUNDED
+    }
+
     /// Closes directory `fh`.
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: FileHandle) {
         lock(&self.dirs).remove(&fh);
     }
 }

@@ -1,43 +1,33 @@
-//! `FuseAdapter`: the thin wrapper that binds [`RgridFs`] to fuser. Each callback that
-//! reaches the store opens a span, runs the fuser-free operation on the tokio runtime, and turns the result into a
-//! reply or an errno. No filesystem logic lives here; `mount` runs the session.
+//! `FuseAdapter`: the thin wrapper that binds [`RgridFs`] to fuser. Each callback opens
+//! a span, runs the fuser-free operation (on the tokio runtime when it may reach the
+//! store), and turns the result into a reply or an errno. No filesystem logic lives here;
+//! `fuse/session.rs` mounts and serves the session.
+
+mod session;
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, SessionUnmounter, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn, Instrument};
 
-use crate::artifact::KeptAttrs;
-use crate::fs::{Attr, FsError, OpenMode, RgridFs, Severity};
-use crate::namespace::{InodeKind, InodeNo as Ino};
+use crate::fs::{Attr, FileHandle, FsError, OpenMode, RgridFs, SetAttr, SetTime, Severity};
+use crate::namespace::{InodeKind, InodeNo};
+pub use session::{serve, SessionConfig};
 
 /// The largest read or write one FUSE request carries (256 pages, the kernel's maximum).
 const MAX_REQUEST: u32 = crate::readahead::MAX_REQUEST as u32;
 /// Asynchronous requests (read-ahead) the kernel may keep in flight.
 const MAX_BACKGROUND: u16 = 64;
-
-/// Session settings for the kernel side.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// Let users other than the mounting one in.
-    pub allow_other: bool,
-    /// How long the kernel may cache attributes and entries.
-    pub attr_ttl: Duration,
-    /// fuser worker threads.
-    pub threads: usize,
-    /// Mount read-only: the kernel refuses every change (EROFS) before asking us.
-    pub read_only: bool,
-}
 
 /// The fuser binding of one mount.
 #[derive(Debug)]
@@ -75,8 +65,19 @@ fn file_type(kind: InodeKind) -> FileType {
     }
 }
 
-fn ino(i: INodeNo) -> Ino {
-    Ino(i.0)
+fn ino(i: INodeNo) -> InodeNo {
+    InodeNo(i.0)
+}
+
+fn handle(fh: fuser::FileHandle) -> FileHandle {
+    FileHandle(fh.0)
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::Now => SetTime::Now,
+    }
 }
 
 /// The span of one FUSE request: its name, request id and arguments.
@@ -132,6 +133,30 @@ impl FuseAdapter {
             self.runtime.spawn(op);
         }
     }
+
+    /// Replies to an operation that makes or finds an entry.
+    fn entry(&self, op: &str, result: Result<Attr, FsError>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno(op, &e)),
+        }
+    }
+
+    /// Replies to an operation that answers with attributes.
+    fn attr(&self, op: &str, result: Result<Attr, FsError>, reply: ReplyAttr) {
+        match result {
+            Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
+            Err(e) => reply.error(errno(op, &e)),
+        }
+    }
+}
+
+/// Replies to an operation that answers with nothing but success.
+fn empty(op: &str, result: Result<(), FsError>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(op, &e)),
+    }
 }
 
 impl fuser::Filesystem for FuseAdapter {
@@ -162,24 +187,19 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.run(
-            span!("lookup", req, parent = parent.0, ?name),
-            self.fs.lookup(ino(parent), name),
-        ) {
-            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
-            Err(e) => reply.error(errno("lookup", &e)),
-        }
+        let span = span!("lookup", req, parent = parent.0, ?name);
+        let result = self.run(span, self.fs.lookup(ino(parent), name));
+        self.entry("lookup", result, reply);
     }
 
-    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+    fn forget(&self, req: &Request, i: INodeNo, nlookup: u64) {
+        let _span = span!("forget", req, ino = i.0, nlookup).entered();
         self.fs.forget(ino(i), nlookup);
     }
 
-    fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.run(span!("getattr", req, ino = i.0), self.fs.getattr(ino(i))) {
-            Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-            Err(e) => reply.error(errno("getattr", &e)),
-        }
+    fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<fuser::FileHandle>, reply: ReplyAttr) {
+        let result = self.run(span!("getattr", req, ino = i.0), self.fs.getattr(ino(i)));
+        self.attr("getattr", result, reply);
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -193,7 +213,7 @@ impl fuser::Filesystem for FuseAdapter {
                 let mut flags = FopenFlags::empty();
                 flags.set(FopenFlags::FOPEN_KEEP_CACHE, opened.keep_cache);
                 flags.set(FopenFlags::FOPEN_DIRECT_IO, opened.direct_io);
-                reply.opened(FileHandle(opened.fh), flags)
+                reply.opened(fuser::FileHandle(opened.fh.0), flags)
             }
             Err(e) => reply.error(errno("open", &e)),
         }
@@ -203,7 +223,7 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -212,7 +232,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let read = async move {
-            match fs.read(fh.0, offset, size).await {
+            match fs.read(handle(fh), offset, size).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => reply.error(errno("read", &e)),
             }
@@ -222,15 +242,18 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.runtime.block_on(self.fs.release(fh.0));
+        self.run(
+            span!("release", req, fh = fh.0),
+            self.fs.release(handle(fh)),
+        );
         reply.ok();
     }
 
@@ -238,33 +261,36 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         _owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let closer = Some(req.pid());
-        match self.run(span!("flush", req, fh = fh.0), self.fs.flush(fh.0, closer)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("flush", &e)),
-        }
+        let span = span!("flush", req, fh = fh.0);
+        empty(
+            "flush",
+            self.run(span, self.fs.flush(handle(fh), closer)),
+            reply,
+        );
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.run(span!("opendir", req, ino = i.0), self.fs.opendir(ino(i))) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(fuser::FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         }
     }
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let result = self.fs.readdir(fh.0, offset, false, |line| {
+        let _span = span!("readdir", req, fh = fh.0, offset).entered();
+        let result = self.fs.readdir(handle(fh), offset, false, |line| {
             let (ino, kind) = (INodeNo(line.attr.ino.0), file_type(line.attr.kind));
             !reply.add(ino, line.next_offset, kind, line.name)
         });
@@ -276,13 +302,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let result = self.fs.readdir(fh.0, offset, true, |line| {
+        let _span = span!("readdirplus", req, fh = fh.0, offset).entered();
+        let result = self.fs.readdir(handle(fh), offset, true, |line| {
             let attr = file_attr(&line.attr);
             !reply.add(
                 attr.ino,
@@ -301,13 +328,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        let _span = span!("releasedir", req, fh = fh.0).entered();
+        self.fs.releasedir(handle(fh));
         reply.ok();
     }
 
@@ -338,25 +366,30 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let span = span!("setxattr", req, ino = i.0, ?name);
-        match self.run(span, self.fs.setxattr(ino(i), name, value)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("setxattr", &e)),
-        }
+        let result = self.run(span, self.fs.setxattr(ino(i), name, value));
+        empty("setxattr", result, reply);
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = span!("removexattr", req, ino = i.0, ?name);
-        match self.run(span, self.fs.removexattr(ino(i), name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("removexattr", &e)),
-        }
+        let result = self.run(span, self.fs.removexattr(ino(i), name));
+        empty("removexattr", result, reply);
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // An object store has no fixed capacity; report a large free space so that tools
-        // which check before writing (cp, rsync) go ahead.
-        const BLOCKS: u64 = 1 << 40;
-        reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 32, 1 << 32, 4096, 255, 4096);
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _span = span!("statfs", req).entered();
+        let s = self.fs.statfs();
+        let (blocks, files) = (s.blocks, s.files);
+        reply.statfs(
+            blocks,
+            blocks,
+            blocks,
+            files,
+            files,
+            s.block_size,
+            s.name_max,
+            s.block_size,
+        );
     }
 
     fn setattr(
@@ -370,7 +403,7 @@ impl fuser::Filesystem for FuseAdapter {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
+        fh: Option<fuser::FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -378,32 +411,28 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let span = span!("setattr", req, ino = i.0, ?size, ?mode, ?mtime);
-        let kept = KeptAttrs {
-            mode: mode.map(|m| (m & 0o7777) as u16),
-            mtime: mtime.map(|t| match t {
-                TimeOrNow::SpecificTime(t) => t,
-                TimeOrNow::Now => SystemTime::now(),
-            }),
+        let set = SetAttr {
+            mode,
+            size,
+            mtime: mtime.map(set_time),
         };
-        let fh = fh.map(|f| f.0);
-        let result = self.run(span, self.fs.setattr(ino(i), size, fh, kept));
-        match result {
-            Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-            Err(e) => reply.error(errno("setattr", &e)),
-        }
+        let result = self.run(span, self.fs.setattr(ino(i), fh.map(handle), set));
+        self.attr("setattr", result, reply);
     }
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let span = span!("mknod", req, parent = parent.0, ?name);
+        let result = self.run(span, self.fs.mknod(ino(parent), name));
+        self.entry("mknod", result, reply);
     }
 
     fn mkdir(
@@ -415,33 +444,27 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.run(
-            span!("mkdir", req, parent = parent.0, ?name),
-            self.fs.mkdir(ino(parent), name),
-        ) {
-            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
-            Err(e) => reply.error(errno("mkdir", &e)),
-        }
+        let span = span!("mkdir", req, parent = parent.0, ?name);
+        let result = self.run(span, self.fs.mkdir(ino(parent), name));
+        self.entry("mkdir", result, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.run(
-            span!("unlink", req, parent = parent.0, ?name),
-            self.fs.unlink(ino(parent), name),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("unlink", &e)),
-        }
+        let span = span!("unlink", req, parent = parent.0, ?name);
+        empty(
+            "unlink",
+            self.run(span, self.fs.unlink(ino(parent), name)),
+            reply,
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.run(
-            span!("rmdir", req, parent = parent.0, ?name),
-            self.fs.rmdir(ino(parent), name),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rmdir", &e)),
-        }
+        let span = span!("rmdir", req, parent = parent.0, ?name);
+        empty(
+            "rmdir",
+            self.run(span, self.fs.rmdir(ino(parent), name)),
+            reply,
+        );
     }
 
     fn symlink(
@@ -453,10 +476,8 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let span = span!("symlink", req, parent = parent.0, ?name, ?target);
-        match self.run(span, self.fs.symlink(ino(parent), name, target.as_os_str())) {
-            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
-            Err(e) => reply.error(errno("symlink", &e)),
-        }
+        let result = self.run(span, self.fs.symlink(ino(parent), name, target.as_os_str()));
+        self.entry("symlink", result, reply);
     }
 
     fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
@@ -484,31 +505,28 @@ impl fuser::Filesystem for FuseAdapter {
             newparent = newparent.0,
             ?newname
         );
-        match self.run(
-            span,
-            self.fs.rename(ino(parent), name, ino(newparent), newname),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rename", &e)),
-        }
+        let rename = self.fs.rename(ino(parent), name, ino(newparent), newname);
+        empty("rename", self.run(span, rename), reply);
     }
 
     fn link(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        req: &Request,
+        i: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let span = span!("link", req, ino = i.0, newparent = newparent.0, ?newname);
+        let result = self.run(span, self.fs.link(ino(newparent), newname));
+        self.entry("link", result, reply);
     }
 
     fn write(
         &self,
         req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -517,7 +535,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let span = span!("write", req, fh = fh.0, offset, size = data.len());
-        match self.run(span, self.fs.write(fh.0, offset, data)) {
+        match self.run(span, self.fs.write(handle(fh), offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", &e)),
         }
@@ -527,14 +545,16 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        fh: fuser::FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.run(span!("fsync", req, fh = fh.0), self.fs.flush(fh.0, None)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
-        }
+        let span = span!("fsync", req, fh = fh.0);
+        empty(
+            "fsync",
+            self.run(span, self.fs.flush(handle(fh), None)),
+            reply,
+        );
     }
 
     fn create(
@@ -547,141 +567,16 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.run(
-            span!("create", req, parent = parent.0, ?name),
-            self.fs.create(ino(parent), name, req.pid()),
-        ) {
+        let span = span!("create", req, parent = parent.0, ?name);
+        match self.run(span, self.fs.create(ino(parent), name, req.pid())) {
             Ok((attr, opened)) => reply.created(
                 &self.ttl,
                 &file_attr(&attr),
                 Generation(0),
-                FileHandle(opened.fh),
+                fuser::FileHandle(opened.fh.0),
                 FopenFlags::empty(),
             ),
             Err(e) => reply.error(errno("create", &e)),
         }
     }
-}
-
-/// Mounts `adapter` on `mountpoint` and serves it until the mount goes away: `umount`,
-/// `fusermount3 -u`, or SIGINT/SIGTERM to this process (which unmount cleanly).
-pub fn serve(
-    adapter: FuseAdapter,
-    mountpoint: &Path,
-    config: &SessionConfig,
-) -> std::io::Result<()> {
-    let runtime = adapter.runtime.clone();
-    let mut options = vec![
-        MountOption::FSName("rgrid".into()),
-        MountOption::Subtype("rgrid".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if config.read_only {
-        options.push(MountOption::RO);
-    }
-    let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = options;
-    fuse_config.acl = if config.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fuse_config.n_threads = Some(config.threads);
-    fuse_config.clone_fd = true;
-    let mut session = fuser::Session::new(adapter, mountpoint, &fuse_config)?;
-    runtime.spawn(unmount_on_signal(
-        session.unmount_callable(),
-        mountpoint.to_owned(),
-    ));
-    raise_kernel_readahead(&runtime, mountpoint.to_owned());
-    tracing::info!("mounted");
-    session.run()
-}
-
-/// Unmounts on SIGTERM or SIGINT, and the session ends. A busy mount (a file open, a
-/// shell's working directory inside) is detached instead, as `umount -l` does: it leaves
-/// the mount table at once, its open files keep working, and the session ends when the
-/// last one is closed, its upload done. Refusing, as a plain unmount does, would leave
-/// the daemon deaf to every later signal until systemd kills it with files half written.
-async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    let shown = mountpoint.display();
-    // `gone`: out of the mount table, unmounted or detached.
-    let (mut unmount_tried, mut gone) = (false, false);
-    loop {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        if gone {
-            tracing::info!("signal received: {shown} is unmounted already; exiting when its last open file is closed");
-            continue;
-        }
-        if !unmount_tried {
-            unmount_tried = true;
-            tracing::info!("signal received, unmounting {shown}");
-            // The unmount may run fusermount3 and wait for it.
-            match tokio::task::block_in_place(|| unmounter.unmount()) {
-                Ok(()) => {
-                    gone = true;
-                    continue;
-                }
-                Err(e) => warn!("unmount of {shown} failed: {e}"),
-            }
-        }
-        // Busy (a file open, a shell inside), or a detach that failed before: the
-        // unmounter has given its mount up, so every later signal tries the detach.
-        warn!("detaching {shown}: its open files keep working, and the daemon exits when the last one is closed");
-        gone = detach(&mountpoint).await;
-    }
-}
-
-/// Lazy unmount: `fusermount3 -u -z` (any user), else `umount -l` (root).
-async fn detach(mountpoint: &Path) -> bool {
-    use tokio::process::Command;
-    for (program, flags) in [("fusermount3", ["-u", "-z"]), ("umount", ["-l", "--"])] {
-        let outcome = Command::new(program)
-            .args(flags)
-            .arg(mountpoint)
-            .output()
-            .await;
-        match outcome {
-            Ok(out) if out.status.success() => return true,
-            Ok(out) => warn!(
-                "{program} {}: {}",
-                flags.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => debug!("{program}: {e}"),
-        }
-    }
-    false
-}
-
-/// Kernel read-ahead for this mount, in KiB. FUSE starts at 128 KiB; larger read-ahead
-/// means fewer, larger requests (up to 1 MiB each) for sequential readers.
-const KERNEL_READAHEAD_KB: u64 = crate::readahead::KERNEL_READAHEAD >> 10;
-
-/// Raises the mount's read-ahead through sysfs (root only; best effort). It needs a stat
-/// of the mount point, which the session answers, so it runs beside the session loop.
-fn raise_kernel_readahead(runtime: &Handle, mountpoint: PathBuf) {
-    runtime.spawn_blocking(move || {
-        use std::os::unix::fs::MetadataExt;
-        let dev = std::fs::metadata(&mountpoint)?.dev();
-        let knob = format!(
-            "/sys/class/bdi/{}:{}/read_ahead_kb",
-            libc::major(dev),
-            libc::minor(dev)
-        );
-        std::fs::write(&knob, KERNEL_READAHEAD_KB.to_string())
-            .inspect_err(|e| debug!("read-ahead left as is ({knob}: {e})"))
-    });
 }

@@ -80,7 +80,6 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
     };
     let fs = Arc::new(RgridFs::new(
         namespace,
-        client,
         engine,
         uploader.clone(),
         retention,

@@ -27,6 +27,23 @@ pub const MAX_COPY_SIZE: u64 = 5 << 30;
 /// The body of a GET, as it arrives.
 pub type ByteStream = BoxStream<'static, Result<Bytes, ObjectError>>;
 
+/// One version of one object: its key, and the ETag that pins reads and copies to that
+/// version (If-Match). Without an ETag (a store that sent none) nothing is pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectId {
+    /// Full key in the bucket.
+    pub key: String,
+    /// The version's ETag, as the store sent it.
+    pub etag: Option<String>,
+}
+
+impl ObjectId {
+    /// Version `etag` of `key`.
+    pub fn new(key: String, etag: Option<String>) -> ObjectId {
+        ObjectId { key, etag }
+    }
+}
+
 /// What a listing or a HEAD tells about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -84,18 +101,10 @@ impl ExpiryRule {
     /// given; days counted from LastModified and rounded up to the next midnight UTC, as
     /// S3 does.
     pub fn expires_at(&self, last_modified: SystemTime) -> Option<SystemTime> {
-        const DAY: u64 = 86_400;
-        if let Some(date) = self.date {
-            return Some(date);
+        match self.date {
+            Some(date) => Some(date),
+            None => crate::artifact::lifecycle_expiry(last_modified, self.days?),
         }
-        let days = u64::from(self.days?);
-        let since_epoch = last_modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()?
-            .as_secs();
-        let due = since_epoch.checked_add(days * DAY)?;
-        let midnight = due.div_ceil(DAY).checked_mul(DAY)?;
-        SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(midnight))
     }
 }
 
@@ -191,4 +200,53 @@ pub trait ObjectClient: Send + Sync + Debug {
         headers: Option<ObjectHeaders>,
         if_match: Option<&str>,
     ) -> Result<Option<String>, ObjectError>;
+
+    /// DeleteObject of a key that may be gone already: a missing key is success.
+    async fn delete_if_exists(&self, key: &str) -> Result<(), ObjectError> {
+        match self.delete(key).await {
+            Err(ObjectError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `range` of version `id`, read whole into memory: for small bodies only (a link
+    /// target, a gzip trailer).
+    async fn read_range(&self, id: &ObjectId, range: Range<u64>) -> Result<Vec<u8>, ObjectError> {
+        use futures::TryStreamExt;
+        let body = self.get_range(&id.key, range, id.etag.as_deref()).await?;
+        body.try_fold(Vec::new(), |mut all, chunk| {
+            all.extend_from_slice(&chunk);
+            futures::future::ok(all)
+        })
+        .await
+    }
+
+    /// Replaces the metadata of version `id`, `stored_size` bytes, with `headers`: a
+    /// server-side copy onto itself, pinned to that version, so that a concurrent
+    /// writer's object never gets them. Returns the new version's ETag.
+    async fn rewrite_metadata(
+        &self,
+        id: &ObjectId,
+        stored_size: u64,
+        headers: ObjectHeaders,
+    ) -> Result<Option<String>, ObjectError> {
+        if stored_size > MAX_COPY_SIZE {
+            return Err(ObjectError::Unsupported {
+                target: id.key.clone(),
+                message:
+                    "metadata of objects over 5 GiB cannot be rewritten (S3 copies at most 5 GiB)"
+                        .into(),
+            });
+        }
+        let etag = id.etag.as_deref();
+        self.copy(&id.key, &id.key, Some(headers), etag).await
+    }
+
+    /// Moves version `id` to key `to`, metadata and all: a server-side copy pinned to
+    /// that version, then a delete of the old key. Returns the new object's ETag.
+    async fn move_object(&self, id: &ObjectId, to: &str) -> Result<Option<String>, ObjectError> {
+        let etag = self.copy(&id.key, to, None, id.etag.as_deref()).await?;
+        self.delete_if_exists(&id.key).await?;
+        Ok(etag)
+    }
 }

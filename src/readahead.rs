@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 
 pub use block_cache::{BlockCache, BlockId};
 
-use crate::object::{ByteStream, ObjectClient, ObjectError};
+use crate::object::{ByteStream, ObjectClient, ObjectError, ObjectId};
 
 /// Read-engine settings.
 #[derive(Debug, Clone)]
@@ -175,9 +175,15 @@ impl ReadEngine {
         &self.budget
     }
 
-    /// A reader of `key` at version `etag`, `size` bytes long.
-    pub fn open(self: &Arc<Self>, key: String, etag: Option<String>, size: u64) -> ReadAhead {
-        let version = Arc::new((key, etag.unwrap_or_default()));
+    /// `range` of version `id` in one GET, whole: small bodies that no handle streams
+    /// (a gzip trailer, a link target).
+    pub async fn read_small(&self, id: &ObjectId, range: Range<u64>) -> Result<Vec<u8>, ReadError> {
+        Ok(self.client.read_range(id, range).await?)
+    }
+
+    /// A reader of object version `id`, `size` bytes long.
+    pub fn open(self: &Arc<Self>, id: ObjectId, size: u64) -> ReadAhead {
+        let version = Arc::new(id);
         ReadAhead {
             engine: self.clone(),
             version,
@@ -189,16 +195,12 @@ impl ReadEngine {
     }
 
     /// One ranged GET read to its end, with retries for broken bodies.
-    async fn fetch(
-        &self,
-        version: &(String, String),
-        range: Range<u64>,
-    ) -> Result<Bytes, ReadError> {
+    async fn fetch(&self, version: &ObjectId, range: Range<u64>) -> Result<Bytes, ReadError> {
         let mut attempt = 1;
         loop {
             match self.fetch_once(version, range.clone()).await {
                 Err(e) if e.is_retryable() && attempt < self.config.attempts => {
-                    tracing::debug!(key = %version.0, attempt, "refetching {range:?}: {e}");
+                    tracing::debug!(key = %version.key, attempt, "refetching {range:?}: {e}");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -209,10 +211,10 @@ impl ReadEngine {
 
     async fn fetch_once(
         &self,
-        (key, etag): &(String, String),
+        ObjectId { key, etag }: &ObjectId,
         range: Range<u64>,
     ) -> Result<Bytes, ReadError> {
-        let if_match = (!etag.is_empty()).then_some(etag.as_str());
+        let if_match = etag.as_deref();
         let len = (range.end - range.start) as usize;
         if len == 0 {
             return Ok(Bytes::new());
@@ -311,7 +313,7 @@ impl Window {
 /// Reads of one open file. Not shared between handles: each has its own window.
 pub struct ReadAhead {
     engine: Arc<ReadEngine>,
-    version: Arc<(String, String)>,
+    version: Arc<ObjectId>,
     size: u64,
     window: Window,
     /// Where the previous read ended.
@@ -336,7 +338,7 @@ const SEQUENTIAL_STREAK: u32 = 2;
 impl std::fmt::Debug for ReadAhead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadAhead")
-            .field("key", &self.version.0)
+            .field("key", &self.version.key)
             .field("last_end", &self.last_end)
             .finish()
     }
@@ -345,7 +347,7 @@ impl std::fmt::Debug for ReadAhead {
 impl ReadAhead {
     /// The key of the object read.
     pub fn key(&self) -> &str {
-        &self.version.0
+        &self.version.key
     }
 
     /// Up to `len` bytes at `offset`; fewer only at the end of the file.

@@ -641,6 +641,7 @@ fn hex_digest(hasher: Sha256) -> String {
 
 mod gzip;
 mod stream;
+mod tree;
 
 pub use gzip::{CompressMode, CompressPolicy};
 pub use stream::PartStream;

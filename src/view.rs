@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::artifact::{self, Compression};
 use crate::namespace::Node;
-use crate::object::ObjectClient;
+use crate::object::ObjectId;
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
 use gzip::{Expected, GzipReader};
 use verify::{Verdict, Verifier};
@@ -78,9 +78,13 @@ enum Inner {
 
 type SharedGzip = tokio::sync::Mutex<GzipReader>;
 
-/// What a decode is of: key, ETag, and the size and SHA-256 it is checked against (a
-/// metadata-only copy keeps S3's ETag but may change them).
-type DecodeId = (String, String, Expected);
+/// What a decode is of: an object version, and the size and SHA-256 it is checked
+/// against (a metadata-only copy keeps S3's ETag but may change them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecodeId {
+    object: ObjectId,
+    expected: Expected,
+}
 
 /// The gzip decodes in progress, one per object version and expectation, shared by every
 /// handle that reads it: four `grep`s of one compressed CSV decode it once, into one
@@ -109,10 +113,10 @@ impl Decodes {
         expected: Expected,
         start: impl FnOnce(&std::path::Path, Expected) -> Result<GzipReader, ViewError>,
     ) -> Result<Arc<SharedGzip>, ViewError> {
-        let version = node
-            .etag
-            .clone()
-            .map(|etag| (node.key.clone(), etag, expected.clone()));
+        let version = node.etag.is_some().then(|| DecodeId {
+            object: node.object_id(),
+            expected: expected.clone(),
+        });
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = version.as_ref().and_then(|v| open.get(v)?.upgrade()) {
             // A decode that failed (a full decode disk, say) is not handed to new opens:
@@ -148,7 +152,7 @@ impl FileReader {
     ) -> Result<FileReader, ViewError> {
         let headers = node.headers.as_deref();
         let sha256 = headers.and_then(artifact::sha256).map(str::to_owned);
-        let source = || engine.open(node.key.clone(), node.etag.clone(), node.stored_size);
+        let source = || engine.open(node.object_id(), node.stored_size);
         let compression = headers.map_or(Compression::None, artifact::compression);
         let inner = match compression {
             Compression::None => Inner::Plain {
@@ -229,17 +233,13 @@ async fn read_plain(
 /// from one small ranged GET; `None` if it cannot be read or cannot be the whole size:
 /// 4 GiB of stored bytes or more (ISIZE wraps), or less than stored (a last member
 /// that is not the whole content, e.g. bgzip's empty one).
-pub async fn gzip_trailer_size(client: &dyn ObjectClient, node: &Node) -> Option<u64> {
-    use futures::TryStreamExt;
+pub async fn gzip_trailer_size(engine: &ReadEngine, node: &Node) -> Option<u64> {
     if node.stored_size >= 1 << 32 {
         return None;
     }
     let start = node.stored_size.checked_sub(4)?;
     let range = start..node.stored_size;
-    let body = client
-        .get_range(&node.key, range, node.etag.as_deref())
-        .await;
-    let bytes: Vec<u8> = body.ok()?.map_ok(|b| b.to_vec()).try_concat().await.ok()?;
+    let bytes = engine.read_small(&node.object_id(), range).await.ok()?;
     let isize: [u8; 4] = bytes.try_into().ok()?;
     let size = u64::from(u32::from_le_bytes(isize));
     (size >= node.stored_size).then_some(size)

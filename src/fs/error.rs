@@ -2,7 +2,8 @@
 
 use thiserror::Error;
 
-use crate::namespace::NamespaceError;
+use super::FileHandle;
+use crate::namespace::{BadName, NamespaceError};
 use crate::object::ObjectError;
 use crate::readahead::ReadError;
 use crate::upload::UploadError;
@@ -25,7 +26,7 @@ pub enum FsError {
     ReadOnly,
     /// The kernel named a handle that is not open (or a reader where a writer is needed).
     #[error("unknown file handle {0}")]
-    BadHandle(u64),
+    BadHandle(FileHandle),
     /// Uploading failed; the file stays journaled.
     #[error(transparent)]
     Upload(#[from] UploadError),
@@ -61,6 +62,12 @@ pub enum FsError {
     Object(#[from] ObjectError),
 }
 
+impl From<BadName> for FsError {
+    fn from(why: BadName) -> FsError {
+        FsError::Namespace(NamespaceError::InvalidName(why))
+    }
+}
+
 /// How loudly a failure is logged: expected outcomes (a missing file) stay quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -78,17 +85,11 @@ impl FsError {
                 NamespaceError::NotFound | NamespaceError::UnknownInode(_) => libc::ENOENT,
                 NamespaceError::NotADirectory => libc::ENOTDIR,
                 NamespaceError::IsADirectory => libc::EISDIR,
-                NamespaceError::InvalidName => libc::EINVAL,
+                NamespaceError::InvalidName(why) => name_errno(*why),
                 NamespaceError::ReadOnly => libc::EROFS,
                 NamespaceError::Object(e) => object_errno(e),
             },
-            FsError::View(ViewError::Read(e)) | FsError::Read(e) => match e {
-                ReadError::Object(e) => object_errno(e),
-                ReadError::Truncated { .. }
-                | ReadError::Stalled { .. }
-                | ReadError::Interrupted(_)
-                | ReadError::Task(_) => libc::EIO,
-            },
+            FsError::View(ViewError::Read(e)) | FsError::Read(e) => read_errno(e),
             FsError::View(_) => libc::EIO,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
@@ -108,23 +109,47 @@ impl FsError {
         }
     }
 
-    /// How loudly to log it.
+    /// How loudly to log it: the same errno can be routine from one layer and news from
+    /// another (ENOENT from a lookup, or from an object deleted under a reader).
     pub fn severity(&self) -> Severity {
-        match self.errno() {
-            libc::ENOENT
-            | libc::EROFS
-            | libc::ENOTDIR
-            | libc::EISDIR
-            | libc::EEXIST
-            | libc::ENOTEMPTY
-            | libc::EXDEV
-            | libc::EPERM
-            | libc::ENODATA
-            | libc::ENOTSUP
-            | libc::EINVAL
-            | libc::EBUSY => Severity::Debug,
-            _ => Severity::Warn,
+        match self {
+            FsError::Namespace(NamespaceError::Object(e)) | FsError::Object(e) => {
+                object_severity(e)
+            }
+            FsError::Namespace(NamespaceError::UnknownInode(_)) => Severity::Warn,
+            FsError::Namespace(_) => Severity::Debug,
+            FsError::Read(_) | FsError::View(_) | FsError::Upload(_) | FsError::Io(_) => {
+                Severity::Warn
+            }
+            FsError::BadHandle(_) => Severity::Warn,
+            FsError::ReadOnly
+            | FsError::Exists
+            | FsError::NotEmpty
+            | FsError::CrossDevice
+            | FsError::NotPermitted
+            | FsError::NoAttribute
+            | FsError::NotSupported
+            | FsError::InvalidValue
+            | FsError::Busy => Severity::Debug,
         }
+    }
+}
+
+/// The errno of each name rule.
+fn name_errno(why: BadName) -> i32 {
+    match why {
+        BadName::TooLong | BadName::KeyTooLong => libc::ENAMETOOLONG,
+        BadName::Empty | BadName::Dot | BadName::Nul | BadName::NotUtf8 => libc::EINVAL,
+    }
+}
+
+fn read_errno(e: &ReadError) -> i32 {
+    match e {
+        ReadError::Object(e) => object_errno(e),
+        ReadError::Truncated { .. }
+        | ReadError::Stalled { .. }
+        | ReadError::Interrupted(_)
+        | ReadError::Task(_) => libc::EIO,
     }
 }
 
@@ -132,11 +157,53 @@ fn object_errno(e: &ObjectError) -> i32 {
     match e {
         ObjectError::NotFound { .. } => libc::ENOENT,
         ObjectError::AccessDenied { .. } => libc::EACCES,
+        ObjectError::Unsupported { .. } => libc::ENOTSUP,
         // A changed object is EIO (not ESTALE): the reader must not retry into a mix.
         ObjectError::PreconditionFailed { .. }
         | ObjectError::NoSuchBucket { .. }
         | ObjectError::Unavailable { .. }
-        | ObjectError::Unsupported { .. }
         | ObjectError::Other { .. } => libc::EIO,
+    }
+}
+
+/// A key gone from the store outside a read is routine (a race with another deleter);
+/// everything else the store says no to is worth an operator's eye.
+fn object_severity(e: &ObjectError) -> Severity {
+    match e {
+        ObjectError::NotFound { .. } | ObjectError::Unsupported { .. } => Severity::Debug,
+        _ => Severity::Warn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(why: BadName) -> FsError {
+        why.into()
+    }
+
+    #[test]
+    fn each_name_rule_has_its_errno() {
+        assert_eq!(name(BadName::TooLong).errno(), libc::ENAMETOOLONG);
+        assert_eq!(name(BadName::KeyTooLong).errno(), libc::ENAMETOOLONG);
+        for why in [BadName::Empty, BadName::Dot, BadName::Nul, BadName::NotUtf8] {
+            assert_eq!(name(why).errno(), libc::EINVAL, "{why:?}");
+        }
+        assert_eq!(name(BadName::TooLong).severity(), Severity::Debug);
+    }
+
+    #[test]
+    fn severity_follows_the_layer_not_the_errno() {
+        let gone = || ObjectError::NotFound { key: "k".into() };
+        let lookup = FsError::Namespace(NamespaceError::NotFound);
+        let mid_read = FsError::Read(ReadError::Object(gone()));
+        assert_eq!(
+            (lookup.errno(), mid_read.errno()),
+            (libc::ENOENT, libc::ENOENT)
+        );
+        assert_eq!(lookup.severity(), Severity::Debug);
+        assert_eq!(mid_read.severity(), Severity::Warn);
+        assert_eq!(FsError::Object(gone()).severity(), Severity::Debug);
     }
 }

@@ -1,6 +1,5 @@
-//! Write operations of [`RgridFs`]: files open for writing (each backed by a [`Spool`] and
-//! uploaded on flush, fsync and release), and changes to the tree: create, truncate,
-//! unlink, mkdir, rmdir, rename.
+//! Files of [`RgridFs`] open for writing: create, open, write, truncate, flush, fsync and
+//! release. Each is backed by a [`Spool`] and uploaded on flush, fsync and release.
 //!
 //! close() maps to flush: it returns only once the upload is done, with EIO if it failed;
 //! the file then stays journaled and is uploaded by the retry loop.
@@ -9,14 +8,10 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use super::fill::LazyFill;
-use super::{lock, utf8, Attr, FsError, OpenFile, Opened, RgridFs};
-use crate::artifact::{self, KeptAttrs};
-use crate::namespace::{InodeKind, InodeNo, NamespaceError, Node, StoredVersion};
+use super::{lock, Attr, FileHandle, FsError, OpenFile, Opened, RgridFs};
+use crate::namespace::{entry_name, InodeKind, InodeNo, Node, StoredVersion};
 use crate::upload::{PartStream, Spool, Uploaded, Uploader};
 use crate::view::FileReader;
-
-/// The longest link target Linux takes.
-const PATH_MAX: u64 = 4096;
 
 /// Bytes read at a time when a spool starts from the object's content.
 const FILL_CHUNK: u32 = 1 << 20;
@@ -201,17 +196,14 @@ impl RgridFs {
         name: &OsStr,
         caller: u32,
     ) -> Result<(Attr, Opened), FsError> {
+        let name = entry_name(name)?;
         let uploader = self.writable(&[parent])?;
         let spool = uploader.spool()?;
-        let created = utf8(name).and_then(|name| {
-            let node = self.namespace.create_local(parent, name, InodeKind::File)?;
-            Ok(node)
-        });
-        let node = match created {
+        let node = match self.namespace.create_local(parent, name, InodeKind::File) {
             Ok(node) => node,
             Err(e) => {
                 uploader.close_spool(&spool);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, true, Some(caller));
@@ -228,7 +220,7 @@ impl RgridFs {
     }
 
     /// Writes `data` at `offset` of open file `fh`.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    pub async fn write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         let OpenFile::Write(writer) = &mut *file else {
@@ -267,7 +259,7 @@ impl RgridFs {
     /// half-written file once per child, and returns 0 without waiting for the opener's
     /// upload. The opener's close uploads, every close after it does, and so does the
     /// last close of all (release).
-    pub async fn flush(&self, fh: u64, closer: Option<u32>) -> Result<(), FsError> {
+    pub async fn flush(&self, fh: FileHandle, closer: Option<u32>) -> Result<(), FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         let OpenFile::Write(writer) = &mut *file else {
@@ -277,7 +269,7 @@ impl RgridFs {
             tracing::debug!(key = %writer.key, "close by a child process: no upload");
             return Ok(());
         }
-        if writer.dirty || self.namespace.kept(writer.ino).1 {
+        if writer.dirty || self.namespace.upload_attrs(writer.ino).pending {
             self.upload(writer).await
         } else {
             Ok(())
@@ -286,9 +278,17 @@ impl RgridFs {
 
     async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
         writer.spool_op(|_| Ok(()))?;
+        if self.namespace.is_unlinked(writer.ino) {
+            // Unlinked, or replaced by a rename, while open: its content has no name to
+            // go to, and uploading it would bring the old name back.
+            tracing::debug!(key = %writer.key, "closed after unlink: no upload");
+            self.end_stream(writer);
+            writer.dirty = false;
+            return Ok(());
+        }
         writer.complete_fill().await?;
         let stream = writer.stream.take();
-        let (kept, _) = self.namespace.kept(writer.ino);
+        let kept = self.namespace.upload_attrs(writer.ino).kept;
         let uploaded = self
             .uploader()?
             .upload(&writer.key, &writer.spool, stream, kept)
@@ -313,8 +313,8 @@ impl RgridFs {
     /// pin: then it stays pending for the next flush or release, as when the rewrite
     /// fails. The data is durable either way.
     async fn keep_late_attrs(&self, ino: InodeNo, uploaded: Uploaded) {
-        let (kept, pending) = self.namespace.kept(ino);
-        if !pending || uploaded.etag.is_none() {
+        let attrs = self.namespace.upload_attrs(ino);
+        if !attrs.pending || uploaded.etag.is_none() {
             return;
         }
         let Ok(node) = self.namespace.getattr(ino).await else {
@@ -324,7 +324,7 @@ impl RgridFs {
             return;
         }
         let mut headers = uploaded.headers;
-        kept.store(&mut headers.user_metadata);
+        attrs.kept.store(&mut headers.user_metadata);
         if let Err(e) = self.rewrite_metadata(&node, headers).await {
             tracing::warn!(key = %node.key, "attributes set during an upload not stored yet: {e}");
         }
@@ -332,7 +332,7 @@ impl RgridFs {
 
     /// Closes file `fh`: a writer not flushed (written through mmap) is uploaded now, and
     /// its spool removed unless the upload is still pending.
-    pub async fn release(&self, fh: u64) {
+    pub async fn release(&self, fh: FileHandle) {
         let Some(file) = lock(&self.files).remove(&fh) else {
             return;
         };
@@ -340,7 +340,7 @@ impl RgridFs {
         let OpenFile::Write(writer) = &mut *file else {
             return;
         };
-        let attrs_changed = self.namespace.kept(writer.ino).1;
+        let attrs_changed = self.namespace.upload_attrs(writer.ino).pending;
         if (writer.dirty || attrs_changed) && writer.failed.is_none() {
             if let Err(e) = self.upload(writer).await {
                 tracing::warn!(key = %writer.key, "upload at release failed, kept pending: {e}");
@@ -356,7 +356,7 @@ impl RgridFs {
     /// what is still queued when a connection goes, and a detached mount's last close
     /// can take its own RELEASE with it.
     pub async fn release_all(&self) {
-        let open: Vec<u64> = lock(&self.files).keys().copied().collect();
+        let open: Vec<FileHandle> = lock(&self.files).keys().copied().collect();
         for fh in open {
             self.release(fh).await;
         }
@@ -367,7 +367,7 @@ impl RgridFs {
         &self,
         ino: InodeNo,
         size: u64,
-        fh: Option<u64>,
+        fh: Option<FileHandle>,
     ) -> Result<Attr, FsError> {
         let file = match fh {
             Some(fh) => Some(self.file(fh)?),
@@ -398,168 +398,6 @@ impl RgridFs {
         self.uploader()?.close_spool(&writer.spool);
         result?;
         self.getattr(ino).await
-    }
-
-    /// Deletes file `name` of `parent`.
-    pub async fn unlink(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
-        self.writable(&[parent])?;
-        let name = utf8(name)?;
-        let node = self.namespace.find(parent, name).await?;
-        if node.kind == InodeKind::Directory {
-            return Err(NamespaceError::IsADirectory.into());
-        }
-        match self.client.delete(&node.key).await {
-            Ok(()) | Err(crate::object::ObjectError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.namespace.remove(parent, name);
-        Ok(())
-    }
-
-    /// Makes symbolic link `name` in `parent` pointing at `target`: a small object whose
-    /// metadata (and body) hold the target, as s3fs stores them.
-    pub async fn symlink(
-        &self,
-        parent: InodeNo,
-        name: &OsStr,
-        target: &OsStr,
-    ) -> Result<Attr, FsError> {
-        self.writable(&[parent])?;
-        let name = utf8(name)?;
-        let target = target.to_str().ok_or(FsError::InvalidValue)?;
-        if self.namespace.find(parent, name).await.is_ok() {
-            return Err(FsError::Exists);
-        }
-        let dir = self.namespace.getattr(parent).await?;
-        let key = format!("{}{name}", dir.key);
-        let mut headers = crate::object::ObjectHeaders {
-            content_type: Some("application/x-symlink".into()),
-            ..Default::default()
-        };
-        let meta = &mut headers.user_metadata;
-        let in_metadata = artifact::symlink_metadata(target);
-        meta.insert(artifact::SYMLINK.into(), in_metadata.to_owned());
-        meta.insert(
-            artifact::SHA256.into(),
-            artifact::sha256_hex(target.as_bytes()),
-        );
-        let body = bytes::Bytes::copy_from_slice(target.as_bytes());
-        self.client.put(&key, body, headers).await?;
-        let node = self.namespace.refresh(parent, name).await?;
-        Ok(self.config.ownership.attr(&node))
-    }
-
-    /// The target of symbolic link `ino`.
-    pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
-        let node = self.namespace.describe(ino).await?;
-        let target = node.headers.as_deref().and_then(artifact::symlink_target);
-        match target {
-            None => Err(FsError::InvalidValue),
-            Some("") => self.link_body(&node).await,
-            Some(target) => Ok(target.as_bytes().to_vec()),
-        }
-    }
-
-    /// A link target kept in the object's body only (not ASCII, or long).
-    async fn link_body(&self, node: &Node) -> Result<Vec<u8>, FsError> {
-        use futures::TryStreamExt;
-        if node.stored_size > PATH_MAX {
-            return Err(FsError::InvalidValue);
-        }
-        let range = 0..node.stored_size;
-        let body = self
-            .client
-            .get_range(&node.key, range, node.etag.as_deref())
-            .await?;
-        let target: Vec<u8> = body.map_ok(|b| b.to_vec()).try_concat().await?;
-        Ok(target)
-    }
-
-    /// Makes directory `name` in `parent`; it exists in this mount until it has entries.
-    pub async fn mkdir(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
-        self.writable(&[parent])?;
-        let name = utf8(name)?;
-        if self.namespace.find(parent, name).await.is_ok() {
-            return Err(FsError::Exists);
-        }
-        let node = self
-            .namespace
-            .create_local(parent, name, InodeKind::Directory)?;
-        Ok(self.config.ownership.attr(&node))
-    }
-
-    /// Removes empty directory `name` of `parent` (and its marker object, if any).
-    pub async fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
-        self.writable(&[parent])?;
-        let name = utf8(name)?;
-        let node = self.namespace.find(parent, name).await?;
-        if node.kind != InodeKind::Directory {
-            return Err(NamespaceError::NotADirectory.into());
-        }
-        if node.read_only {
-            return Err(FsError::ReadOnly);
-        }
-        if !self.namespace.readdir(node.ino).await?.is_empty() {
-            return Err(FsError::NotEmpty);
-        }
-        match self.client.delete(&node.key).await {
-            Ok(()) | Err(crate::object::ObjectError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.namespace.remove(parent, name);
-        Ok(())
-    }
-
-    /// Renames a file (server-side copy, then delete), or an empty directory made here;
-    /// other directories get EXDEV, so that `mv` copies them.
-    pub async fn rename(
-        &self,
-        parent: InodeNo,
-        name: &OsStr,
-        new_parent: InodeNo,
-        new_name: &OsStr,
-    ) -> Result<(), FsError> {
-        self.writable(&[parent, new_parent])?;
-        let (name, new_name) = (utf8(name)?, utf8(new_name)?);
-        let node = self.namespace.find(parent, name).await?;
-        if node.read_only {
-            return Err(FsError::ReadOnly);
-        }
-        let target_dir = self.namespace.getattr(new_parent).await?;
-        if node.kind == InodeKind::Directory {
-            let empty = self.namespace.readdir(node.ino).await?.is_empty();
-            if !(empty && self.namespace.is_local(node.ino)) {
-                return Err(FsError::CrossDevice);
-            }
-            let key = format!("{}{new_name}/", target_dir.key);
-            self.namespace
-                .rename(parent, name, new_parent, new_name, key);
-            return Ok(());
-        }
-        if node.etag.is_none() {
-            // Still being written here: nothing in the store to copy yet.
-            return Err(FsError::CrossDevice);
-        }
-        let new_key = format!("{}{new_name}", target_dir.key);
-        let etag = self
-            .client
-            .copy(&node.key, &new_key, None, node.etag.as_deref())
-            .await?;
-        self.client.delete(&node.key).await?;
-        self.namespace
-            .rename(parent, name, new_parent, new_name, new_key);
-        // Same bytes, new version: readers of the new name pin the copy's ETag.
-        lock(&self.cached_versions).insert(node.ino, etag.clone());
-        // The copy carries the source's stored attributes, not any still pending here.
-        let kept = node.headers.as_deref().map_or(node.kept, KeptAttrs::of);
-        let stored = StoredVersion {
-            size: node.size,
-            stored_size: node.stored_size,
-            etag,
-            kept,
-        };
-        self.namespace.stored(node.ino, stored);
-        Ok(())
     }
 }
 

@@ -1,8 +1,9 @@
-//! Extended attributes of [`RgridFs`]: the `user.rgrid.*` names of DESIGN.md, read from
-//! the object's metadata (one HEAD per version, kept with the inode) and from its key.
-//! `expires_at` and `retention_days` can be set on a writable file: the store then gets
-//! the object's metadata rewritten by a server-side copy onto itself, pinned to the
-//! version read, so that a concurrent writer's object never gets our metadata.
+//! Extended attributes of [`RgridFs`]: the artifact metadata under `user.rgrid.*` (expiry,
+//! SHA-256, ETag, stored size, content type, compression, execution and artifact type),
+//! read from the object's metadata (one HEAD per version, kept with the inode) and from
+//! its key. `expires_at` and `retention_days` can be set on a writable file: the store
+//! then gets the object's metadata rewritten, pinned to the version read, so that a
+//! concurrent writer's object never gets our metadata.
 
 use std::ffi::OsStr;
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use super::{lock, FsError, RgridFs};
 use crate::artifact;
 use crate::namespace::{InodeKind, InodeNo, Node};
-use crate::object::{ObjectHeaders, MAX_COPY_SIZE};
+use crate::object::ObjectHeaders;
 
 const EXPIRES_AT: &str = "user.rgrid.expires_at";
 const RETENTION_DAYS: &str = "user.rgrid.retention_days";
@@ -167,14 +168,9 @@ impl RgridFs {
         node: &Node,
         headers: ObjectHeaders,
     ) -> Result<(), FsError> {
-        if node.stored_size > MAX_COPY_SIZE {
-            tracing::info!(key = %node.key, "metadata of objects over 5 GiB cannot be rewritten (S3 copies at most 5 GiB)");
-            return Err(FsError::NotSupported);
-        }
-        let etag = node.etag.as_deref();
         let new_etag = self
-            .client
-            .copy(&node.key, &node.key, Some(headers.clone()), etag)
+            .writable(&[node.ino])?
+            .rewrite_metadata(&node.object_id(), node.stored_size, headers.clone())
             .await?;
         // A page cache that holds these bytes holds them under the new version too.
         let mut cached = lock(&self.cached_versions);

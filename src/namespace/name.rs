@@ -1,12 +1,19 @@
-//! Which keys can be file names, and the log-once record of those that cannot.
+//! The name rules: which key segments can be file names, which names the kernel hands
+//! us can become keys, and the log-once record of keys that cannot be shown. Every
+//! operation that takes a name checks it here before any request to the store; the
+//! errno of each rule is in `fs/error.rs`, the one errno table.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::sync::Mutex;
 
 /// Longest file name Linux accepts (NAME_MAX).
-const NAME_MAX: usize = 255;
+pub const NAME_MAX: usize = 255;
 
-/// Why a key segment cannot be shown as a file name.
+/// Longest key S3 (and MinIO) store, in bytes of UTF-8.
+pub const KEY_MAX: usize = 1024;
+
+/// Why a name cannot be an entry of this mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadName {
     /// `a//b`: an empty segment.
@@ -17,6 +24,23 @@ pub enum BadName {
     TooLong,
     /// Contains NUL.
     Nul,
+    /// Not UTF-8: keys are UTF-8, so such a name cannot be one.
+    NotUtf8,
+    /// The key it makes would pass KEY_MAX bytes.
+    KeyTooLong,
+}
+
+impl std::fmt::Display for BadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadName::Empty => "empty name",
+            BadName::Dot => "`.` or `..`",
+            BadName::TooLong => "name longer than 255 bytes",
+            BadName::Nul => "name contains NUL",
+            BadName::NotUtf8 => "name is not UTF-8",
+            BadName::KeyTooLong => "key longer than 1024 bytes",
+        })
+    }
 }
 
 /// Checks that `name` (one key segment) can be a directory entry.
@@ -28,6 +52,25 @@ pub fn check_name(name: &str) -> Result<(), BadName> {
         n if n.contains('\0') => Err(BadName::Nul),
         _ => Ok(()),
     }
+}
+
+/// A name from the kernel as a key segment: UTF-8, and a valid entry name.
+pub fn entry_name(name: &OsStr) -> Result<&str, BadName> {
+    // Length first: a 300-byte name is too long whatever its bytes are.
+    if name.len() > NAME_MAX {
+        return Err(BadName::TooLong);
+    }
+    let name = name.to_str().ok_or(BadName::NotUtf8)?;
+    check_name(name)?;
+    Ok(name)
+}
+
+/// Checks that `key` is short enough for the store.
+pub fn check_key(key: &str) -> Result<(), BadName> {
+    if key.len() > KEY_MAX {
+        return Err(BadName::KeyTooLong);
+    }
+    Ok(())
 }
 
 /// Keys already reported, so that a listing repeated every few seconds logs each once.
@@ -49,6 +92,7 @@ impl SkippedKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn names_that_cannot_be_entries() {
@@ -58,5 +102,30 @@ mod tests {
         assert_eq!(check_name(&"x".repeat(256)), Err(BadName::TooLong));
         assert_eq!(check_name(&"x".repeat(255)), Ok(()));
         assert_eq!(check_name("a\0b"), Err(BadName::Nul));
+    }
+
+    #[test]
+    fn names_from_the_kernel() {
+        assert_eq!(entry_name(OsStr::new("out.csv")), Ok("out.csv"));
+        assert_eq!(
+            entry_name(OsStr::from_bytes(b"a\xffb")),
+            Err(BadName::NotUtf8)
+        );
+        let long = [0xffu8; 256];
+        assert_eq!(entry_name(OsStr::from_bytes(&long)), Err(BadName::TooLong));
+        // 255 bytes of a multi-byte character: long in bytes, within the limit.
+        let wide = "é".repeat(127) + "x";
+        assert_eq!(wide.len(), 255);
+        assert_eq!(entry_name(OsStr::new(&wide)), Ok(wide.as_str()));
+        assert_eq!(entry_name(OsStr::new(&(wide + "y"))), Err(BadName::TooLong));
+    }
+
+    #[test]
+    fn keys_past_the_store_limit() {
+        assert_eq!(check_key(&"k".repeat(KEY_MAX)), Ok(()));
+        assert_eq!(
+            check_key(&"k".repeat(KEY_MAX + 1)),
+            Err(BadName::KeyTooLong)
+        );
     }
 }

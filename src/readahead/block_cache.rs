@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use lru::LruCache;
 
+use crate::object::ObjectId;
+
 /// One block: object key, ETag and start offset.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockId {
-    /// Key and ETag of the object version.
-    pub version: Arc<(String, String)>,
+    /// The object version.
+    pub version: Arc<ObjectId>,
     /// Offset of the block's first byte.
     pub start: u64,
 }
@@ -77,7 +79,7 @@ mod tests {
 
     fn id(start: u64) -> BlockId {
         BlockId {
-            version: Arc::new(("k".into(), "e".into())),
+            version: Arc::new(ObjectId::new("k".into(), Some("e".into()))),
             start,
         }
     }

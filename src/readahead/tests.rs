@@ -5,7 +5,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::object::{MemoryClient, ObjectHeaders, Operation};
+use crate::object::{MemoryClient, ObjectHeaders, ObjectId, Operation};
 
 fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -30,7 +30,7 @@ fn engine(bytes: &[u8], config: ReadConfig) -> (Arc<ReadEngine>, MemoryClient) {
 }
 
 fn open(engine: &Arc<ReadEngine>, len: usize) -> ReadAhead {
-    engine.open("k".into(), Some("\"v0\"".into()), len as u64)
+    engine.open(ObjectId::new("k".into(), Some("\"v0\"".into())), len as u64)
 }
 
 #[tokio::test]

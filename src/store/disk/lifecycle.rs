@@ -10,7 +10,7 @@ use s3s::dto::{self, Timestamp, TimestampFormat};
 use s3s::{s3_error, S3Result};
 
 use super::{internal_err, DiskStore, INTERNAL};
-use crate::object::ExpiryRule;
+use crate::artifact;
 
 impl DiskStore {
     fn lifecycle_path(&self, bucket: &str) -> S3Result<PathBuf> {
@@ -60,9 +60,13 @@ impl DiskStore {
         let (at, id) = config
             .rules
             .iter()
-            .filter_map(prefix_rule)
-            .filter(|rule| key.starts_with(&rule.prefix))
-            .filter_map(|rule| Some((rule.expires_at(mtime)?, rule.id)))
+            .filter(|rule| prefix_rule(rule).is_some_and(|prefix| key.starts_with(prefix)))
+            .filter_map(|rule| {
+                Some((
+                    expires_at(rule, mtime)?,
+                    rule.id.clone().unwrap_or_default(),
+                ))
+            })
             .min_by_key(|(at, _)| *at)?;
         let mut date = Vec::new();
         Timestamp::from(at)
@@ -73,26 +77,30 @@ impl DiskStore {
     }
 }
 
-/// An enabled expiration rule that selects by prefix alone.
-fn prefix_rule(rule: &dto::LifecycleRule) -> Option<ExpiryRule> {
+/// The prefix of an enabled expiration rule that selects by prefix alone.
+fn prefix_rule(rule: &dto::LifecycleRule) -> Option<&str> {
     if rule.status.as_str() != dto::ExpirationStatus::ENABLED {
         return None;
     }
-    let prefix = match &rule.filter {
-        Some(f) if f.tag.is_some() || f.and.is_some() => return None,
+    match &rule.filter {
+        Some(f) if f.tag.is_some() || f.and.is_some() => None,
         Some(f) if f.object_size_greater_than.is_some() || f.object_size_less_than.is_some() => {
-            return None
+            None
         }
-        Some(f) => f.prefix.clone().unwrap_or_default(),
-        None => rule.prefix.clone().unwrap_or_default(),
-    };
+        Some(f) => Some(f.prefix.as_deref().unwrap_or_default()),
+        None => Some(rule.prefix.as_deref().unwrap_or_default()),
+    }
+}
+
+/// When `rule` deletes an object last modified at `mtime`: its date, or its days counted
+/// as S3 counts them.
+fn expires_at(rule: &dto::LifecycleRule, mtime: SystemTime) -> Option<SystemTime> {
     let expiration = rule.expiration.as_ref()?;
-    Some(ExpiryRule {
-        id: rule.id.clone().unwrap_or_default(),
-        prefix,
-        days: expiration.days.and_then(|d| u32::try_from(d).ok()),
-        date: expiration.date.as_ref().and_then(system_time),
-    })
+    if let Some(date) = expiration.date.as_ref() {
+        return system_time(date);
+    }
+    let days = u32::try_from(expiration.days?).ok()?;
+    artifact::lifecycle_expiry(mtime, days)
 }
 
 /// s3s converts only into its timestamps; out goes through epoch seconds.

@@ -1,0 +1,205 @@
+//! Changes to the tree of [`RgridFs`]: unlink, mkdir, rmdir, rename, symlink and readlink,
+//! and the answers to what this mount does not do (device nodes, hard links). Every name
+//! is checked by the name rules before anything is asked of the store; how each change
+//! looks in the store is the write engine's business (`upload/tree.rs`).
+
+use std::ffi::OsStr;
+
+use super::{lock, Attr, FsError, RgridFs};
+use crate::artifact::KeptAttrs;
+use crate::namespace::{entry_name, InodeKind, InodeNo, NamespaceError, Node, StoredVersion};
+
+/// The longest link target Linux takes.
+const PATH_MAX: u64 = 4096;
+
+impl RgridFs {
+    /// Deletes file `name` of `parent`. A handle still open on it keeps working, on a
+    /// file with no link left.
+    pub async fn unlink(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
+        let name = entry_name(name)?;
+        let uploader = self.writable(&[parent])?;
+        let node = self.namespace.find(parent, name).await?;
+        if node.kind == InodeKind::Directory {
+            return Err(NamespaceError::IsADirectory.into());
+        }
+        uploader.delete(&node.key).await?;
+        self.namespace.remove(parent, name);
+        Ok(())
+    }
+
+    /// Makes symbolic link `name` in `parent` pointing at `target`.
+    pub async fn symlink(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> Result<Attr, FsError> {
+        let name = entry_name(name)?;
+        let uploader = self.writable(&[parent])?;
+        let target = target.to_str().ok_or(FsError::InvalidValue)?;
+        let key = self.namespace.child_key(parent, name, InodeKind::Symlink)?;
+        if self.namespace.find(parent, name).await.is_ok() {
+            return Err(FsError::Exists);
+        }
+        uploader.put_symlink(&key, target).await?;
+        let node = self.namespace.refresh(parent, name).await?;
+        Ok(self.config.ownership.attr(&node))
+    }
+
+    /// The target of symbolic link `ino`.
+    pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+        let node = self.namespace.describe(ino).await?;
+        let target = node
+            .headers
+            .as_deref()
+            .and_then(crate::artifact::symlink_target);
+        match target {
+            None => Err(FsError::InvalidValue),
+            // Kept in the object's body only (not ASCII, or long).
+            Some("") if node.stored_size > PATH_MAX => Err(FsError::InvalidValue),
+            Some("") => {
+                let range = 0..node.stored_size;
+                Ok(self.engine.read_small(&node.object_id(), range).await?)
+            }
+            Some(target) => Ok(target.as_bytes().to_vec()),
+        }
+    }
+
+    /// Makes directory `name` in `parent`; it exists in this mount until it has entries.
+    pub async fn mkdir(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
+        let name = entry_name(name)?;
+        self.writable(&[parent])?;
+        if self.namespace.find(parent, name).await.is_ok() {
+            return Err(FsError::Exists);
+        }
+        let node = self
+            .namespace
+            .create_local(parent, name, InodeKind::Directory)?;
+        Ok(self.config.ownership.attr(&node))
+    }
+
+    /// Removes empty directory `name` of `parent` (and its marker object, if any).
+    pub async fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<(), FsError> {
+        let name = entry_name(name)?;
+        let uploader = self.writable(&[parent])?;
+        let node = self.namespace.find(parent, name).await?;
+        if node.kind != InodeKind::Directory {
+            return Err(NamespaceError::NotADirectory.into());
+        }
+        if node.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if !self.namespace.readdir(node.ino).await?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        uploader.delete(&node.key).await?;
+        self.namespace.remove(parent, name);
+        Ok(())
+    }
+
+    /// Renames a file (a server-side copy, then a delete), or an empty directory made
+    /// here; other directories get EXDEV, so that `mv` copies them. What the new name
+    /// holds is replaced as rename(2) says: a file by a file, an empty directory by a
+    /// directory, and nothing else. A rename that fails changes nothing.
+    pub async fn rename(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        new_parent: InodeNo,
+        new_name: &OsStr,
+    ) -> Result<(), FsError> {
+        let (name, new_name) = (entry_name(name)?, entry_name(new_name)?);
+        let uploader = self.writable(&[parent, new_parent])?;
+        let node = self.namespace.find(parent, name).await?;
+        if node.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let new_key = self.namespace.child_key(new_parent, new_name, node.kind)?;
+        if let Some(target) = self.rename_target(new_parent, new_name).await? {
+            if target.ino == node.ino {
+                return Ok(()); // the same file: nothing to do
+            }
+            self.check_replaceable(&node, &target).await?;
+        }
+        if node.kind == InodeKind::Directory {
+            let empty = self.namespace.readdir(node.ino).await?.is_empty();
+            if !(empty && self.namespace.is_local(node.ino)) {
+                return Err(FsError::CrossDevice);
+            }
+            self.namespace
+                .rename(parent, name, new_parent, new_name, new_key);
+            return Ok(());
+        }
+        if node.etag.is_none() {
+            // Still being written here: nothing in the store to copy yet.
+            return Err(FsError::CrossDevice);
+        }
+        let etag = uploader.rename(&node.object_id(), &new_key).await?;
+        self.namespace
+            .rename(parent, name, new_parent, new_name, new_key);
+        self.renamed(&node, etag);
+        Ok(())
+    }
+
+    /// What `parent/name` holds now, if anything.
+    async fn rename_target(&self, parent: InodeNo, name: &str) -> Result<Option<Node>, FsError> {
+        match self.namespace.find(parent, name).await {
+            Ok(node) => Ok(Some(node)),
+            Err(NamespaceError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fails unless `source` may replace `target` in a rename.
+    async fn check_replaceable(&self, source: &Node, target: &Node) -> Result<(), FsError> {
+        let dir = |n: &Node| n.kind == InodeKind::Directory;
+        match (dir(source), dir(target)) {
+            (false, false) => Ok(()),
+            (false, true) => Err(NamespaceError::IsADirectory.into()),
+            (true, false) => Err(NamespaceError::NotADirectory.into()),
+            (true, true) if target.read_only => Err(FsError::ReadOnly),
+            (true, true) => match self.namespace.readdir(target.ino).await?.is_empty() {
+                true => Ok(()),
+                false => Err(FsError::NotEmpty),
+            },
+        }
+    }
+
+    /// File `node` now lives under its new key as version `etag`: same bytes, so the
+    /// page cache stays, and readers of the new name pin the copy's ETag.
+    fn renamed(&self, node: &Node, etag: Option<String>) {
+        lock(&self.cached_versions).insert(node.ino, etag.clone());
+        // The copy carries the source's stored attributes, not any still pending here.
+        let kept = node.headers.as_deref().map_or(node.kept, KeptAttrs::of);
+        let stored = StoredVersion {
+            size: node.size,
+            stored_size: node.stored_size,
+            etag,
+            kept,
+        };
+        self.namespace.stored(node.ino, stored);
+    }
+
+    /// mknod: device nodes, FIFOs and sockets cannot be objects.
+    pub async fn mknod(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
+        self.refuse_new_name(parent, name).await
+    }
+
+    /// link: an object has one key, so a file has one name.
+    pub async fn link(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
+        self.refuse_new_name(parent, name).await
+    }
+
+    /// The answer to making `parent/name` something this mount cannot store: the errors
+    /// any creation would give first (a bad name, a read-only place, an existing name),
+    /// else EPERM.
+    async fn refuse_new_name(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
+        let name = entry_name(name)?;
+        self.writable(&[parent])?;
+        self.namespace.child_key(parent, name, InodeKind::File)?;
+        if self.namespace.find(parent, name).await.is_ok() {
+            return Err(FsError::Exists);
+        }
+        Err(FsError::NotPermitted)
+    }
+}
