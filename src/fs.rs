@@ -1,7 +1,7 @@
 //! `RgridFs`: the filesystem operations, free of the FUSE binding. Each operation takes
 //! plain values and returns a typed result or an [`FsError`]; `fuse.rs` only translates.
 //!
-//! Open handles live here: a file handle owns a [`ReadAhead`] (reading) or a writer with
+//! Open handles live here: a file handle owns a [`FileReader`] (reading) or a writer with
 //! its spool (`fs/write.rs`), a directory handle a snapshot of the listing taken at
 //! opendir, so that readdir offsets stay stable.
 //!

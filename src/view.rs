@@ -1,6 +1,6 @@
 //! The file view: what a reader of an object sees. A plain object is its bytes, read
 //! through the read engine; a gzip-stored one (`rgrid-compression: gzip` or
-//! `Content-Encoding: gzip`) is its decompressed bytes, through [`GzipReader`]. Either
+//! `Content-Encoding: gzip`) is its decompressed bytes, through `GzipReader`. Either
 //! way, content read front to back is checked against the object's `rgrid-sha256`: a
 //! mismatch, or a corrupt stream, is an error for the read that finds it and every read
 //! after it, never bytes passed off as good.

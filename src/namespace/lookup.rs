@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::tables::{Found, Inode, Tables};
-use super::{check_name, InodeKind, InodeNo, Namespace, NamespaceError, Node};
+use super::tables::{self, Found, Inode, Tables};
+use super::{check_key, check_name, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::artifact::{self, Compression, KeptAttrs};
 use crate::object::{ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta};
 
@@ -27,7 +27,11 @@ impl Namespace {
             }
             dir.node.key.clone()
         };
-        let found = self.resolve(&prefix, name).await?;
+        // A key the store cannot hold names nothing, and is not worth a request.
+        let found = match check_key(&tables::child_key(&prefix, name, InodeKind::File)) {
+            Ok(()) => self.resolve(&prefix, name).await?,
+            Err(_) => None,
+        };
         let mut tables = self.tables();
         let Some(found) = found else {
             tables.remember_absent(parent, name);

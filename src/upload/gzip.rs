@@ -1,5 +1,6 @@
 //! Compressed uploads: a large text output is stored gzip-compressed, with its original
-//! size and SHA-256 in its metadata (the store's rule, see shared/seeds). The spool is
+//! size and SHA-256 in its metadata (the store's rule: any rgrid reader decodes by that
+//! metadata, and checks the decoded bytes against that hash). The spool is
 //! compressed on a blocking thread and each part goes up as soon as it is full, so
 //! compressing and sending overlap, and memory stays at a few parts.
 
