@@ -494,4 +494,31 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/mnt/with\040space"), "/mnt/with space");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
+
+    /// The mount helper's option table is the mount's flags, no more and no fewer, and
+    /// a switch there is a switch here.
+    #[test]
+    fn every_mount_flag_has_a_mount_option() {
+        use clap::CommandFactory;
+        use rgrid_mount_helper::options::{Takes, FLAGS, NOT_OPTIONS};
+        let command = MountArgs::command();
+        let mut ours = Vec::new();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let option = long.replace('-', "_");
+            if NOT_OPTIONS.contains(&option.as_str()) {
+                continue;
+            }
+            let takes = match arg.get_action().takes_values() {
+                true => Takes::Value,
+                false => Takes::Nothing,
+            };
+            let helper = FLAGS.iter().find(|(name, _)| *name == option);
+            assert_eq!(helper.map(|(_, t)| *t), Some(takes), "--{long}");
+            ours.push(option);
+        }
+        for (name, _) in FLAGS {
+            assert!(ours.iter().any(|o| o == name), "{name} is not a flag");
+        }
+    }
 }

@@ -18,7 +18,7 @@
 //! `artifact` holds the store's metadata contract (x-amz-meta-rgrid-*, key layout, file
 //! formats) and `retention` when objects expire; both are read by several layers.
 //! `config` validates the command line into each layer's settings; `logging` sets up
-//! tracing. Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
+//! tracing; `service` tells systemd how the mount stands. Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
 
 pub mod artifact;
 pub mod config;
@@ -29,6 +29,7 @@ pub mod namespace;
 pub mod object;
 pub mod readahead;
 pub mod retention;
+pub mod service;
 pub mod store;
 pub mod upload;
 pub mod view;

@@ -23,12 +23,16 @@ use rgrid_mount::namespace::Namespace;
 use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
 use rgrid_mount::readahead::ReadEngine;
 use rgrid_mount::retention::{self, Retention};
+use rgrid_mount::service;
 use rgrid_mount::store::EmbeddedStore;
 use rgrid_mount::upload::{Uploader, WriteConfig};
 
 fn main() -> ExitCode {
     share_one_allocator_arena();
-    let args = MountArgs::parse();
+    let args = match MountArgs::try_parse() {
+        Ok(args) => args,
+        Err(e) => return usage_error(e),
+    };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,6 +40,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A bad command line: one line on stderr (help and version print as usual).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or("invalid arguments");
+    let line = line.trim_start_matches("error: ");
+    eprintln!("rgrid-mount: {line} (see rgrid-mount --help)");
+    ExitCode::from(2)
 }
 
 fn run(args: MountArgs) -> anyhow::Result<()> {
@@ -90,8 +112,14 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         runtime.handle().clone(),
         config.session.attr_ttl,
     );
+    service::announce_when_live(
+        runtime.handle(),
+        config.mountpoint.clone(),
+        uploader.clone(),
+    );
     let served = fuse::serve(adapter, &config.mountpoint, &config.session)
         .with_context(|| format!("mounting {}", config.mountpoint.display()));
+    service::stopping("unmounted; finishing uploads");
     runtime.block_on(fs.release_all());
     if let Some(uploader) = uploader {
         drain_uploads(&runtime, &uploader);

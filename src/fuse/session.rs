@@ -89,6 +89,7 @@ async fn unmount_on_signal(mut unmounter: SessionUnmounter, mountpoint: PathBuf)
         if !unmount_tried {
             unmount_tried = true;
             tracing::info!("signal received, unmounting {shown}");
+            crate::service::stopping("unmounting on signal");
             // The unmount may run fusermount3 and wait for it.
             match tokio::task::block_in_place(|| unmounter.unmount()) {
                 Ok(()) => {
