@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::fs::{FsConfig, Ownership};
+use crate::fs::{FsConfig, MountIdentity, Ownership};
 use crate::fuse::SessionConfig;
 use crate::namespace::{check_name, NamespaceConfig};
 use crate::object::S3ClientConfig;
@@ -179,6 +179,24 @@ impl StoreArgs {
 /// Commands besides mounting.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
+    /// Show this machine's rgrid mounts (or one): store, view, uptime, every upload
+    /// pending or in flight with its progress, failed uploads, read memory, counters.
+    Status {
+        /// The mount to show (default: all).
+        mountpoint: Option<PathBuf>,
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// Wait until every upload pending now is in the store; exit 1, naming each file
+    /// that failed and why, if any did not get there.
+    Sync {
+        /// The mount.
+        mountpoint: PathBuf,
+    },
     /// Show or set the bucket's retention: the lifecycle rule that deletes old artifacts.
     Retention {
         /// What to do.
@@ -258,7 +276,7 @@ pub fn is_mounted(path: &Path) -> bool {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -410,6 +428,27 @@ fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<W
     }))
 }
 
+/// What a mount of `args` is of; the endpoint of `--local` is known once its store runs.
+fn identity(args: &MountArgs) -> MountIdentity {
+    let mut view = match (&args.work, &args.prefix) {
+        (Some(id), _) => format!("work {id}"),
+        (None, Some(prefix)) => format!("prefix {prefix}"),
+        (None, None) => "bucket".to_owned(),
+    };
+    if args.read_only {
+        view.push_str(", read-only");
+    }
+    MountIdentity {
+        endpoint: args
+            .store
+            .endpoint_url
+            .clone()
+            .unwrap_or_else(|| "AWS S3".into()),
+        bucket: args.store.bucket.clone(),
+        view,
+    }
+}
+
 impl MountConfig {
     /// Validates `args`: the mount point must be an existing, unmounted directory.
     pub fn from_args(args: MountArgs) -> anyhow::Result<MountConfig> {
@@ -438,6 +477,7 @@ impl MountConfig {
         // A body silent for as long as a response may take is as dead as a silent response.
         read.stall_timeout = client.read_timeout;
         let (uid, gid) = current_ids();
+        let identity = identity(&args);
         let (file_mode, dir_mode) = if args.read_only {
             (0o444, 0o555)
         } else {
@@ -458,6 +498,8 @@ impl MountConfig {
                 ownership,
                 decode_dir: cache_dir.join("decode"),
                 direct_io: args.direct_io,
+                control_uid: uid,
+                identity,
             },
             read,
             write,

@@ -9,6 +9,7 @@
 //! (`keep_cache`) when the object's ETag is the one the previous open of the inode saw.
 
 mod attr;
+mod control;
 mod error;
 mod fill;
 mod tree;
@@ -24,6 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 pub use attr::{Attr, Ownership, SetAttr, SetTime, StatFs};
+pub use control::{
+    Counters, MountIdentity, MountStatus, ReadMemory, SyncOutcome, UploadStatus, STATUS, SYNC,
+};
 pub use error::{FsError, Severity};
 
 use crate::artifact::{self, KeptAttrs};
@@ -43,6 +47,41 @@ pub struct FsConfig {
     pub decode_dir: PathBuf,
     /// Reads bypass the page cache (`--direct-io`).
     pub direct_io: bool,
+    /// The user the daemon runs as: with root, the only one the control channel answers.
+    pub control_uid: u32,
+    /// What the mount is of, for its status.
+    pub identity: MountIdentity,
+}
+
+/// Who asks: the calling thread and its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caller {
+    /// Thread id (FUSE names the thread, not the process).
+    pub pid: u32,
+    /// User id.
+    pub uid: u32,
+}
+
+/// A getxattr or listxattr answer for a buffer of a given size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XattrValue {
+    /// The caller asked for the size only (a buffer of 0).
+    Size(u32),
+    /// The value, which fits the buffer.
+    Data(Vec<u8>),
+}
+
+impl XattrValue {
+    /// `value` as the answer to a buffer of `size`: its size alone when asked with 0,
+    /// ERANGE when it does not fit.
+    pub fn fit(value: Vec<u8>, size: u32) -> Result<XattrValue, FsError> {
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        match size {
+            0 => Ok(XattrValue::Size(len)),
+            n if n < len => Err(FsError::Range),
+            _ => Ok(XattrValue::Data(value)),
+        }
+    }
 }
 
 /// How a file is opened.
@@ -128,6 +167,12 @@ pub struct RgridFs {
     next_handle: AtomicU64,
     /// Keys whose coming expiry was logged.
     expiry_warned: Mutex<HashSet<String>>,
+    /// Control answers waiting for their read.
+    answers: control::Answers,
+    /// Operations served.
+    counters: control::OpCounters,
+    /// When the mount started.
+    started: SystemTime,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,6 +201,9 @@ impl RgridFs {
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
             expiry_warned: Mutex::default(),
+            answers: control::Answers::default(),
+            counters: control::OpCounters::default(),
+            started: SystemTime::now(),
         }
     }
 
@@ -307,8 +355,19 @@ impl RgridFs {
             .ok_or(FsError::BadHandle(fh))
     }
 
+    /// An operation failed with `err`: counted if the store failed it.
+    pub fn failed(&self, err: &FsError) {
+        self.counters.failed(err);
+    }
+
     /// Up to `size` bytes of open file `fh` at `offset`.
     pub async fn read(&self, fh: FileHandle, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let data = self.read_file(fh, offset, size).await?;
+        self.counters.read(data.len());
+        Ok(data)
+    }
+
+    async fn read_file(&self, fh: FileHandle, offset: u64, size: u32) -> Result<Bytes, FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         match &mut *file {

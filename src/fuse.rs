@@ -20,7 +20,9 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{debug, warn, Instrument};
 
-use crate::fs::{Attr, FileHandle, FsError, OpenMode, RgridFs, SetAttr, SetTime, Severity};
+use crate::fs::{
+    Attr, Caller, FileHandle, FsError, OpenMode, RgridFs, SetAttr, SetTime, Severity, XattrValue,
+};
 use crate::namespace::{InodeKind, InodeNo};
 pub use session::{serve, SessionConfig};
 
@@ -87,8 +89,10 @@ macro_rules! span {
     };
 }
 
-/// Logs a failure once, at the level the error carries, and gives its errno.
-fn errno(op: &str, err: &FsError) -> Errno {
+/// Logs a failure once, at the level the error carries, has `fs` count it, and gives
+/// its errno.
+fn errno(fs: &RgridFs, op: &str, err: &FsError) -> Errno {
+    fs.failed(err);
     match err.severity() {
         Severity::Debug => debug!(op, "{err}"),
         Severity::Warn => warn!(op, "{err}"),
@@ -96,13 +100,12 @@ fn errno(op: &str, err: &FsError) -> Errno {
     Errno::from_i32(err.errno())
 }
 
-/// An xattr reply: the size alone when asked with size 0, ERANGE when it does not fit.
-fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    match size {
-        0 => reply.size(len),
-        n if n < len => reply.error(Errno::ERANGE),
-        _ => reply.data(value),
+/// An xattr reply: the size alone, or the value.
+fn reply_xattr(fs: &RgridFs, op: &str, result: Result<XattrValue, FsError>, reply: ReplyXattr) {
+    match result {
+        Ok(XattrValue::Size(len)) => reply.size(len),
+        Ok(XattrValue::Data(value)) => reply.data(&value),
+        Err(e) => reply.error(errno(fs, op, &e)),
     }
 }
 
@@ -138,7 +141,7 @@ impl FuseAdapter {
     fn entry(&self, op: &str, result: Result<Attr, FsError>, reply: ReplyEntry) {
         match result {
             Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
-            Err(e) => reply.error(errno(op, &e)),
+            Err(e) => reply.error(errno(&self.fs, op, &e)),
         }
     }
 
@@ -146,16 +149,16 @@ impl FuseAdapter {
     fn attr(&self, op: &str, result: Result<Attr, FsError>, reply: ReplyAttr) {
         match result {
             Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-            Err(e) => reply.error(errno(op, &e)),
+            Err(e) => reply.error(errno(&self.fs, op, &e)),
         }
     }
 }
 
 /// Replies to an operation that answers with nothing but success.
-fn empty(op: &str, result: Result<(), FsError>, reply: ReplyEmpty) {
+fn empty(fs: &RgridFs, op: &str, result: Result<(), FsError>, reply: ReplyEmpty) {
     match result {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(op, &e)),
+        Err(e) => reply.error(errno(fs, op, &e)),
     }
 }
 
@@ -215,7 +218,7 @@ impl fuser::Filesystem for FuseAdapter {
                 flags.set(FopenFlags::FOPEN_DIRECT_IO, opened.direct_io);
                 reply.opened(fuser::FileHandle(opened.fh.0), flags)
             }
-            Err(e) => reply.error(errno("open", &e)),
+            Err(e) => reply.error(errno(&self.fs, "open", &e)),
         }
     }
 
@@ -234,7 +237,7 @@ impl fuser::Filesystem for FuseAdapter {
         let read = async move {
             match fs.read(handle(fh), offset, size).await {
                 Ok(bytes) => reply.data(&bytes),
-                Err(e) => reply.error(errno("read", &e)),
+                Err(e) => reply.error(errno(&fs, "read", &e)),
             }
         };
         self.run_or_spawn(span!("read", req, fh = fh.0, offset, size), read);
@@ -268,6 +271,7 @@ impl fuser::Filesystem for FuseAdapter {
         let closer = Some(req.pid());
         let span = span!("flush", req, fh = fh.0);
         empty(
+            &self.fs,
             "flush",
             self.run(span, self.fs.flush(handle(fh), closer)),
             reply,
@@ -277,7 +281,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.run(span!("opendir", req, ino = i.0), self.fs.opendir(ino(i))) {
             Ok(fh) => reply.opened(fuser::FileHandle(fh.0), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", &e)),
+            Err(e) => reply.error(errno(&self.fs, "opendir", &e)),
         }
     }
 
@@ -296,7 +300,7 @@ impl fuser::Filesystem for FuseAdapter {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("readdir", &e)),
+            Err(e) => reply.error(errno(&self.fs, "readdir", &e)),
         }
     }
 
@@ -322,7 +326,7 @@ impl fuser::Filesystem for FuseAdapter {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("readdirplus", &e)),
+            Err(e) => reply.error(errno(&self.fs, "readdirplus", &e)),
         }
     }
 
@@ -341,18 +345,22 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let span = span!("getxattr", req, ino = i.0, ?name);
-        match self.run(span, self.fs.getxattr(ino(i), name)) {
-            Ok(value) => reply_xattr(reply, &value, size),
-            Err(e) => reply.error(errno("getxattr", &e)),
-        }
+        let caller = Caller {
+            pid: req.pid(),
+            uid: req.uid(),
+        };
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        // As a task: the control channel's sync waits for uploads, holding no FUSE thread.
+        self.run_or_spawn(span, async move {
+            let result = fs.getxattr(ino(i), &name, size, caller).await;
+            reply_xattr(&fs, "getxattr", result, reply);
+        });
     }
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
         let span = span!("listxattr", req, ino = i.0);
-        match self.run(span, self.fs.listxattr(ino(i))) {
-            Ok(names) => reply_xattr(reply, &names, size),
-            Err(e) => reply.error(errno("listxattr", &e)),
-        }
+        let result = self.run(span, self.fs.listxattr(ino(i), size));
+        reply_xattr(&self.fs, "listxattr", result, reply);
     }
 
     fn setxattr(
@@ -367,13 +375,13 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let span = span!("setxattr", req, ino = i.0, ?name);
         let result = self.run(span, self.fs.setxattr(ino(i), name, value));
-        empty("setxattr", result, reply);
+        empty(&self.fs, "setxattr", result, reply);
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = span!("removexattr", req, ino = i.0, ?name);
         let result = self.run(span, self.fs.removexattr(ino(i), name));
-        empty("removexattr", result, reply);
+        empty(&self.fs, "removexattr", result, reply);
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -452,6 +460,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = span!("unlink", req, parent = parent.0, ?name);
         empty(
+            &self.fs,
             "unlink",
             self.run(span, self.fs.unlink(ino(parent), name)),
             reply,
@@ -461,6 +470,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = span!("rmdir", req, parent = parent.0, ?name);
         empty(
+            &self.fs,
             "rmdir",
             self.run(span, self.fs.rmdir(ino(parent), name)),
             reply,
@@ -483,7 +493,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
         match self.run(span!("readlink", req, ino = i.0), self.fs.readlink(ino(i))) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(errno("readlink", &e)),
+            Err(e) => reply.error(errno(&self.fs, "readlink", &e)),
         }
     }
 
@@ -506,7 +516,7 @@ impl fuser::Filesystem for FuseAdapter {
             ?newname
         );
         let rename = self.fs.rename(ino(parent), name, ino(newparent), newname);
-        empty("rename", self.run(span, rename), reply);
+        empty(&self.fs, "rename", self.run(span, rename), reply);
     }
 
     fn link(
@@ -537,7 +547,7 @@ impl fuser::Filesystem for FuseAdapter {
         let span = span!("write", req, fh = fh.0, offset, size = data.len());
         match self.run(span, self.fs.write(handle(fh), offset, data)) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", &e)),
+            Err(e) => reply.error(errno(&self.fs, "write", &e)),
         }
     }
 
@@ -551,6 +561,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let span = span!("fsync", req, fh = fh.0);
         empty(
+            &self.fs,
             "fsync",
             self.run(span, self.fs.flush(handle(fh), None)),
             reply,
@@ -576,7 +587,7 @@ impl fuser::Filesystem for FuseAdapter {
                 fuser::FileHandle(opened.fh.0),
                 FopenFlags::empty(),
             ),
-            Err(e) => reply.error(errno("create", &e)),
+            Err(e) => reply.error(errno(&self.fs, "create", &e)),
         }
     }
 }

@@ -18,7 +18,8 @@
 //! `artifact` holds the store's metadata contract (x-amz-meta-rgrid-*, key layout, file
 //! formats) and `retention` when objects expire; both are read by several layers.
 //! `config` validates the command line into each layer's settings; `logging` sets up
-//! tracing; `service` tells systemd how the mount stands. Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
+//! tracing; `service` tells systemd how the mount stands; `status` is the client of a
+//! mount's control channel (`rgrid-mount status`, `rgrid-mount sync`). Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
 
 pub mod artifact;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod object;
 pub mod readahead;
 pub mod retention;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod upload;
 pub mod view;

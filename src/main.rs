@@ -64,7 +64,7 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
     if let Some(command) = args.command {
         return run_command(command);
     }
-    let config = MountConfig::from_args(args)?;
+    let mut config = MountConfig::from_args(args)?;
     if !config.foreground {
         return detach(&config);
     }
@@ -82,6 +82,8 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the embedded store over {}", dir.display()))?;
             tracing::info!(endpoint = %store.endpoint, dir = %dir.display(), "embedded store running");
             client_config.endpoint_url = Some(store.endpoint.clone());
+            config.fs.identity.endpoint =
+                format!("{} (embedded, {})", store.endpoint, dir.display());
             client_config.credentials = Some((store.access_key.clone(), store.secret_key.clone()));
             Some(store)
         }
@@ -163,13 +165,32 @@ fn share_one_allocator_arena() {
     }
 }
 
-/// `rgrid-mount retention show|set`.
+/// `rgrid-mount status|sync|retention`.
 fn run_command(command: CliCommand) -> anyhow::Result<()> {
+    let done = match command {
+        CliCommand::Status {
+            mountpoint,
+            json,
+            watch,
+        } => rgrid_mount::status::status(mountpoint, json, watch)?,
+        CliCommand::Sync { mountpoint } => rgrid_mount::status::sync(&mountpoint)?,
+        CliCommand::Retention { action } => {
+            retention_command(action)?;
+            true
+        }
+    };
+    if !done {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `rgrid-mount retention show|set`.
+fn retention_command(action: RetentionAction) -> anyhow::Result<()> {
     rgrid_mount::logging::init("warn")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let CliCommand::Retention { action } = command;
     let (RetentionAction::Show { store } | RetentionAction::Set { store, .. }) = &action;
     let config = store.client_config();
     let client = runtime.block_on(S3Client::new(config.clone()));

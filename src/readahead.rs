@@ -124,6 +124,7 @@ impl ReadError {
 #[derive(Debug, Clone)]
 pub struct ReadBudget {
     permits: Arc<Semaphore>,
+    total: u64,
 }
 
 impl ReadBudget {
@@ -134,7 +135,13 @@ impl ReadBudget {
             .min(Semaphore::MAX_PERMITS);
         ReadBudget {
             permits: Arc::new(Semaphore::new(permits)),
+            total: permits as u64,
         }
+    }
+
+    /// Bytes in all.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 
     fn try_take(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
@@ -173,6 +180,12 @@ impl ReadEngine {
     /// The budget the windows draw from.
     pub fn budget(&self) -> &ReadBudget {
         &self.budget
+    }
+
+    /// Bytes the block cache holds now, and may hold.
+    pub fn cache_use(&self) -> (u64, u64) {
+        let (used, capacity) = self.cache.usage();
+        (used as u64, capacity as u64)
     }
 
     /// `range` of version `id` in one GET, whole: small bodies that no handle streams

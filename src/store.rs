@@ -49,6 +49,12 @@ struct Probe {
     failures: Arc<AtomicU32>,
     /// Bytes asked for by ranged GETs (`Range: bytes=a-b`).
     range_bytes: Arc<AtomicU64>,
+    /// Milliseconds each upload body (PutObject, UploadPart) waits before it is taken:
+    /// a slow store, for tests that watch an upload in flight.
+    upload_delay_ms: Arc<AtomicU64>,
+    /// Uploads (PutObject, CreateMultipartUpload, UploadPart) are refused with 403, as a
+    /// store whose policy forbids the key would: other requests go on working.
+    refuse_uploads: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Length of a `bytes=a-b` range; other forms count as 0.
@@ -80,8 +86,19 @@ impl S3Access for Probe {
             .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(op)
+            .entry(op.clone())
             .or_default() += 1;
+        if matches!(op.as_str(), "PutObject" | "UploadPart") {
+            let delay = self.upload_delay_ms.load(Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        let upload = matches!(
+            op.as_str(),
+            "PutObject" | "UploadPart" | "CreateMultipartUpload"
+        );
+        if upload && self.refuse_uploads.load(Ordering::Relaxed) {
+            return Err(s3_error!(AccessDenied, "uploads refused (test switch)"));
+        }
         let injected = self
             .failures
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
@@ -174,6 +191,17 @@ impl EmbeddedStore {
     /// Answers the next `n` requests with 500 InternalError.
     pub fn fail_next(&self, n: u32) {
         self.probe.failures.store(n, Ordering::Relaxed);
+    }
+
+    /// Makes every upload body (PutObject, UploadPart) wait `delay` before it is taken.
+    pub fn slow_uploads(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.probe.upload_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Refuses uploads with 403 AccessDenied while `on`.
+    pub fn refuse_uploads(&self, on: bool) {
+        self.probe.refuse_uploads.store(on, Ordering::Relaxed);
     }
 
     /// Stops serving: the port closes and open connections are cut.

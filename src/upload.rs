@@ -264,6 +264,11 @@ pub struct Uploader {
     /// spool still being written).
     open_spools: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     slots: UploadSlots,
+    /// Where each upload stands, for status, sync and `upload_state`.
+    board: Arc<UploadBoard>,
+    /// Held by a pass over the journal: the retry loop and a sync never replay the same
+    /// spool at once.
+    replaying: tokio::sync::Mutex<()>,
 }
 
 /// The mount's limit on upload bodies in memory at once. Streamed parts, uploads at close
@@ -324,6 +329,8 @@ impl Uploader {
             journal,
             open_spools: Default::default(),
             slots,
+            board: Arc::default(),
+            replaying: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -345,6 +352,11 @@ impl Uploader {
 
     fn open_spools(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
         self.open_spools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where each upload of this mount stands.
+    pub fn board(&self) -> &UploadBoard {
+        &self.board
     }
 
     /// The uploads the journal still lists.
@@ -385,6 +397,7 @@ impl Uploader {
             metadata,
         };
         self.journal.record(&entry)?;
+        self.board.begin(key, entry.spool.clone(), size);
         let result = match stream {
             Some(s) if streamed && !self.config.compress.applies(key, size) => {
                 match self.finish_stream(s, &entry).await {
@@ -400,6 +413,8 @@ impl Uploader {
                 self.put_file(&entry, file).await
             }
         };
+        self.board
+            .finished(key, result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         match result {
             Ok(uploaded) => {
                 // The store has it: a stale entry costs one idempotent replay at most.
@@ -431,6 +446,7 @@ impl Uploader {
 
     /// Uploads every journaled file; returns how many are still pending.
     pub async fn finish_pending(&self) -> usize {
+        let _pass = self.replaying.lock().await;
         let (owned, pending): (Vec<_>, Vec<_>) = {
             let open = self.open_spools();
             self.journal
@@ -440,7 +456,11 @@ impl Uploader {
         };
         let results = futures::stream::iter(pending)
             .map(|entry| async move {
+                self.board
+                    .begin(&entry.key, entry.spool.clone(), entry.size);
                 let result = self.replay(&entry).await;
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                self.board.finished(&entry.key, outcome);
                 (entry, result)
             })
             .buffer_unordered(self.config.concurrency)
@@ -506,11 +526,14 @@ impl Uploader {
         let headers = entry.headers();
         let etag = if size <= self.config.part_size {
             let body = self.slots.read(file, 0, size).await?;
-            self.client
+            let etag = self
+                .client
                 .put(key, body.bytes.clone(), headers.clone())
-                .await?
+                .await?;
+            self.board.sent(key, &entry.spool, size);
+            etag
         } else {
-            self.put_multipart(key, file, size, headers.clone()).await?
+            self.put_multipart(entry, file, headers.clone()).await?
         };
         Ok(Uploaded {
             size,
@@ -522,11 +545,11 @@ impl Uploader {
 
     async fn put_multipart(
         &self,
-        key: &str,
+        entry: &JournalEntry,
         file: Arc<File>,
-        size: u64,
         headers: ObjectHeaders,
     ) -> Result<Option<String>, UploadError> {
+        let size = entry.size;
         let part_size = self.config.part_size;
         let slots = self.slots.clone();
         let parts =
@@ -535,7 +558,7 @@ impl Uploader {
                 let (slots, file) = (slots.clone(), file.clone());
                 async move { Ok(slots.read(file, start, len).await?) }
             });
-        Ok(self.put_parts(key, headers, parts).await?.0)
+        Ok(self.put_parts(entry, headers, parts).await?.0)
     }
 
     /// A multipart upload of `parts` as they come, `concurrency` at a time; returns the
@@ -543,10 +566,11 @@ impl Uploader {
     /// cost storage until then.
     async fn put_parts(
         &self,
-        key: &str,
+        entry: &JournalEntry,
         headers: ObjectHeaders,
         parts: impl futures::Stream<Item = Result<SlotBody, UploadError>>,
     ) -> Result<(Option<String>, u64), UploadError> {
+        let key = entry.key.as_str();
         let upload_id = self.client.create_multipart(key, headers).await?;
         let sent = AtomicU64::new(0);
         let uploads = parts.enumerate().map(|(i, part)| {
@@ -554,11 +578,13 @@ impl Uploader {
             async move {
                 let part = part?;
                 let number = i as u32 + 1;
-                sent.fetch_add(part.bytes.len() as u64, Ordering::Relaxed);
+                let len = part.bytes.len() as u64;
+                sent.fetch_add(len, Ordering::Relaxed);
                 let etag = self
                     .client
                     .upload_part(key, upload_id, number, part.bytes.clone())
                     .await?;
+                self.board.sent(key, &entry.spool, len);
                 Ok::<_, UploadError>((number, etag))
             }
         });
@@ -639,11 +665,15 @@ fn hex_digest(hasher: Sha256) -> String {
     artifact::hex(&hasher.finalize())
 }
 
+mod barrier;
 mod gzip;
+mod progress;
 mod stream;
 mod tree;
 
+pub use barrier::SyncFailure;
 pub use gzip::{CompressMode, CompressPolicy};
+pub use progress::{UploadBoard, UploadRecord, UploadState};
 pub use stream::PartStream;
 
 #[cfg(test)]

@@ -60,6 +60,12 @@ pub enum FsError {
     /// The store failed outside a read.
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// The caller may not use this (the control channel, for other users).
+    #[error("permission denied")]
+    AccessDenied,
+    /// The caller's buffer is too small for the value.
+    #[error("value larger than the buffer")]
+    Range,
 }
 
 impl From<BadName> for FsError {
@@ -106,6 +112,20 @@ impl FsError {
             FsError::NotSupported => libc::ENOTSUP,
             FsError::InvalidValue => libc::EINVAL,
             FsError::Busy => libc::EBUSY,
+            FsError::AccessDenied => libc::EACCES,
+            FsError::Range => libc::ERANGE,
+        }
+    }
+
+    /// Whether the store failed the operation (it was unreachable, refused, or sent bad
+    /// data), as opposed to a missing file or a refusal of ours.
+    pub fn is_store_failure(&self) -> bool {
+        match self {
+            FsError::Namespace(NamespaceError::Object(e))
+            | FsError::Object(e)
+            | FsError::Upload(UploadError::Object(e)) => !matches!(e, ObjectError::NotFound { .. }),
+            FsError::Read(_) | FsError::View(ViewError::Read(_)) => true,
+            _ => false,
         }
     }
 
@@ -130,7 +150,9 @@ impl FsError {
             | FsError::NoAttribute
             | FsError::NotSupported
             | FsError::InvalidValue
-            | FsError::Busy => Severity::Debug,
+            | FsError::Busy
+            | FsError::AccessDenied
+            | FsError::Range => Severity::Debug,
         }
     }
 }

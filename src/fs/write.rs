@@ -221,6 +221,12 @@ impl RgridFs {
 
     /// Writes `data` at `offset` of open file `fh`.
     pub async fn write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let written = self.write_file(fh, offset, data).await?;
+        self.counters.write(data.len());
+        Ok(written)
+    }
+
+    async fn write_file(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         let OpenFile::Write(writer) = &mut *file else {

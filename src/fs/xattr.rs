@@ -8,7 +8,8 @@
 use std::ffi::OsStr;
 use std::time::{Duration, SystemTime};
 
-use super::{lock, FsError, RgridFs};
+use super::control::{STATUS, SYNC};
+use super::{lock, Caller, FsError, RgridFs, XattrValue};
 use crate::artifact;
 use crate::namespace::{InodeKind, InodeNo, Node};
 use crate::object::ObjectHeaders;
@@ -22,6 +23,7 @@ const CONTENT_TYPE: &str = "user.rgrid.content_type";
 const COMPRESSION: &str = "user.rgrid.compression";
 const EXECUTION_ID: &str = "user.rgrid.execution_id";
 const ARTIFACT_TYPE: &str = "user.rgrid.artifact_type";
+const UPLOAD_STATE: &str = "user.rgrid.upload_state";
 
 /// A century: longer retentions are surely a typo.
 const MAX_RETENTION_DAYS: u32 = 36_525;
@@ -61,32 +63,60 @@ impl RgridFs {
             out.push((ETAG, etag.trim_matches('"').to_owned()));
             out.push((STORED_SIZE, node.stored_size.to_string()));
         }
+        if let Some(state) = self.upload_state(&node) {
+            out.push((UPLOAD_STATE, state));
+        }
         Ok(out)
     }
 
-    /// listxattr: the names, each ending in NUL.
-    pub async fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+    /// Where the upload of a file written through this mount stands: `pending` while it
+    /// is being written or waits, `uploading`, `committed`, or `failed: <reason>`.
+    /// Absent for files this daemon did not write.
+    fn upload_state(&self, node: &Node) -> Option<String> {
+        let board = self.uploader.as_ref()?.board();
+        match board.state(&node.key) {
+            Some(state) => Some(state.to_string()),
+            None if self.namespace.is_local(node.ino) => Some("pending".into()),
+            None => None,
+        }
+    }
+
+    /// listxattr: the names, each ending in NUL, for a buffer of `size`.
+    pub async fn listxattr(&self, ino: InodeNo, size: u32) -> Result<XattrValue, FsError> {
         let mut names = Vec::new();
         for (name, _) in self.xattrs(ino).await? {
             names.extend_from_slice(name.as_bytes());
             names.push(0);
         }
-        Ok(names)
+        XattrValue::fit(names, size)
     }
 
-    /// getxattr: the value of `name`, ENODATA when `ino` has no such attribute.
-    pub async fn getxattr(&self, ino: InodeNo, name: &OsStr) -> Result<Vec<u8>, FsError> {
+    /// getxattr: the value of `name` for a buffer of `size`, ENODATA when `ino` has no
+    /// such attribute. On the root, the control channel's names answer `caller`.
+    pub async fn getxattr(
+        &self,
+        ino: InodeNo,
+        name: &OsStr,
+        size: u32,
+        caller: Caller,
+    ) -> Result<XattrValue, FsError> {
         let Some(name) = name.to_str().filter(|n| n.starts_with(OURS)) else {
             return Err(FsError::NoAttribute);
         };
+        if ino == InodeNo::ROOT {
+            match name {
+                STATUS => return self.control(STATUS, size, caller).await,
+                SYNC => return self.control(SYNC, size, caller).await,
+                _ => {}
+            }
+        }
         let value = self
             .xattrs(ino)
             .await?
             .into_iter()
             .find(|(n, _)| *n == name);
-        value
-            .map(|(_, v)| v.into_bytes())
-            .ok_or(FsError::NoAttribute)
+        let value = value.map(|(_, v)| v.into_bytes());
+        XattrValue::fit(value.ok_or(FsError::NoAttribute)?, size)
     }
 
     /// setxattr: `expires_at` (RFC 3339) and `retention_days` of a file change its

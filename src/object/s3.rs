@@ -118,11 +118,18 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let target = target.to_owned();
-    let message = DisplayErrorContext(&err).to_string();
     let SdkError::ServiceError(service) = &err else {
+        let message = DisplayErrorContext(&err).to_string();
         return ObjectError::Unavailable { target, message };
     };
     let status = service.raw().status().as_u16();
+    // What the store said, in one line: status, code and message (the SDK's own
+    // rendering carries the whole response).
+    let message = format!(
+        "HTTP {status} {}: {}",
+        service.err().code().unwrap_or("(no code)"),
+        service.err().message().unwrap_or("(no message)")
+    );
     match (status, service.err().code()) {
         (404, Some("NoSuchBucket")) => ObjectError::NoSuchBucket { bucket: target },
         (404, _) => ObjectError::NotFound { key: target },

@@ -43,6 +43,12 @@ impl BlockCache {
         }
     }
 
+    /// Bytes held, and the most it holds.
+    pub fn usage(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.bytes, self.capacity)
+    }
+
     /// The block, if cached; marks it recently used.
     pub fn get(&self, id: &BlockId) -> Option<Bytes> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

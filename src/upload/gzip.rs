@@ -71,12 +71,12 @@ impl Uploader {
             (Some(first), None) => {
                 let stored = first.len() as u64;
                 let body = self.slots.hold(first).await?;
-                (
-                    self.client
-                        .put(&entry.key, body.bytes.clone(), headers.clone())
-                        .await?,
-                    stored,
-                )
+                let etag = self
+                    .client
+                    .put(&entry.key, body.bytes.clone(), headers.clone())
+                    .await?;
+                self.board.sent(&entry.key, &entry.spool, stored);
+                (etag, stored)
             }
             (Some(first), Some(second)) => {
                 let rest = futures::stream::unfold(rx, |mut rx| async {
@@ -90,7 +90,7 @@ impl Uploader {
                         let slots = slots.clone();
                         async move { Ok(slots.hold(part?).await?) }
                     });
-                self.put_parts(&entry.key, headers.clone(), parts).await?
+                self.put_parts(entry, headers.clone(), parts).await?
             }
             (None, _) => return Err(io::Error::other("compressor sent nothing").into()),
         };

@@ -22,6 +22,8 @@ type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
 /// The upload of a file being written sequentially.
 pub struct PartStream {
     key: String,
+    /// The spool's path, naming the upload on the board.
+    spool: std::path::PathBuf,
     file: Arc<File>,
     hasher: Sha256,
     /// Bytes written, all hashed, from offset 0 without a gap.
@@ -60,6 +62,7 @@ impl Uploader {
     pub fn stream(&self, key: &str, spool: &super::Spool) -> std::io::Result<PartStream> {
         Ok(PartStream {
             key: key.to_owned(),
+            spool: spool.path().to_owned(),
             file: Arc::new(File::open(spool.path())?),
             hasher: Sha256::new(),
             written: 0,
@@ -109,13 +112,14 @@ impl Uploader {
         let number = (s.sent / self.config.part_size) as u32 + 1;
         let (client, file, start) = (self.client.clone(), s.file.clone(), s.sent);
         let (key, upload_id) = (s.key.clone(), s.upload_id.clone().unwrap_or_default());
-        let slots = self.slots.clone();
+        let (slots, board, spool) = (self.slots.clone(), self.board.clone(), s.spool.clone());
         s.in_flight.push_back(tokio::spawn(async move {
             // The writer goes on writing to its spool while the part waits for a slot.
             let body = slots.read(file, start, len).await?;
             let etag = client
                 .upload_part(&key, &upload_id, number, body.bytes.clone())
                 .await?;
+            board.sent(&key, &spool, len);
             Ok((number, etag))
         }));
         s.sent += len;

@@ -81,6 +81,22 @@ impl TestStore {
         self.store.as_ref().expect("store running").fail_next(n);
     }
 
+    /// Makes every upload body wait `delay` at the store.
+    pub fn slow_uploads(&self, delay: Duration) {
+        self.store
+            .as_ref()
+            .expect("store running")
+            .slow_uploads(delay);
+    }
+
+    /// Refuses uploads with 403 while `on`; everything else works.
+    pub fn refuse_uploads(&self, on: bool) {
+        self.store
+            .as_ref()
+            .expect("store running")
+            .refuse_uploads(on);
+    }
+
     /// A raw aws-sdk-s3 client for the store.
     pub fn sdk(&self) -> aws_sdk_s3::Client {
         sdk_client(&self.endpoint, &self.access_key, &self.secret_key)
