@@ -133,6 +133,11 @@ pub struct MountArgs {
     #[arg(long, value_name = "DAYS", default_value_t = 2.0)]
     pub expiry_warning: f64,
 
+    /// Serve Prometheus metrics (text exposition) on ADDR, e.g. 127.0.0.1:9464: store
+    /// requests, bytes, FUSE operation latencies, read cache, uploads, retries.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Serve DIR with the embedded S3 store on 127.0.0.1 and mount that.
     #[arg(long, value_name = "DIR")]
     pub local: Option<PathBuf>,
@@ -253,6 +258,8 @@ pub struct MountConfig {
     pub foreground: bool,
     /// Log filter directive.
     pub log_level: String,
+    /// Where to serve metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The mounting user's ids; the daemon shows files as theirs.
@@ -512,6 +519,7 @@ impl MountConfig {
             },
             foreground: args.foreground,
             log_level: args.log_level,
+            metrics_addr: args.metrics_addr,
         })
     }
 }

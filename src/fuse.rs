@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
@@ -23,6 +23,7 @@ use tracing::{debug, warn, Instrument};
 use crate::fs::{
     Attr, Caller, FileHandle, FsError, OpenMode, RgridFs, SetAttr, SetTime, Severity, XattrValue,
 };
+use crate::metrics;
 use crate::namespace::{InodeKind, InodeNo};
 pub use session::{serve, SessionConfig};
 
@@ -82,10 +83,43 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-/// The span of one FUSE request: its name, request id and arguments.
-macro_rules! span {
+/// One FUSE request: the name of its operation, for its latency metric, and its span
+/// (request id and arguments).
+struct Op {
+    name: &'static str,
+    span: tracing::Span,
+}
+
+/// A synchronous request in progress: in its span, timed until dropped.
+struct OpGuard {
+    name: &'static str,
+    start: Instant,
+    _entered: tracing::span::EnteredSpan,
+}
+
+impl Op {
+    fn enter(self) -> OpGuard {
+        OpGuard {
+            name: self.name,
+            start: Instant::now(),
+            _entered: self.span.entered(),
+        }
+    }
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        metrics::fuse_operation(self.name, self.start.elapsed());
+    }
+}
+
+/// The [`Op`] of a FUSE request: its name, request id and arguments.
+macro_rules! op {
     ($op:literal, $req:ident $(, $($field:tt)*)?) => {
-        tracing::debug_span!($op, req = $req.unique().0 $(, $($field)*)?)
+        Op {
+            name: $op,
+            span: tracing::debug_span!($op, req = $req.unique().0 $(, $($field)*)?),
+        }
     };
 }
 
@@ -115,21 +149,29 @@ impl FuseAdapter {
         FuseAdapter { fs, runtime, ttl }
     }
 
-    /// Runs one operation on the runtime, inside its request span.
-    fn run<F: Future>(&self, span: tracing::Span, op: F) -> F::Output {
-        self.runtime.block_on(op.instrument(span))
+    /// Runs one operation on the runtime, inside its request span, timed.
+    fn run<F: Future>(&self, op: Op, fut: F) -> F::Output {
+        let start = Instant::now();
+        let out = self.runtime.block_on(fut.instrument(op.span));
+        metrics::fuse_operation(op.name, start.elapsed());
+        out
     }
 
     /// Runs `op`, which replies itself, here if it can finish at once (data already
     /// fetched: no thread hop), else as a task: an operation waiting on the store (a
     /// stalled body waits up to the stall timeout) then holds no FUSE thread, which stay
     /// free for lookups, and its GET runs on the runtime's threads beside its connection.
-    fn run_or_spawn<F>(&self, span: tracing::Span, op: F)
+    fn run_or_spawn<F>(&self, op: Op, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let _runtime = self.runtime.enter();
-        let mut op = Box::pin(op.instrument(span));
+        let (name, start) = (op.name, Instant::now());
+        let timed = async move {
+            fut.await;
+            metrics::fuse_operation(name, start.elapsed());
+        };
+        let mut op = Box::pin(timed.instrument(op.span));
         // A future polled once and moved is polled again with the task's waker, which
         // replaces the no-op one it registered here.
         if futures::FutureExt::now_or_never(&mut op).is_none() {
@@ -190,18 +232,18 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let span = span!("lookup", req, parent = parent.0, ?name);
-        let result = self.run(span, self.fs.lookup(ino(parent), name));
+        let op = op!("lookup", req, parent = parent.0, ?name);
+        let result = self.run(op, self.fs.lookup(ino(parent), name));
         self.entry("lookup", result, reply);
     }
 
     fn forget(&self, req: &Request, i: INodeNo, nlookup: u64) {
-        let _span = span!("forget", req, ino = i.0, nlookup).entered();
+        let _span = op!("forget", req, ino = i.0, nlookup).enter();
         self.fs.forget(ino(i), nlookup);
     }
 
     fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<fuser::FileHandle>, reply: ReplyAttr) {
-        let result = self.run(span!("getattr", req, ino = i.0), self.fs.getattr(ino(i)));
+        let result = self.run(op!("getattr", req, ino = i.0), self.fs.getattr(ino(i)));
         self.attr("getattr", result, reply);
     }
 
@@ -211,7 +253,7 @@ impl fuser::Filesystem for FuseAdapter {
             truncate: flags.0 & libc::O_TRUNC != 0,
             caller: req.pid(),
         };
-        match self.run(span!("open", req, ino = i.0), self.fs.open(ino(i), mode)) {
+        match self.run(op!("open", req, ino = i.0), self.fs.open(ino(i), mode)) {
             Ok(opened) => {
                 let mut flags = FopenFlags::empty();
                 flags.set(FopenFlags::FOPEN_KEEP_CACHE, opened.keep_cache);
@@ -240,7 +282,7 @@ impl fuser::Filesystem for FuseAdapter {
                 Err(e) => reply.error(errno(&fs, "read", &e)),
             }
         };
-        self.run_or_spawn(span!("read", req, fh = fh.0, offset, size), read);
+        self.run_or_spawn(op!("read", req, fh = fh.0, offset, size), read);
     }
 
     fn release(
@@ -253,10 +295,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.run(
-            span!("release", req, fh = fh.0),
-            self.fs.release(handle(fh)),
-        );
+        self.run(op!("release", req, fh = fh.0), self.fs.release(handle(fh)));
         reply.ok();
     }
 
@@ -269,17 +308,17 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let closer = Some(req.pid());
-        let span = span!("flush", req, fh = fh.0);
+        let op = op!("flush", req, fh = fh.0);
         empty(
             &self.fs,
             "flush",
-            self.run(span, self.fs.flush(handle(fh), closer)),
+            self.run(op, self.fs.flush(handle(fh), closer)),
             reply,
         );
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.run(span!("opendir", req, ino = i.0), self.fs.opendir(ino(i))) {
+        match self.run(op!("opendir", req, ino = i.0), self.fs.opendir(ino(i))) {
             Ok(fh) => reply.opened(fuser::FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(errno(&self.fs, "opendir", &e)),
         }
@@ -293,7 +332,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _span = span!("readdir", req, fh = fh.0, offset).entered();
+        let _span = op!("readdir", req, fh = fh.0, offset).enter();
         let result = self.fs.readdir(handle(fh), offset, false, |line| {
             let (ino, kind) = (INodeNo(line.attr.ino.0), file_type(line.attr.kind));
             !reply.add(ino, line.next_offset, kind, line.name)
@@ -312,7 +351,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _span = span!("readdirplus", req, fh = fh.0, offset).entered();
+        let _span = op!("readdirplus", req, fh = fh.0, offset).enter();
         let result = self.fs.readdir(handle(fh), offset, true, |line| {
             let attr = file_attr(&line.attr);
             !reply.add(
@@ -338,28 +377,28 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _span = span!("releasedir", req, fh = fh.0).entered();
+        let _span = op!("releasedir", req, fh = fh.0).enter();
         self.fs.releasedir(handle(fh));
         reply.ok();
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let span = span!("getxattr", req, ino = i.0, ?name);
+        let op = op!("getxattr", req, ino = i.0, ?name);
         let caller = Caller {
             pid: req.pid(),
             uid: req.uid(),
         };
         let (fs, name) = (self.fs.clone(), name.to_owned());
         // As a task: the control channel's sync waits for uploads, holding no FUSE thread.
-        self.run_or_spawn(span, async move {
+        self.run_or_spawn(op, async move {
             let result = fs.getxattr(ino(i), &name, size, caller).await;
             reply_xattr(&fs, "getxattr", result, reply);
         });
     }
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        let span = span!("listxattr", req, ino = i.0);
-        let result = self.run(span, self.fs.listxattr(ino(i), size));
+        let op = op!("listxattr", req, ino = i.0);
+        let result = self.run(op, self.fs.listxattr(ino(i), size));
         reply_xattr(&self.fs, "listxattr", result, reply);
     }
 
@@ -373,19 +412,19 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let span = span!("setxattr", req, ino = i.0, ?name);
-        let result = self.run(span, self.fs.setxattr(ino(i), name, value));
+        let op = op!("setxattr", req, ino = i.0, ?name);
+        let result = self.run(op, self.fs.setxattr(ino(i), name, value));
         empty(&self.fs, "setxattr", result, reply);
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let span = span!("removexattr", req, ino = i.0, ?name);
-        let result = self.run(span, self.fs.removexattr(ino(i), name));
+        let op = op!("removexattr", req, ino = i.0, ?name);
+        let result = self.run(op, self.fs.removexattr(ino(i), name));
         empty(&self.fs, "removexattr", result, reply);
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _span = span!("statfs", req).entered();
+        let _span = op!("statfs", req).enter();
         let s = self.fs.statfs();
         let (blocks, files) = (s.blocks, s.files);
         reply.statfs(
@@ -418,13 +457,13 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let span = span!("setattr", req, ino = i.0, ?size, ?mode, ?mtime);
+        let op = op!("setattr", req, ino = i.0, ?size, ?mode, ?mtime);
         let set = SetAttr {
             mode,
             size,
             mtime: mtime.map(set_time),
         };
-        let result = self.run(span, self.fs.setattr(ino(i), fh.map(handle), set));
+        let result = self.run(op, self.fs.setattr(ino(i), fh.map(handle), set));
         self.attr("setattr", result, reply);
     }
 
@@ -438,8 +477,8 @@ impl fuser::Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let span = span!("mknod", req, parent = parent.0, ?name);
-        let result = self.run(span, self.fs.mknod(ino(parent), name));
+        let op = op!("mknod", req, parent = parent.0, ?name);
+        let result = self.run(op, self.fs.mknod(ino(parent), name));
         self.entry("mknod", result, reply);
     }
 
@@ -452,27 +491,27 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let span = span!("mkdir", req, parent = parent.0, ?name);
-        let result = self.run(span, self.fs.mkdir(ino(parent), name));
+        let op = op!("mkdir", req, parent = parent.0, ?name);
+        let result = self.run(op, self.fs.mkdir(ino(parent), name));
         self.entry("mkdir", result, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let span = span!("unlink", req, parent = parent.0, ?name);
+        let op = op!("unlink", req, parent = parent.0, ?name);
         empty(
             &self.fs,
             "unlink",
-            self.run(span, self.fs.unlink(ino(parent), name)),
+            self.run(op, self.fs.unlink(ino(parent), name)),
             reply,
         );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let span = span!("rmdir", req, parent = parent.0, ?name);
+        let op = op!("rmdir", req, parent = parent.0, ?name);
         empty(
             &self.fs,
             "rmdir",
-            self.run(span, self.fs.rmdir(ino(parent), name)),
+            self.run(op, self.fs.rmdir(ino(parent), name)),
             reply,
         );
     }
@@ -485,13 +524,13 @@ impl fuser::Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let span = span!("symlink", req, parent = parent.0, ?name, ?target);
-        let result = self.run(span, self.fs.symlink(ino(parent), name, target.as_os_str()));
+        let op = op!("symlink", req, parent = parent.0, ?name, ?target);
+        let result = self.run(op, self.fs.symlink(ino(parent), name, target.as_os_str()));
         self.entry("symlink", result, reply);
     }
 
     fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.run(span!("readlink", req, ino = i.0), self.fs.readlink(ino(i))) {
+        match self.run(op!("readlink", req, ino = i.0), self.fs.readlink(ino(i))) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&self.fs, "readlink", &e)),
         }
@@ -507,7 +546,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let span = span!(
+        let op = op!(
             "rename",
             req,
             parent = parent.0,
@@ -516,7 +555,7 @@ impl fuser::Filesystem for FuseAdapter {
             ?newname
         );
         let rename = self.fs.rename(ino(parent), name, ino(newparent), newname);
-        empty(&self.fs, "rename", self.run(span, rename), reply);
+        empty(&self.fs, "rename", self.run(op, rename), reply);
     }
 
     fn link(
@@ -527,8 +566,8 @@ impl fuser::Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let span = span!("link", req, ino = i.0, newparent = newparent.0, ?newname);
-        let result = self.run(span, self.fs.link(ino(newparent), newname));
+        let op = op!("link", req, ino = i.0, newparent = newparent.0, ?newname);
+        let result = self.run(op, self.fs.link(ino(newparent), newname));
         self.entry("link", result, reply);
     }
 
@@ -544,8 +583,8 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let span = span!("write", req, fh = fh.0, offset, size = data.len());
-        match self.run(span, self.fs.write(handle(fh), offset, data)) {
+        let op = op!("write", req, fh = fh.0, offset, size = data.len());
+        match self.run(op, self.fs.write(handle(fh), offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&self.fs, "write", &e)),
         }
@@ -559,11 +598,11 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let span = span!("fsync", req, fh = fh.0);
+        let op = op!("fsync", req, fh = fh.0);
         empty(
             &self.fs,
             "fsync",
-            self.run(span, self.fs.flush(handle(fh), None)),
+            self.run(op, self.fs.flush(handle(fh), None)),
             reply,
         );
     }
@@ -578,8 +617,8 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let span = span!("create", req, parent = parent.0, ?name);
-        match self.run(span, self.fs.create(ino(parent), name, req.pid())) {
+        let op = op!("create", req, parent = parent.0, ?name);
+        match self.run(op, self.fs.create(ino(parent), name, req.pid())) {
             Ok((attr, opened)) => reply.created(
                 &self.ttl,
                 &file_attr(&attr),

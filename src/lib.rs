@@ -18,7 +18,7 @@
 //! `artifact` holds the store's metadata contract (x-amz-meta-rgrid-*, key layout, file
 //! formats) and `retention` when objects expire; both are read by several layers.
 //! `config` validates the command line into each layer's settings; `logging` sets up
-//! tracing; `service` tells systemd how the mount stands; `status` is the client of a
+//! tracing; `metrics` names what `--metrics-addr` serves; `service` tells systemd how the mount stands; `status` is the client of a
 //! mount's control channel (`rgrid-mount status`, `rgrid-mount sync`). Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
 
 pub mod artifact;
@@ -26,6 +26,7 @@ pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod logging;
+pub mod metrics;
 pub mod namespace;
 pub mod object;
 pub mod readahead;

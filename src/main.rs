@@ -20,7 +20,7 @@ use rgrid_mount::config::{
 use rgrid_mount::fs::RgridFs;
 use rgrid_mount::fuse::{self, FuseAdapter};
 use rgrid_mount::namespace::Namespace;
-use rgrid_mount::object::{ObjectClient, ObjectError, S3Client};
+use rgrid_mount::object::{MeteredClient, ObjectClient, ObjectError, S3Client};
 use rgrid_mount::readahead::ReadEngine;
 use rgrid_mount::retention::{self, Retention};
 use rgrid_mount::service;
@@ -89,8 +89,14 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let client: Arc<dyn ObjectClient> =
+    let mut client: Arc<dyn ObjectClient> =
         Arc::new(runtime.block_on(S3Client::new(client_config.clone())));
+    if let Some(addr) = config.metrics_addr {
+        let _runtime = runtime.enter();
+        rgrid_mount::metrics::serve(addr)?;
+        client = Arc::new(MeteredClient::new(client));
+        tracing::info!("serving metrics on http://{addr}/metrics");
+    }
     runtime
         .block_on(client.check_bucket())
         .map_err(|e| startup_error(e, &client_config))?;

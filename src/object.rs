@@ -6,6 +6,7 @@
 
 mod error;
 mod memory;
+mod metered;
 mod s3;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use futures::stream::BoxStream;
 
 pub use error::ObjectError;
 pub use memory::{MemoryClient, Operation};
+pub use metered::MeteredClient;
 pub use s3::{S3Client, S3ClientConfig};
 
 /// The largest object CopyObject copies (S3's limit, and MinIO's).

@@ -111,11 +111,16 @@ impl ReadError {
     /// Broken bodies are fetched again; a failed request is not, because the SDK has
     /// already retried it (a dead store must give EIO in seconds, not minutes).
     fn is_retryable(&self) -> bool {
+        self.retry_cause().is_some()
+    }
+
+    /// Why a body is fetched again, for the retry metric; `None` when it is not.
+    fn retry_cause(&self) -> Option<&'static str> {
         match self {
-            ReadError::Truncated { .. } | ReadError::Stalled { .. } | ReadError::Interrupted(_) => {
-                true
-            }
-            ReadError::Object(_) | ReadError::Task(_) => false,
+            ReadError::Truncated { .. } => Some("truncated"),
+            ReadError::Stalled { .. } => Some("stalled"),
+            ReadError::Interrupted(_) => Some("interrupted"),
+            ReadError::Object(_) | ReadError::Task(_) => None,
         }
     }
 }
@@ -214,6 +219,7 @@ impl ReadEngine {
             match self.fetch_once(version, range.clone()).await {
                 Err(e) if e.is_retryable() && attempt < self.config.attempts => {
                     tracing::debug!(key = %version.key, attempt, "refetching {range:?}: {e}");
+                    crate::metrics::retry(e.retry_cause().unwrap_or("other"));
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }

@@ -34,6 +34,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("max_read_memory", Takes::Value),
     ("max_read_window", Takes::Value),
     ("metadata_ttl", Takes::Value),
+    ("metrics_addr", Takes::Value),
     ("prefix", Takes::Value),
     ("read_only", Takes::Nothing),
     ("read_part_size", Takes::Value),

@@ -52,7 +52,9 @@ impl BlockCache {
     /// The block, if cached; marks it recently used.
     pub fn get(&self, id: &BlockId) -> Option<Bytes> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.blocks.get(id).cloned()
+        let block = inner.blocks.get(id).cloned();
+        crate::metrics::read_cache(block.is_some());
+        block
     }
 
     /// Caches a block, evicting the least recently used ones beyond capacity.

@@ -110,7 +110,11 @@ impl UploadBoard {
             .get(key)
             .filter(|r| r.spool == spool && r.state == UploadState::Uploading)
             .map_or(0, |r| r.sent);
-        let attempts = records.get(key).map_or(0, |r| r.attempts);
+        // Attempts count up across failures of one upload; a new version starts over.
+        let failed_before = records
+            .get(key)
+            .filter(|r| matches!(r.state, UploadState::Failed(_)));
+        let attempts = failed_before.map_or(0, |r| r.attempts);
         records.insert(
             key.to_owned(),
             UploadRecord {
@@ -124,6 +128,13 @@ impl UploadBoard {
                 changed: Instant::now(),
             },
         );
+        if attempts > 0 {
+            crate::metrics::retry("upload");
+        }
+        let unfinished = records
+            .values()
+            .filter(|r| r.state != UploadState::Committed);
+        crate::metrics::uploads_pending(unfinished.count());
     }
 
     /// The store acknowledged `bytes` more of `key`'s bodies (a part, or a whole PUT).
@@ -149,6 +160,7 @@ impl UploadBoard {
 
     /// `key`'s upload ended: in the store, or failed with `why`.
     pub fn finished(&self, key: &str, outcome: Result<(), String>) {
+        crate::metrics::upload_finished(outcome.is_ok());
         let mut records = self.records();
         if let Some(record) = records.get_mut(key) {
             record.state = match outcome {
@@ -158,6 +170,10 @@ impl UploadBoard {
             record.changed = Instant::now();
         }
         trim_committed(&mut records);
+        let unfinished = records
+            .values()
+            .filter(|r| r.state != UploadState::Committed);
+        crate::metrics::uploads_pending(unfinished.count());
     }
 
     /// `key` will not be uploaded after all (its file was unlinked).
