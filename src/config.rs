@@ -168,17 +168,37 @@ pub struct StoreArgs {
     /// Region (default: from the AWS config chain, else us-east-1).
     #[arg(long)]
     pub region: Option<String>,
+
+    /// PEM certificates to trust for an HTTPS endpoint, beside the system's (a private
+    /// CA, as production MinIO often has); default: $AWS_CA_BUNDLE, as the AWS CLI reads.
+    #[arg(long, value_name = "PATH")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl StoreArgs {
     /// The object client's settings.
-    pub fn client_config(&self) -> S3ClientConfig {
+    pub fn client_config(&self) -> anyhow::Result<S3ClientConfig> {
         let mut client = S3ClientConfig::new(&self.bucket);
         client.force_path_style = self.endpoint_url.is_some();
         client.endpoint_url = self.endpoint_url.clone();
         client.region = self.region.clone();
-        client
+        let bundle = self
+            .ca_bundle
+            .clone()
+            .or_else(|| std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from));
+        client.ca_bundle = bundle.map(|path| read_ca_bundle(&path)).transpose()?;
+        Ok(client)
     }
+}
+
+/// The certificates of a CA bundle file, checked to hold at least one.
+fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        bail!("the CA bundle {} holds no PEM certificate", path.display());
+    }
+    Ok(pem)
 }
 
 /// Commands besides mounting.
@@ -479,7 +499,7 @@ impl MountConfig {
         let mut read = read_config(&args)?;
         let cache_dir = store_cache_dir(&args);
         let write = write_config(&args, cache_dir.clone())?;
-        let mut client = args.store.client_config();
+        let mut client = args.store.client_config()?;
         client.force_path_style |= args.local.is_some();
         // A body silent for as long as a response may take is as dead as a silent response.
         read.stall_timeout = client.read_timeout;

@@ -89,8 +89,10 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut client: Arc<dyn ObjectClient> =
-        Arc::new(runtime.block_on(S3Client::new(client_config.clone())));
+    let s3 = runtime
+        .block_on(S3Client::new(client_config.clone()))
+        .map_err(|e| startup_error(e, &client_config))?;
+    let mut client: Arc<dyn ObjectClient> = Arc::new(s3);
     if let Some(addr) = config.metrics_addr {
         let _runtime = runtime.enter();
         rgrid_mount::metrics::serve(addr)?;
@@ -198,8 +200,10 @@ fn retention_command(action: RetentionAction) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (RetentionAction::Show { store } | RetentionAction::Set { store, .. }) = &action;
-    let config = store.client_config();
-    let client = runtime.block_on(S3Client::new(config.clone()));
+    let config = store.client_config()?;
+    let client = runtime
+        .block_on(S3Client::new(config.clone()))
+        .map_err(|e| startup_error(e, &config))?;
     let failed = |e: ObjectError| match e {
         ObjectError::Unsupported { message, .. } => anyhow::anyhow!(
             "the store at {} does not support bucket lifecycle configuration ({message})",
@@ -250,6 +254,9 @@ fn startup_error(e: ObjectError, client: &rgrid_mount::object::S3ClientConfig) -
     let endpoint = client.endpoint_url.as_deref().unwrap_or("AWS S3");
     let bucket = &client.bucket;
     match e {
+        ObjectError::Unavailable { message, .. } if message.contains("certificate") => {
+            anyhow::anyhow!("the TLS certificate of {endpoint} does not verify (a private CA needs --ca-bundle): {message}")
+        }
         ObjectError::Unavailable { message, .. } => {
             anyhow::anyhow!("cannot reach the store at {endpoint}: {message}")
         }

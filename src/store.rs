@@ -23,6 +23,7 @@ use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 pub use disk::DiskStore;
 
@@ -109,6 +110,36 @@ impl S3Access for Probe {
     }
 }
 
+/// A certificate chain and its key, PEM, for serving HTTPS as `host`.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    /// The certificate chain, leaf first.
+    pub cert_pem: String,
+    /// The leaf's private key.
+    pub key_pem: String,
+    /// The name clients connect to, which the certificate must carry.
+    pub host: String,
+}
+
+fn tls_acceptor(tls: &TlsIdentity) -> io::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, ServerConfig};
+    let certs = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(io::Error::other)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(io::Error::other)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Credentials unique to this process and moment; the store only listens on loopback, so
 /// they guard against mix-ups between stores more than against attackers.
 fn generated_credentials() -> (String, String) {
@@ -138,7 +169,38 @@ impl EmbeddedStore {
         root: &Path,
         bucket: &str,
         addr: SocketAddr,
+        credentials: (String, String),
+    ) -> io::Result<EmbeddedStore> {
+        Self::serve(root, bucket, addr, credentials, None).await
+    }
+
+    /// [`EmbeddedStore::start`] over HTTPS with `tls`'s certificate: the endpoint is
+    /// `https://HOST:PORT`, for clients that must verify it (a private CA).
+    pub async fn start_tls(
+        root: &Path,
+        bucket: &str,
+        addr: SocketAddr,
+        tls: &TlsIdentity,
+    ) -> io::Result<EmbeddedStore> {
+        let acceptor = tls_acceptor(tls)?;
+        let (host, acceptor) = (tls.host.clone(), Some(acceptor));
+        let mut store = Self::serve(root, bucket, addr, generated_credentials(), acceptor).await?;
+        let port = store
+            .endpoint
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        store.endpoint = format!("https://{host}:{port}");
+        Ok(store)
+    }
+
+    async fn serve(
+        root: &Path,
+        bucket: &str,
+        addr: SocketAddr,
         (access_key, secret_key): (String, String),
+        tls: Option<TlsAcceptor>,
     ) -> io::Result<EmbeddedStore> {
         let store = DiskStore::open(root)?;
         store.ensure_bucket(bucket)?;
@@ -161,10 +223,19 @@ impl EmbeddedStore {
                 };
                 // Without it, small responses wait ~40 ms for delayed ACKs.
                 let _ = socket.set_nodelay(true);
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
-                connections.spawn(conn);
+                let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
+                // The TLS handshake runs in the connection's task, not in the accept loop.
+                connections.spawn(async move {
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(socket), service).await,
+                        Some(tls) => match tls.accept(socket).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => Ok(()),
+                        },
+                    };
+                });
                 while connections.try_join_next().is_some() {}
             }
         });

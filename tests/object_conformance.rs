@@ -312,7 +312,7 @@ fn s3_client_over_the_embedded_store_conforms() {
     config.force_path_style = true;
     config.credentials = Some((store.access_key.clone(), store.secret_key.clone()));
     store.runtime.block_on(async {
-        let client = S3Client::new(config).await;
+        let client = S3Client::new(config).await.unwrap();
         suite(Arc::new(client)).await;
     });
 }

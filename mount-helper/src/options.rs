@@ -21,6 +21,7 @@ pub enum Takes {
 /// returns once the mount is live, so the daemon always detaches).
 pub const FLAGS: &[(&str, Takes)] = &[
     ("allow_other", Takes::Nothing),
+    ("ca_bundle", Takes::Value),
     ("cache_dir", Takes::Value),
     ("compress", Takes::Value),
     ("compress_threshold", Takes::Value),

@@ -14,7 +14,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{
@@ -48,6 +48,8 @@ pub struct S3ClientConfig {
     pub read_timeout: Duration,
     /// Attempts per request, first included.
     pub max_attempts: u32,
+    /// PEM certificates trusted for HTTPS beside the system's roots (a private CA).
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 impl S3ClientConfig {
@@ -65,8 +67,28 @@ impl S3ClientConfig {
             // of a dead store well before a user gives up.
             read_timeout: Duration::from_secs(20),
             max_attempts: 4,
+            ca_bundle: None,
         }
     }
+}
+
+/// An HTTPS client that trusts the system's roots and those of `pem`.
+fn http_client_trusting(pem: &[u8]) -> Result<SharedHttpClient, ObjectError> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let roots = TrustStore::empty()
+        .with_native_roots(true)
+        .with_pem_certificate(pem.to_vec());
+    let context = TlsContext::builder()
+        .with_trust_store(roots)
+        .build()
+        .map_err(|e| ObjectError::Other {
+            target: "the CA bundle".into(),
+            message: e.to_string(),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 /// The aws-sdk-s3 implementation of [`ObjectClient`] for one bucket.
@@ -78,7 +100,7 @@ pub struct S3Client {
 
 impl S3Client {
     /// Builds the SDK client; makes no request.
-    pub async fn new(config: S3ClientConfig) -> S3Client {
+    pub async fn new(config: S3ClientConfig) -> Result<S3Client, ObjectError> {
         // Region: the flag, else the environment or profile, else us-east-1. Not the full
         // default chain: it asks EC2's metadata service, which stalls start-up elsewhere.
         let region = RegionProviderChain::first_try(config.region.clone().map(Region::new))
@@ -86,6 +108,9 @@ impl S3Client {
             .or_else(ProfileFileRegionProvider::new())
             .or_else(Region::new("us-east-1"));
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        if let Some(pem) = &config.ca_bundle {
+            loader = loader.http_client(http_client_trusting(pem)?);
+        }
         if let Some((access_key, secret_key)) = &config.credentials {
             let creds = Credentials::new(access_key, secret_key, None, None, "rgrid-mount");
             loader = loader.credentials_provider(creds);
@@ -102,10 +127,10 @@ impl S3Client {
         if let Some(url) = &config.endpoint_url {
             builder = builder.endpoint_url(url);
         }
-        S3Client {
+        Ok(S3Client {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: config.bucket,
-        }
+        })
     }
 }
 
