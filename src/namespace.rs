@@ -266,6 +266,11 @@ impl Namespace {
             .is_some_and(|i| i.node.unlinked)
     }
 
+    /// The key of `ino` now (a rename moves it), if the inode is known.
+    pub fn key_of(&self, ino: InodeNo) -> Option<String> {
+        self.tables().inodes.get(&ino).map(|i| i.node.key.clone())
+    }
+
     /// The parent directory of `ino`, if the inode is known.
     pub fn parent(&self, ino: InodeNo) -> Option<InodeNo> {
         self.tables().inodes.get(&ino).map(|i| i.parent)

@@ -397,7 +397,7 @@ impl Uploader {
             metadata,
         };
         self.journal.record(&entry)?;
-        self.board.begin(key, entry.spool.clone(), size);
+        self.board.begin(key, &entry.spool, size);
         let result = match stream {
             Some(s) if streamed && !self.config.compress.applies(key, size) => {
                 match self.finish_stream(s, &entry).await {
@@ -413,8 +413,8 @@ impl Uploader {
                 self.put_file(&entry, file).await
             }
         };
-        self.board
-            .finished(key, result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        self.board.finished(&entry.spool, outcome);
         match result {
             Ok(uploaded) => {
                 // The store has it: a stale entry costs one idempotent replay at most.
@@ -456,11 +456,10 @@ impl Uploader {
         };
         let results = futures::stream::iter(pending)
             .map(|entry| async move {
-                self.board
-                    .begin(&entry.key, entry.spool.clone(), entry.size);
+                self.board.begin(&entry.key, &entry.spool, entry.size);
                 let result = self.replay(&entry).await;
                 let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                self.board.finished(&entry.key, outcome);
+                self.board.finished(&entry.spool, outcome);
                 (entry, result)
             })
             .buffer_unordered(self.config.concurrency)

@@ -187,3 +187,42 @@ fn status_of_a_mount_that_does_not_answer_says_so_within_two_seconds() {
     let error = report["mounts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("not answering"), "{report}");
 }
+
+#[test]
+fn a_pending_upload_is_not_renamed_away_and_an_unlink_drops_it() {
+    let store = TestStore::start();
+    store.put("d/out.txt", "old\n");
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("d/out.txt");
+    store.refuse_uploads(true);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"new\n").unwrap();
+    assert_eq!(
+        file.sync_all().unwrap_err().raw_os_error(),
+        Some(libc::EACCES)
+    );
+    drop(file);
+    // A rename would copy the stored "old" and leave "new" pending under the old name.
+    let renamed = std::fs::rename(&path, mount.join("d/moved.txt"));
+    assert_eq!(renamed.unwrap_err().raw_os_error(), Some(libc::EBUSY));
+
+    std::fs::remove_file(&path).unwrap();
+    store.refuse_uploads(false);
+    let synced = cli(&store, &["sync", mount.path.to_str().unwrap()]);
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    // Past the retry loop's interval (5 s): the dropped upload never comes back.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        store.get("d/out.txt").is_none(),
+        "an unlinked file came back"
+    );
+    assert!(!path.exists());
+}

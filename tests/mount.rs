@@ -9,16 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{outcome, pseudo_random, run, Mount, TestStore};
-
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
+use common::{names, outcome, pseudo_random, run, Mount, TestStore};
 
 #[test]
 fn nested_listing_shows_prefixes_as_directories() {

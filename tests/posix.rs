@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Mount, TestStore};
+use common::{names, Mount, TestStore};
 
 fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
     match result {
@@ -271,13 +271,4 @@ fn an_unlinked_open_file_has_no_link_and_keeps_working() {
     );
     assert!(!path.exists());
     assert_same_as_fresh_mount(&store, &mount);
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }

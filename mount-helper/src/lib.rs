@@ -38,9 +38,12 @@ fn parse_call(args: Vec<OsString>) -> Result<Call, String> {
                 let value = value.to_str().ok_or("options must be UTF-8")?;
                 call.options.extend(split_options(value));
             }
-            "-t" | "-N" => {
-                args.next(); // the type is ours; namespaces are mount(8)'s
+            "-t" => {
+                args.next(); // the type is ours
             }
+            // Mounting into another mount namespace would need setns; not done, so
+            // refused rather than mounted in the wrong one.
+            "-N" => return Err("mount namespaces (-N) are not supported".into()),
             flags if flags.starts_with("-o") => call.options.extend(split_options(&flags[2..])),
             flags if flags.starts_with('-') && flags.len() > 1 => {
                 for f in flags[1..].chars() {

@@ -136,26 +136,35 @@ impl fmt::Display for OptionError {
 
 impl std::error::Error for OptionError {}
 
-/// Splits an `-o` string at commas; `\,` is a comma inside a value and `\\` a backslash.
+/// Splits an `-o` string at commas. A value may hold commas inside double quotes, as
+/// libmount writes them (`endpoint_url="a,b"`), or escaped (`\,`); `\\` is a backslash.
 pub fn split_options(text: &str) -> Vec<String> {
     let mut options = vec![String::new()];
     let mut chars = text.chars();
+    let mut quoted = false;
     while let Some(c) = chars.next() {
+        let current = options.last_mut().expect("never empty");
         match c {
-            '\\' => options.last_mut().unwrap().extend(chars.next()),
-            ',' => options.push(String::new()),
-            c => options.last_mut().unwrap().push(c),
+            '\\' => current.extend(chars.next()),
+            '"' => quoted = !quoted,
+            ',' if !quoted => options.push(String::new()),
+            c => current.push(c),
         }
     }
     options.retain(|o| !o.is_empty());
     options
 }
 
-/// Joins options into one `-o` string, escaping what [`split_options`] splits on.
+/// Joins options into one `-o` string, escaping what [`split_options`] splits on or
+/// strips.
 pub fn join_options(options: &[String]) -> String {
     let escaped: Vec<String> = options
         .iter()
-        .map(|o| o.replace('\\', "\\\\").replace(',', "\\,"))
+        .map(|o| {
+            o.replace('\\', "\\\\")
+                .replace(',', "\\,")
+                .replace('"', "\\\"")
+        })
         .collect();
     escaped.join(",")
 }
@@ -198,6 +207,10 @@ fn translate_one(out: &mut Invocation, name: &str, value: Option<&str>) -> Resul
     let needs = || value.ok_or_else(|| OptionError::NeedsValue(name.to_owned()));
     match name {
         "credentials_file" => out.credentials_file = Some(needs()?.into()),
+        // user:password@host would show in ps and the mount table like any secret.
+        "endpoint_url" if needs()?.split('/').nth(2).is_some_and(|a| a.contains('@')) => {
+            return Err(OptionError::Secret(name.to_owned()))
+        }
         "profile" => out.profile = Some(needs()?.to_owned()),
         _ if SECRETS.contains(&name) => return Err(OptionError::Secret(name.to_owned())),
         _ => {
@@ -306,6 +319,12 @@ mod tests {
     }
 
     #[test]
+    fn quoted_values_keep_their_commas() {
+        let options = split_options(r#"endpoint_url="http://a,b",prefix="x",ro"#);
+        assert_eq!(options, ["endpoint_url=http://a,b", "prefix=x", "ro"]);
+    }
+
+    #[test]
     fn credentials_come_from_a_file_or_a_profile_not_the_command_line() {
         let options = split_options("credentials_file=/etc/rgrid/creds,profile=runner");
         let inv = translate("bucket", Path::new("/m"), &options).unwrap();
@@ -319,7 +338,7 @@ mod tests {
 
     /// A value for a flag: anything printable, commas and backslashes included.
     fn value() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9/:.,\\\\ =_-]{1,12}"
+        "[a-zA-Z0-9/:.,\"\\\\ =_-]{1,12}"
     }
 
     /// A set of distinct flags, each with a value if it takes one.

@@ -22,8 +22,14 @@ pub const STATUS: &str = "user.rgrid.status";
 /// The upload barrier.
 pub const SYNC: &str = "user.rgrid.sync";
 
-/// Uploads listed in a status at most: an xattr value holds 64 KiB.
+/// Uploads listed in a status at most.
 const MAX_LISTED: usize = 200;
+
+/// Failures a sync names at most; the rest are counted.
+const MAX_FAILURES: usize = 100;
+
+/// The largest answer: an xattr value holds 64 KiB (XATTR_SIZE_MAX), with room to spare.
+const MAX_ANSWER: usize = 60 << 10;
 
 /// How long an answer waits for the read that takes it.
 const ANSWER_KEPT: Duration = Duration::from_secs(10);
@@ -135,6 +141,9 @@ pub struct MountStatus {
 pub struct SyncOutcome {
     /// Uploads that did not reach the store, and why.
     pub failed: Vec<SyncFailure>,
+    /// More that failed, past the ones named.
+    #[serde(default)]
+    pub failed_unlisted: usize,
 }
 
 /// Who an answer is for: a calling thread, and the name it asked.
@@ -195,18 +204,48 @@ impl RgridFs {
     async fn answer(&self, name: &'static str) -> Result<Vec<u8>, FsError> {
         let json = match name {
             SYNC => serde_json::to_vec(&self.sync().await),
-            _ => serde_json::to_vec(&self.status()),
+            _ => self.status_json(),
         };
         json.map_err(|e| FsError::Io(std::io::Error::other(e)))
     }
 
+    /// The status as JSON, with as many uploads as fit in an xattr value.
+    fn status_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut status = self.status();
+        loop {
+            let json = serde_json::to_vec(&status)?;
+            if json.len() <= MAX_ANSWER || status.uploads.is_empty() {
+                return Ok(json);
+            }
+            let drop = status.uploads.len().div_ceil(4);
+            status.uploads.truncate(status.uploads.len() - drop);
+            status.uploads_unlisted += drop;
+        }
+    }
+
     /// Waits for every upload pending now.
     pub async fn sync(&self) -> SyncOutcome {
-        let failed = match &self.uploader {
+        let all = match &self.uploader {
             Some(uploader) => uploader.sync().await,
             None => Vec::new(),
         };
-        SyncOutcome { failed }
+        let (mut failed, mut room) = (Vec::new(), MAX_ANSWER - 1024);
+        for mut failure in all.iter().take(MAX_FAILURES).cloned() {
+            if let Some((cut, _)) = failure.error.char_indices().nth(240) {
+                failure.error.truncate(cut);
+            }
+            // JSON escapes can double a key; what does not fit is counted, not named.
+            let cost = 2 * (failure.key.len() + failure.error.len()) + 32;
+            if cost > room {
+                break;
+            }
+            room -= cost;
+            failed.push(failure);
+        }
+        SyncOutcome {
+            failed_unlisted: all.len() - failed.len(),
+            failed,
+        }
     }
 
     /// The mount's state now.

@@ -134,6 +134,11 @@ impl RgridFs {
             // Still being written here: nothing in the store to copy yet.
             return Err(FsError::CrossDevice);
         }
+        if uploader.has_pending(&node.key) {
+            // A copy would move the stored version and leave the newer content of the
+            // pending upload behind, under the old name.
+            return Err(FsError::Busy);
+        }
         let etag = uploader.rename(&node.object_id(), &new_key).await?;
         self.namespace
             .rename(parent, name, new_parent, new_name, new_key);

@@ -293,12 +293,31 @@ impl RgridFs {
             return Ok(());
         }
         writer.complete_fill().await?;
+        if let Some(key) = self
+            .namespace
+            .key_of(writer.ino)
+            .filter(|k| *k != writer.key)
+        {
+            // Renamed while open: the content follows the file to its new name, and the
+            // parts streamed to the old one are given up.
+            self.end_stream(writer);
+            writer.key = key;
+        }
         let stream = writer.stream.take();
         let kept = self.namespace.upload_attrs(writer.ino).kept;
-        let uploaded = self
-            .uploader()?
+        let uploader = self.uploader()?;
+        let uploaded = uploader
             .upload(&writer.key, &writer.spool, stream, kept)
-            .await?;
+            .await;
+        if self.namespace.is_unlinked(writer.ino) {
+            // Unlinked while the upload ran: the removal wins, whatever the upload did.
+            if let Err(e) = uploader.delete(&writer.key).await {
+                tracing::warn!(key = %writer.key, "removing what an upload put back after an unlink: {e}");
+            }
+            writer.dirty = false;
+            return Ok(());
+        }
+        let uploaded = uploaded?;
         writer.dirty = false;
         // The page cache holds what was written, which is now this version.
         lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());

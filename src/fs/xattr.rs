@@ -13,6 +13,7 @@ use super::{lock, Caller, FsError, RgridFs, XattrValue};
 use crate::artifact;
 use crate::namespace::{InodeKind, InodeNo, Node};
 use crate::object::ObjectHeaders;
+use crate::upload::UploadState;
 
 const EXPIRES_AT: &str = "user.rgrid.expires_at";
 const RETENTION_DAYS: &str = "user.rgrid.retention_days";
@@ -74,10 +75,17 @@ impl RgridFs {
     /// Absent for files this daemon did not write.
     fn upload_state(&self, node: &Node) -> Option<String> {
         let board = self.uploader.as_ref()?.board();
-        match board.state(&node.key) {
-            Some(state) => Some(state.to_string()),
-            None if self.namespace.is_local(node.ino) => Some("pending".into()),
-            None => None,
+        let latest = board.latest(&node.key);
+        if !(self.namespace.is_local(node.ino) && node.kind == InodeKind::File) {
+            return latest.map(|r| r.state.to_string());
+        }
+        // Written here: an upload committed before the last write is not of this content.
+        match latest {
+            None => Some("pending".into()),
+            Some(r) if r.state == UploadState::Committed && r.started < node.mtime => {
+                Some("pending".into())
+            }
+            Some(r) => Some(r.state.to_string()),
         }
     }
 

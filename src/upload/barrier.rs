@@ -28,15 +28,16 @@ impl Uploader {
         loop {
             let mut failed = Vec::new();
             let mut waiting = false;
-            for entry in wanted.iter().filter(|e| self.journal.contains(&e.spool)) {
-                match self.board.state(&entry.key) {
+            for entry in &wanted {
+                match self.board.state_of(&entry.spool) {
+                    Some(UploadState::Committed) => {}
                     Some(UploadState::Failed(error)) => failed.push(SyncFailure {
                         key: entry.key.clone(),
                         error,
                     }),
-                    // A newer upload of the key committed; this spool's turn is over.
-                    Some(UploadState::Committed) => {}
                     Some(UploadState::Pending | UploadState::Uploading) => waiting = true,
+                    // Not tried by this daemon: done if the journal no longer has it.
+                    None if !self.journal.contains(&entry.spool) => {}
                     None => failed.push(SyncFailure {
                         key: entry.key.clone(),
                         error: "pending, never attempted by this daemon".into(),

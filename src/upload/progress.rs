@@ -4,7 +4,7 @@
 //! file. It is this daemon's memory only: the journal stays the durable record.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,6 +55,20 @@ pub struct UploadRecord {
 }
 
 impl UploadRecord {
+    /// A record of `key` from `spool`, starting now.
+    fn new(key: &str, spool: PathBuf, size: u64, state: UploadState) -> UploadRecord {
+        UploadRecord {
+            key: key.to_owned(),
+            spool,
+            size,
+            sent: 0,
+            state,
+            started: SystemTime::now(),
+            attempts: 0,
+            changed: Instant::now(),
+        }
+    }
+
     /// Bytes per second sent in this attempt so far.
     pub fn rate(&self) -> f64 {
         let elapsed = self.started.elapsed().unwrap_or_default();
@@ -66,103 +80,60 @@ impl UploadRecord {
 /// past it the oldest go.
 const KEEP_COMMITTED: usize = 1024;
 
-/// Every upload of the mount, by key.
+/// Every upload of the mount, by spool: two uploads of one key (a failed one being
+/// retried, a newer version closing) are two records.
 #[derive(Debug, Default)]
 pub struct UploadBoard {
-    records: Mutex<HashMap<String, UploadRecord>>,
+    records: Mutex<HashMap<PathBuf, UploadRecord>>,
 }
 
 impl UploadBoard {
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, UploadRecord>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, UploadRecord>> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `key` waits for an attempt (journaled, not yet sending).
-    pub fn pending(&self, key: &str, spool: PathBuf, size: u64) {
-        let mut records = self.records();
-        let record = records
-            .entry(key.to_owned())
-            .or_insert_with(|| UploadRecord {
-                key: key.to_owned(),
-                spool: spool.clone(),
-                size,
-                sent: 0,
-                state: UploadState::Pending,
-                started: SystemTime::now(),
-                attempts: 0,
-                changed: Instant::now(),
-            });
-        if record.state != UploadState::Uploading {
-            record.spool = spool;
-            record.size = size;
-            record.changed = Instant::now();
-            if record.state == UploadState::Committed {
-                record.state = UploadState::Pending;
-            }
-        }
-    }
-
     /// An attempt of `key` from `spool` (`size` bytes) starts. Parts a writer streamed
-    /// from the same spool before its close count as sent.
-    pub fn begin(&self, key: &str, spool: PathBuf, size: u64) {
+    /// from the same spool before its close count as sent; attempts count up across the
+    /// failures of one spool.
+    pub fn begin(&self, key: &str, spool: &Path, size: u64) {
         let mut records = self.records();
-        let streamed = records
-            .get(key)
-            .filter(|r| r.spool == spool && r.state == UploadState::Uploading)
+        let before = records.get(spool);
+        let streamed = before
+            .filter(|r| r.state == UploadState::Uploading)
             .map_or(0, |r| r.sent);
-        // Attempts count up across failures of one upload; a new version starts over.
-        let failed_before = records
-            .get(key)
-            .filter(|r| matches!(r.state, UploadState::Failed(_)));
-        let attempts = failed_before.map_or(0, |r| r.attempts);
-        records.insert(
-            key.to_owned(),
-            UploadRecord {
-                key: key.to_owned(),
-                spool,
-                size,
-                sent: streamed,
-                state: UploadState::Uploading,
-                started: SystemTime::now(),
-                attempts: attempts + 1,
-                changed: Instant::now(),
-            },
-        );
+        let attempts = before
+            .filter(|r| matches!(r.state, UploadState::Failed(_)))
+            .map_or(0, |r| r.attempts);
+        let record = UploadRecord {
+            sent: streamed,
+            attempts: attempts + 1,
+            ..UploadRecord::new(key, spool.to_owned(), size, UploadState::Uploading)
+        };
+        records.insert(spool.to_owned(), record);
         if attempts > 0 {
             crate::metrics::retry("upload");
         }
-        let unfinished = records
-            .values()
-            .filter(|r| r.state != UploadState::Committed);
-        crate::metrics::uploads_pending(unfinished.count());
+        report_pending(&records);
     }
 
-    /// The store acknowledged `bytes` more of `key`'s bodies (a part, or a whole PUT).
-    /// A part streamed while the file is still being written starts its record.
-    pub fn sent(&self, key: &str, spool: &std::path::Path, bytes: u64) {
+    /// The store acknowledged `bytes` more of the bodies of `key` from `spool` (a part,
+    /// or a whole PUT). A part streamed while the file is still being written starts its
+    /// record.
+    pub fn sent(&self, key: &str, spool: &Path, bytes: u64) {
         let mut records = self.records();
         let record = records
-            .entry(key.to_owned())
-            .or_insert_with(|| UploadRecord {
-                key: key.to_owned(),
-                spool: spool.to_owned(),
-                size: 0,
-                sent: 0,
-                state: UploadState::Uploading,
-                started: SystemTime::now(),
-                attempts: 0,
-                changed: Instant::now(),
-            });
+            .entry(spool.to_owned())
+            .or_insert_with(|| UploadRecord::new(key, spool.to_owned(), 0, UploadState::Uploading));
         record.sent += bytes;
         record.size = record.size.max(record.sent);
         record.changed = Instant::now();
     }
 
-    /// `key`'s upload ended: in the store, or failed with `why`.
-    pub fn finished(&self, key: &str, outcome: Result<(), String>) {
+    /// The upload from `spool` ended: in the store, or failed with `why`.
+    pub fn finished(&self, spool: &Path, outcome: Result<(), String>) {
         crate::metrics::upload_finished(outcome.is_ok());
         let mut records = self.records();
-        if let Some(record) = records.get_mut(key) {
+        if let Some(record) = records.get_mut(spool) {
             record.state = match outcome {
                 Ok(()) => UploadState::Committed,
                 Err(why) => UploadState::Failed(why),
@@ -170,20 +141,44 @@ impl UploadBoard {
             record.changed = Instant::now();
         }
         trim_committed(&mut records);
-        let unfinished = records
-            .values()
-            .filter(|r| r.state != UploadState::Committed);
-        crate::metrics::uploads_pending(unfinished.count());
+        report_pending(&records);
     }
 
-    /// `key` will not be uploaded after all (its file was unlinked).
+    /// Parts streamed from `spool` were given up (the file goes up whole at close, or
+    /// not at all): a record that only they started goes.
+    pub fn abandoned(&self, spool: &Path) {
+        let mut records = self.records();
+        if records.get(spool).is_some_and(|r| r.attempts == 0) {
+            records.remove(spool);
+        }
+        report_pending(&records);
+    }
+
+    /// `key` will not be uploaded after all (its file was unlinked): its records go.
     pub fn forget(&self, key: &str) {
-        self.records().remove(key);
+        let mut records = self.records();
+        records.retain(|_, r| r.key != key);
+        report_pending(&records);
     }
 
-    /// Where `key` stands, if this daemon uploaded or is uploading it.
+    /// Where the latest upload of `key` stands, if this daemon made one.
     pub fn state(&self, key: &str) -> Option<UploadState> {
-        self.records().get(key).map(|r| r.state.clone())
+        self.latest(key).map(|r| r.state)
+    }
+
+    /// The latest upload of `key`, if this daemon made one.
+    pub fn latest(&self, key: &str) -> Option<UploadRecord> {
+        let records = self.records();
+        let latest = records
+            .values()
+            .filter(|r| r.key == key)
+            .max_by_key(|r| r.changed);
+        latest.cloned()
+    }
+
+    /// Where the upload from `spool` stands, if this daemon made one.
+    pub fn state_of(&self, spool: &Path) -> Option<UploadState> {
+        self.records().get(spool).map(|r| r.state.clone())
     }
 
     /// Every record, oldest first.
@@ -194,7 +189,15 @@ impl UploadBoard {
     }
 }
 
-fn trim_committed(records: &mut HashMap<String, UploadRecord>) {
+/// The pending-uploads gauge, from `records`.
+fn report_pending(records: &HashMap<PathBuf, UploadRecord>) {
+    let unfinished = records
+        .values()
+        .filter(|r| r.state != UploadState::Committed);
+    crate::metrics::uploads_pending(unfinished.count());
+}
+
+fn trim_committed(records: &mut HashMap<PathBuf, UploadRecord>) {
     let committed = records
         .values()
         .filter(|r| r.state == UploadState::Committed)
@@ -202,14 +205,14 @@ fn trim_committed(records: &mut HashMap<String, UploadRecord>) {
     if committed <= KEEP_COMMITTED {
         return;
     }
-    let mut done: Vec<(Instant, String)> = records
+    let mut done: Vec<(Instant, PathBuf)> = records
         .values()
         .filter(|r| r.state == UploadState::Committed)
-        .map(|r| (r.changed, r.key.clone()))
+        .map(|r| (r.changed, r.spool.clone()))
         .collect();
     done.sort();
-    for (_, key) in done.into_iter().take(committed - KEEP_COMMITTED) {
-        records.remove(&key);
+    for (_, spool) in done.into_iter().take(committed - KEEP_COMMITTED) {
+        records.remove(&spool);
     }
 }
 
@@ -218,38 +221,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_upload_goes_from_pending_to_committed_or_failed() {
+    fn an_upload_goes_from_uploading_to_committed_or_failed() {
         let board = UploadBoard::default();
         let spool = PathBuf::from("/spool/1");
-        board.pending("waits", spool.clone(), 10);
-        assert_eq!(board.state("waits"), Some(UploadState::Pending));
         // Parts streamed while writing count once the close's attempt begins.
         board.sent("k", &spool, 4);
-        board.begin("k", spool.clone(), 10);
+        board.begin("k", &spool, 10);
         board.sent("k", &spool, 6);
-        let record = board.snapshot().into_iter().find(|r| r.key == "k").unwrap();
-        assert_eq!((record.sent, record.size, record.attempts), (10, 10, 1));
-        board.finished("k", Err("503 SlowDown".into()));
+        let record = |board: &UploadBoard| board.snapshot().into_iter().find(|r| r.spool == spool);
+        let first = record(&board).unwrap();
+        assert_eq!((first.sent, first.size, first.attempts), (10, 10, 1));
+        board.finished(&spool, Err("HTTP 503 SlowDown".into()));
         assert_eq!(
             board.state("k").unwrap().to_string(),
-            "failed: 503 SlowDown"
+            "failed: HTTP 503 SlowDown"
         );
-        board.begin("k", spool, 10);
-        let record = |board: &UploadBoard| board.snapshot().into_iter().find(|r| r.key == "k");
-        let sent = record(&board).unwrap().sent;
-        assert_eq!(sent, 0, "a new attempt starts from nothing");
-        board.finished("k", Ok(()));
-        assert_eq!(board.state("k"), Some(UploadState::Committed));
+        board.begin("k", &spool, 10);
+        assert_eq!(
+            record(&board).unwrap().sent,
+            0,
+            "a new attempt starts from nothing"
+        );
+        board.finished(&spool, Ok(()));
+        assert_eq!(board.state_of(&spool), Some(UploadState::Committed));
         assert_eq!(record(&board).unwrap().attempts, 2);
+    }
+
+    #[test]
+    fn two_uploads_of_one_key_keep_their_own_state() {
+        let board = UploadBoard::default();
+        let (old, new) = (PathBuf::from("/spool/old"), PathBuf::from("/spool/new"));
+        board.begin("k", &old, 1);
+        board.finished(&old, Err("refused".into()));
+        board.begin("k", &new, 2);
+        board.begin("k", &old, 1);
+        board.finished(&old, Ok(()));
+        assert_eq!(board.state_of(&new), Some(UploadState::Uploading));
+        board.abandoned(&new);
+        assert!(
+            board.state_of(&new).is_some(),
+            "a begun upload is not a stream's"
+        );
+        board.forget("k");
+        assert_eq!(board.state("k"), None);
     }
 
     #[test]
     fn finished_records_are_bounded() {
         let board = UploadBoard::default();
         for i in 0..KEEP_COMMITTED + 10 {
-            let key = format!("k{i}");
-            board.begin(&key, PathBuf::from("/s"), 1);
-            board.finished(&key, Ok(()));
+            let spool = PathBuf::from(format!("/s/{i}"));
+            board.begin(&format!("k{i}"), &spool, 1);
+            board.finished(&spool, Ok(()));
         }
         assert_eq!(board.snapshot().len(), KEEP_COMMITTED);
         assert_eq!(board.state("k0"), None, "the oldest went first");

@@ -191,6 +191,7 @@ impl Uploader {
         for task in s.in_flight.drain(..) {
             task.abort();
         }
+        self.board.abandoned(&s.spool);
         if let Some(upload_id) = s.upload_id.take() {
             let client = self.client.clone();
             tokio::spawn(async move {

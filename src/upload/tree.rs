@@ -10,14 +10,40 @@ use crate::artifact;
 use crate::object::{ObjectHeaders, ObjectId};
 
 impl Uploader {
-    /// Deletes `key`; one that is gone already is no error.
+    /// Deletes `key`, and drops its journaled uploads, which would bring it back; one
+    /// that is gone already is no error.
     pub async fn delete(&self, key: &str) -> Result<(), UploadError> {
-        Ok(self.client.delete_if_exists(key).await?)
+        self.client.delete_if_exists(key).await?;
+        self.cancel(key);
+        Ok(())
     }
 
-    /// Moves version `id` to `to`; returns the new object's ETag.
+    /// Whether `key` has an upload journaled and not yet in the store.
+    pub fn has_pending(&self, key: &str) -> bool {
+        self.journal.pending().iter().any(|e| e.key == key)
+    }
+
+    /// Moves version `id` to `to`; returns the new object's ETag. What was journaled for
+    /// `to` is dropped: the moved object replaces it.
     pub async fn rename(&self, id: &ObjectId, to: &str) -> Result<Option<String>, UploadError> {
-        Ok(self.client.move_object(id, to).await?)
+        let etag = self.client.move_object(id, to).await?;
+        self.cancel(to);
+        Ok(etag)
+    }
+
+    /// Drops every journaled upload of `key`, and the spools no writer holds.
+    fn cancel(&self, key: &str) {
+        for entry in self.journal.pending().into_iter().filter(|e| e.key == key) {
+            if let Err(e) = self.journal.remove(&entry.spool) {
+                tracing::warn!(key, "journal entry of a removed file not dropped: {e}");
+                continue;
+            }
+            if !self.open_spools().contains(&entry.spool) {
+                let _ = std::fs::remove_file(&entry.spool);
+            }
+            tracing::info!(key, spool = %entry.spool.display(), "pending upload dropped: the file was removed or replaced");
+        }
+        self.board.forget(key);
     }
 
     /// Replaces the metadata of version `id` (`stored_size` bytes) with `headers`;

@@ -160,6 +160,16 @@ impl TestStore {
     }
 }
 
+/// The entries of `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Whether `path` is a mount point now.
 pub fn is_mounted(path: &Path) -> bool {
     rgrid_mount::config::is_mounted(path)
