@@ -3,7 +3,8 @@
 //! state as JSON ([`MountStatus`]); `user.rgrid.sync` waits until every upload pending
 //! at the call is in the store and answers with the outcome ([`SyncOutcome`]). Only the
 //! user the daemon runs as and root get answers (others EACCES, even with
-//! `--allow-other`); neither name is listed, and no entry appears in any directory.
+//! `--allow-other`; without it FUSE lets no one else in, root included); neither name
+//! is listed, and no entry appears in any directory.
 //!
 //! getxattr(2) comes as a size probe and then a read, or as a read that may find its
 //! buffer too small: one answer is computed per caller and kept until a read takes it
