@@ -292,18 +292,42 @@ fn current_ids() -> (u32, u32) {
     .unwrap_or((0, 0))
 }
 
+/// One line of the mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// Its type (`fuse`, `fuse.rgrid`, `ext4`, ...).
+    pub fstype: String,
+    /// What is mounted (for FUSE, the fsname).
+    pub source: String,
+}
+
+/// The mounts of this process's namespace, from /proc/self/mountinfo (empty if it
+/// cannot be read).
+pub fn mount_table() -> Vec<MountEntry> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().filter_map(mount_entry).collect()
+}
+
+/// A mountinfo line: the mount point is its fifth field; type and source follow ` - `.
+fn mount_entry(line: &str) -> Option<MountEntry> {
+    let mountpoint = unescape_mountinfo(line.split(' ').nth(4)?);
+    let mut after = line.split(" - ").nth(1)?.split(' ');
+    Some(MountEntry {
+        mountpoint: PathBuf::from(mountpoint),
+        fstype: after.next()?.to_owned(),
+        source: unescape_mountinfo(after.next()?),
+    })
+}
+
 /// Whether `path` is a mount point now (per /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(&unescape_mountinfo(m)) == path)
+    mount_table().iter().any(|m| m.mountpoint == path)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-pub(crate) fn unescape_mountinfo(s: &str) -> String {
+fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -557,6 +581,18 @@ mod tests {
         );
         assert_eq!(normalize_prefix(Some("a/b/")).unwrap(), "a/b/");
         assert!(normalize_prefix(Some("a/../b")).is_err());
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let line = r"45 27 0:40 / /tmp/with\040space rw,nosuid - fuse rgrid rw,user_id=0";
+        let entry = mount_entry(line).unwrap();
+        assert_eq!(entry.mountpoint, Path::new("/tmp/with space"));
+        assert_eq!(
+            (entry.fstype.as_str(), entry.source.as_str()),
+            ("fuse", "rgrid")
+        );
+        assert_eq!(mount_entry("garbage"), None);
     }
 
     #[test]

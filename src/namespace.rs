@@ -234,9 +234,7 @@ impl Namespace {
         kind: InodeKind,
     ) -> Result<String, NamespaceError> {
         check_name(name).map_err(NamespaceError::InvalidName)?;
-        let key = tables::child_key(&self.tables().dir(parent)?.node.key, name, kind);
-        check_key(&key).map_err(NamespaceError::InvalidName)?;
-        Ok(key)
+        tables::checked_child_key(&self.tables().dir(parent)?.node.key, name, kind)
     }
 
     /// Counts one kernel reference to `node`, the entry `name` of `parent` (a lookup, or

@@ -26,19 +26,13 @@ struct Report {
     error: Option<String>,
 }
 
-/// The rgrid mounts of this machine, from the mount table.
+/// The rgrid mounts of this machine, from the mount table: type `fuse.rgrid` where
+/// the subtype is kept, else type `fuse` with the source the daemon names `rgrid`.
 pub fn rgrid_mounts() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter(|line| {
-            // After ` - `: the type (`fuse`, or `fuse.rgrid` where the subtype is kept)
-            // and the source, which the daemon names `rgrid`.
-            let mut fields = line.split(" - ").nth(1).unwrap_or("").split(' ');
-            let (fstype, source) = (fields.next(), fields.next());
-            fstype == Some("fuse.rgrid") || (fstype == Some("fuse") && source == Some("rgrid"))
-        })
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|m| PathBuf::from(crate::config::unescape_mountinfo(m)))
+    crate::config::mount_table()
+        .into_iter()
+        .filter(|m| m.fstype == "fuse.rgrid" || (m.fstype == "fuse" && m.source == "rgrid"))
+        .map(|m| m.mountpoint)
         .collect()
 }
 

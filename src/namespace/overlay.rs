@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::tables::{child_key, Inode, LearnedSize, Tables};
+use super::tables::{checked_child_key, Inode, LearnedSize, Tables};
 use super::{
-    check_key, check_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node,
-    StoredVersion,
+    check_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node, StoredVersion,
 };
 use crate::artifact::KeptAttrs;
 use crate::object::ObjectHeaders;
@@ -37,8 +36,7 @@ impl Namespace {
         if dir.node.read_only {
             return Err(NamespaceError::ReadOnly);
         }
-        let key = child_key(&dir.node.key, name, kind);
-        check_key(&key).map_err(NamespaceError::InvalidName)?;
+        let key = checked_child_key(&dir.node.key, name, kind)?;
         let listing = dir.listing.take();
         let ino = tables.allocate();
         let node = Node::empty(ino, kind, key, SystemTime::now());

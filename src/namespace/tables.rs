@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::{DirEntry, InodeKind, InodeNo, NamespaceError, Node, INPUTS};
+use super::{check_key, DirEntry, InodeKind, InodeNo, NamespaceError, Node, INPUTS};
 use crate::artifact::KeptAttrs;
 use crate::object::ObjectHeaders;
 
@@ -125,6 +125,17 @@ pub(super) fn child_key(prefix: &str, name: &str, kind: InodeKind) -> String {
         ""
     };
     format!("{prefix}{name}{suffix}")
+}
+
+/// [`child_key`], refused with ENAMETOOLONG's rule when the store cannot hold it.
+pub(super) fn checked_child_key(
+    prefix: &str,
+    name: &str,
+    kind: InodeKind,
+) -> Result<String, NamespaceError> {
+    let key = child_key(prefix, name, kind);
+    check_key(&key).map_err(NamespaceError::InvalidName)?;
+    Ok(key)
 }
 
 impl Tables {

@@ -35,7 +35,7 @@ impl Uploader {
                         key: entry.key.clone(),
                         error,
                     }),
-                    Some(UploadState::Pending | UploadState::Uploading) => waiting = true,
+                    Some(UploadState::Uploading) => waiting = true,
                     // Not tried by this daemon: done if the journal no longer has it.
                     None if !self.journal.contains(&entry.spool) => {}
                     None => failed.push(SyncFailure {

@@ -1,4 +1,4 @@
-//! `UploadBoard`: where each upload of this mount stands, by key: waiting, in flight
+//! `UploadBoard`: where each upload of this mount stands, by spool: in flight
 //! with the bytes sent so far, in the store, or failed and why. `rgrid-mount status`
 //! draws it, `rgrid-mount sync` waits on it, and `user.rgrid.upload_state` shows it per
 //! file. It is this daemon's memory only: the journal stays the durable record.
@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Where one upload stands.
+/// Where one upload stands. A file written here and not yet closed has no upload yet:
+/// `user.rgrid.upload_state` calls it `pending`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadState {
-    /// Journaled, waiting for an attempt (a retry, or a slot).
-    Pending,
     /// Bodies going up.
     Uploading,
     /// In the store.
@@ -24,7 +23,6 @@ pub enum UploadState {
 impl std::fmt::Display for UploadState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            UploadState::Pending => f.write_str("pending"),
             UploadState::Uploading => f.write_str("uploading"),
             UploadState::Committed => f.write_str("committed"),
             UploadState::Failed(why) => write!(f, "failed: {why}"),
