@@ -8,8 +8,16 @@ use std::time::SystemTime;
 
 use crate::object::ObjectHeaders;
 
-/// Hex SHA-256 of the original (decompressed) content.
+/// Hex SHA-256 of the original (decompressed) content. Also the name of the object tag
+/// that carries it for an upload streamed while it was written (see [`SHA256_IN_TAG`]).
 pub const SHA256: &str = "rgrid-sha256";
+/// Set (`tag`) on an object whose SHA-256 was not known when its metadata was fixed (a
+/// multipart upload started while the file was still being written): the hash is then in
+/// the object tag `rgrid-sha256`, as `<hex>@<ETag>`, set once the upload is complete.
+/// Tagging copies no byte and makes no new version; the ETag in the value binds the hash
+/// to the version it was computed for, so a tag that outlived its version (another
+/// writer's upload completing in between) is ignored, never held against the new bytes.
+pub const SHA256_IN_TAG: &str = "rgrid-sha256-in";
 /// `gzip` when the stored bytes are the gzip-compressed content.
 pub const COMPRESSION: &str = "rgrid-compression";
 /// Size of the original content of a compressed object.
@@ -225,6 +233,42 @@ pub fn sha256(headers: &ObjectHeaders) -> Option<&str> {
     headers.user_metadata.get(SHA256).map(String::as_str)
 }
 
+/// Whether the object's SHA-256 is to be read from its tags.
+pub fn sha256_in_tag(headers: &ObjectHeaders) -> bool {
+    sha256(headers).is_none()
+        && headers
+            .user_metadata
+            .get(SHA256_IN_TAG)
+            .is_some_and(|v| v == "tag")
+}
+
+/// The `rgrid-sha256` tag value for content hashing to `sha256` in version `etag`.
+pub fn sha256_tag(sha256: &str, etag: &str) -> String {
+    format!("{sha256}@{}", etag.trim_matches('"'))
+}
+
+/// Takes the SHA-256 from `tags` into `headers`, where every reader looks for it, if the
+/// tag names version `etag`; the marker goes, so that a metadata rewrite of this version
+/// (a copy) stores the hash itself. False when the tag is missing or names another
+/// version: the content is then not verified.
+pub fn adopt_tagged_sha256(
+    headers: &mut ObjectHeaders,
+    tags: &crate::object::Tags,
+    etag: Option<&str>,
+) -> bool {
+    let Some((sha256, tagged_etag)) = tags.get(SHA256).and_then(|v| v.split_once('@')) else {
+        return false;
+    };
+    let current = etag.map(|e| e.trim_matches('"'));
+    if current != Some(tagged_etag) || sha256.len() != 64 {
+        return false;
+    }
+    let meta = &mut headers.user_metadata;
+    meta.remove(SHA256_IN_TAG);
+    meta.insert(SHA256.to_owned(), sha256.to_ascii_lowercase());
+    true
+}
+
 /// How the object's bytes are stored.
 pub fn compression(headers: &ObjectHeaders) -> Compression {
     let ours = headers.user_metadata.get(COMPRESSION);
@@ -309,6 +353,33 @@ fn parse_with_offset(s: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_tagged_sha256_counts_only_for_its_version() {
+        let sha = "ab".repeat(32);
+        let mut headers = ObjectHeaders::default();
+        headers
+            .user_metadata
+            .insert(SHA256_IN_TAG.into(), "tag".into());
+        assert!(sha256_in_tag(&headers));
+        let tags = [(SHA256.to_owned(), sha256_tag(&sha, "\"e1-2\""))].into();
+        assert!(!adopt_tagged_sha256(
+            &mut headers.clone(),
+            &tags,
+            Some("\"e2-2\"")
+        ));
+        assert!(!adopt_tagged_sha256(
+            &mut headers.clone(),
+            &Default::default(),
+            Some("e1-2")
+        ));
+        assert!(adopt_tagged_sha256(&mut headers, &tags, Some("\"e1-2\"")));
+        assert_eq!(sha256(&headers), Some(sha.as_str()));
+        assert!(
+            !sha256_in_tag(&headers),
+            "the marker goes with the adoption"
+        );
+    }
 
     #[test]
     fn keys_name_their_execution() {

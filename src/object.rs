@@ -9,7 +9,7 @@ mod memory;
 mod metered;
 mod s3;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::ops::Range;
 use std::time::SystemTime;
@@ -28,6 +28,9 @@ pub const MAX_COPY_SIZE: u64 = 5 << 30;
 
 /// The body of a GET, as it arrives.
 pub type ByteStream = BoxStream<'static, Result<Bytes, ObjectError>>;
+
+/// An object's S3 tag set, by tag key.
+pub type Tags = BTreeMap<String, String>;
 
 /// One version of one object: its key, and the ETag that pins reads and copies to that
 /// version (If-Match). Without an ETag (a store that sent none) nothing is pinned.
@@ -202,6 +205,13 @@ pub trait ObjectClient: Send + Sync + Debug {
         headers: Option<ObjectHeaders>,
         if_match: Option<&str>,
     ) -> Result<Option<String>, ObjectError>;
+
+    /// The object's tag set (GetObjectTagging).
+    async fn tags(&self, key: &str) -> Result<Tags, ObjectError>;
+
+    /// Replaces the object's tag set (PutObjectTagging): no new version, the ETag and
+    /// LastModified stay as they are, no byte is copied.
+    async fn set_tags(&self, key: &str, tags: Tags) -> Result<(), ObjectError>;
 
     /// DeleteObject of a key that may be gone already: a missing key is success.
     async fn delete_if_exists(&self, key: &str) -> Result<(), ObjectError> {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use rgrid_mount::object::{
     ExpiryRule, MemoryClient, ObjectClient, ObjectError, ObjectHeaders, S3Client, S3ClientConfig,
+    Tags,
 };
 
 async fn get(
@@ -264,6 +265,7 @@ async fn suite(client: Arc<dyn ObjectClient>) {
         client.head("mp/gone").await,
         Err(ObjectError::NotFound { .. })
     ));
+    tags(&*client).await;
     client.delete("mp/obj").await.unwrap();
 
     client.delete("dir/sub/b").await.unwrap();
@@ -299,6 +301,27 @@ async fn suite(client: Arc<dyn ObjectClient>) {
     );
 }
 
+/// Tags replace whole, leave the version (ETag) alone, and go along with a copy.
+async fn tags(client: &dyn ObjectClient) {
+    assert_eq!(client.tags("mp/obj").await.unwrap(), Tags::new());
+    let before = client.head("mp/obj").await.unwrap().meta;
+    let set = Tags::from([("a".into(), "1".into()), ("b".into(), "x@y".into())]);
+    client.set_tags("mp/obj", set.clone()).await.unwrap();
+    assert_eq!(client.tags("mp/obj").await.unwrap(), set);
+    let after = client.head("mp/obj").await.unwrap().meta;
+    assert_eq!(after.etag, before.etag, "tagging makes no new version");
+    let only_b = Tags::from([("b".into(), "2".into())]);
+    client.set_tags("mp/obj", only_b.clone()).await.unwrap();
+    assert_eq!(client.tags("mp/obj").await.unwrap(), only_b);
+    client.copy("mp/obj", "mp/copy", None, None).await.unwrap();
+    assert_eq!(client.tags("mp/copy").await.unwrap(), only_b);
+    client.delete("mp/copy").await.unwrap();
+    assert!(matches!(
+        client.tags("mp/missing").await,
+        Err(ObjectError::NotFound { .. })
+    ));
+}
+
 #[tokio::test]
 async fn memory_client_conforms() {
     suite(Arc::new(MemoryClient::new())).await;
@@ -314,5 +337,25 @@ fn s3_client_over_the_embedded_store_conforms() {
     store.runtime.block_on(async {
         let client = S3Client::new(config).await.unwrap();
         suite(Arc::new(client)).await;
+    });
+}
+
+/// moto refuses no pinned copy (it ignores CopySourceIfMatch), so only the tagging part
+/// of the contract runs against it.
+#[test]
+fn s3_client_over_moto_tags_as_the_others() {
+    let moto = common::MotoServer::start();
+    let mut config = S3ClientConfig::new(common::BUCKET);
+    config.endpoint_url = Some(moto.endpoint.clone());
+    config.force_path_style = true;
+    config.credentials = Some(("moto".into(), "moto".into()));
+    moto.runtime.block_on(async {
+        let client = S3Client::new(config).await.unwrap();
+        let body = Bytes::from_static(b"tagged");
+        client
+            .put("mp/obj", body, ObjectHeaders::default())
+            .await
+            .unwrap();
+        tags(&client).await;
     });
 }

@@ -511,3 +511,35 @@ fn a_lazy_writer_whose_object_was_replaced_fails_its_write_not_its_close() {
     drop(b);
     assert_eq!(&store.get("shared.bin").unwrap().0[..10], b"A was here");
 }
+
+#[test]
+fn a_streamed_upload_records_its_sha256_without_a_copy_and_readers_check_it() {
+    let store = TestStore::start();
+    let data = pseudo_random(64 * MIB, 64);
+    {
+        let mount = Mount::new(&store, &[]);
+        fs::write(mount.join("big.bin"), &data).unwrap();
+        assert_eq!(store.requests("CopyObject"), 0, "no copy after the upload");
+        assert_eq!(store.requests("PutObject"), 0, "streamed in parts");
+        assert_eq!(store.requests("PutObjectTagging"), 1);
+    }
+    let (body, meta) = store.get("big.bin").expect("stored");
+    assert!(body == data);
+    assert_eq!(meta.get("rgrid-sha256"), Some(&sha256_hex(&data)));
+    {
+        let tag_reads = store.requests("GetObjectTagging");
+        let mount = Mount::new(&store, &[]);
+        assert!(fs::read(mount.join("big.bin")).unwrap() == data);
+        let reads = store.requests("GetObjectTagging") - tag_reads;
+        assert_eq!(reads, 1, "one tag read for the version opened");
+    }
+    // One byte flipped on the store's disk, behind its index: same ETag, wrong bytes.
+    let path = store.dir.path().join(common::BUCKET).join("big.bin");
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[!data[40 * MIB]], 40 * MIB as u64)
+        .unwrap();
+    drop(file);
+    let mount = Mount::new(&store, &[]);
+    let err = fs::read(mount.join("big.bin")).expect_err("a corrupt object is EIO");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+}

@@ -168,7 +168,7 @@ impl Namespace {
         use futures::StreamExt;
         futures::stream::iter(objects)
             .map(|(name, key)| async move {
-                match self.client.head(&key).await {
+                match self.head(&key).await {
                     Ok(info) if self.expired(&info) => (name, Some(None)),
                     Ok(info) => (name, Some(Some(file_found(info.meta, Some(info.headers))))),
                     Err(ObjectError::NotFound { .. }) => (name, Some(None)),

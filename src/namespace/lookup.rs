@@ -83,7 +83,7 @@ impl Namespace {
         if node.kind != InodeKind::File || known {
             return Ok(node);
         }
-        let info = match self.client.head(&node.key).await {
+        let info = match self.head(&node.key).await {
             Err(ObjectError::NotFound { .. }) => return Err(NamespaceError::NotFound),
             Ok(info) if self.expired(&info) => return Err(NamespaceError::NotFound),
             other => other?,
@@ -109,7 +109,7 @@ impl Namespace {
     /// shows: for a writer that must start from the stored content while another handle
     /// of the same file has changed its size here.
     pub async fn stored_node(&self, node: &Node) -> Result<Node, NamespaceError> {
-        let info = match self.client.head(&node.key).await {
+        let info = match self.head(&node.key).await {
             Err(ObjectError::NotFound { .. }) => return Err(NamespaceError::NotFound),
             other => other?,
         };
@@ -162,7 +162,7 @@ impl Namespace {
         let key = format!("{prefix}{name}");
         let dir_prefix = format!("{key}/");
         let (head, list) = tokio::join!(
-            self.client.head(&key),
+            self.head(&key),
             self.client.list_page(&dir_prefix, None, Some(1))
         );
         let list = list?;
@@ -179,6 +179,27 @@ impl Namespace {
             Err(ObjectError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// HEAD of `key`, with the SHA-256 of a streamed upload taken from its tag (one more
+    /// request, made only for objects whose metadata says the hash is there). A tag that
+    /// cannot be read leaves the object unverified, as one without a hash.
+    pub(super) async fn head(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        let mut info = self.client.head(key).await?;
+        if artifact::sha256_in_tag(&info.headers) {
+            let etag = info.meta.etag.as_deref();
+            let adopted = match self.client.tags(key).await {
+                Ok(tags) => artifact::adopt_tagged_sha256(&mut info.headers, &tags, etag),
+                Err(e) => {
+                    tracing::debug!(key, "tags not read: {e}");
+                    false
+                }
+            };
+            if !adopted {
+                tracing::debug!(key, "no SHA-256 tag for this version: not verified");
+            }
+        }
+        Ok(info)
     }
 
     /// Whether the object is past its expiry: the store is about to delete it, so it is

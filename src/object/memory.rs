@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use super::{
     ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
-    ObjectMeta,
+    ObjectMeta, Tags,
 };
 
 /// The operations that [`MemoryClient`] counts.
@@ -38,6 +38,8 @@ pub enum Operation {
     Copy,
     /// `expiry_rules`, `put_expiry_rule`
     Lifecycle,
+    /// `tags`, `set_tags`
+    Tagging,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,7 @@ struct StoredObject {
     headers: ObjectHeaders,
     last_modified: SystemTime,
     etag: String,
+    tags: Tags,
 }
 
 /// A multipart upload in progress: its key, headers and parts so far.
@@ -68,6 +71,8 @@ struct State {
     peak_uploads: usize,
     /// Bytes served by GETs.
     got_bytes: u64,
+    /// Tagging calls fail as on a server without the API.
+    no_tagging: bool,
 }
 
 /// An in-memory bucket. Cloning shares the bucket.
@@ -103,6 +108,7 @@ impl MemoryClient {
             headers,
             last_modified: SystemTime::now(),
             etag: etag.clone(),
+            tags: Tags::new(),
         };
         self.lock().objects.insert(key.to_owned(), object);
         etag
@@ -122,6 +128,12 @@ impl MemoryClient {
     /// connection reset).
     pub fn break_next_bodies(&self, n: u32) {
         self.lock().broken_bodies = n;
+    }
+
+    /// Makes tagging calls fail with [`ObjectError::Unsupported`], as on a server
+    /// without the API.
+    pub fn refuse_tagging(&self) {
+        self.lock().no_tagging = true;
     }
 
     /// Makes every PUT and part upload take `delay`, so that uploads overlap as they
@@ -168,6 +180,19 @@ impl MemoryClient {
             return Err(ObjectError::Unavailable {
                 target: target.to_owned(),
                 message: "injected failure".into(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+impl MemoryClient {
+    fn begin_tagging(&self, key: &str) -> Result<MutexGuard<'_, State>, ObjectError> {
+        let state = self.begin(Operation::Tagging, key)?;
+        if state.no_tagging {
+            return Err(ObjectError::Unsupported {
+                target: key.to_owned(),
+                message: "tagging is not implemented".into(),
             });
         }
         Ok(state)
@@ -398,10 +423,26 @@ impl ObjectClient for MemoryClient {
         if if_match.is_some_and(|etag| etag != source.etag) {
             return Err(ObjectError::PreconditionFailed { key: from.into() });
         }
-        Ok(Some(self.insert(
-            to,
-            source.data,
-            headers.unwrap_or(source.headers),
-        )))
+        let etag = self.insert(to, source.data, headers.unwrap_or(source.headers));
+        // As in S3, a copy keeps the source's tags.
+        if let Some(copy) = self.lock().objects.get_mut(to) {
+            copy.tags = source.tags;
+        }
+        Ok(Some(etag))
+    }
+
+    async fn tags(&self, key: &str) -> Result<Tags, ObjectError> {
+        let state = self.begin_tagging(key)?;
+        let object = state.objects.get(key);
+        let object = object.ok_or_else(|| ObjectError::NotFound { key: key.into() })?;
+        Ok(object.tags.clone())
+    }
+
+    async fn set_tags(&self, key: &str, tags: Tags) -> Result<(), ObjectError> {
+        let mut state = self.begin_tagging(key)?;
+        let object = state.objects.get_mut(key);
+        let object = object.ok_or_else(|| ObjectError::NotFound { key: key.into() })?;
+        object.tags = tags;
+        Ok(())
     }
 }

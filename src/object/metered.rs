@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::{
-    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
+    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, Tags,
 };
 use crate::metrics;
 
@@ -141,6 +141,14 @@ impl ObjectClient for MeteredClient {
 
     async fn expiry_rules(&self) -> Result<Vec<ExpiryRule>, ObjectError> {
         observe("GetBucketLifecycleConfiguration", self.inner.expiry_rules()).await
+    }
+
+    async fn tags(&self, key: &str) -> Result<Tags, ObjectError> {
+        observe("GetObjectTagging", self.inner.tags(key)).await
+    }
+
+    async fn set_tags(&self, key: &str, tags: Tags) -> Result<(), ObjectError> {
+        observe("PutObjectTagging", self.inner.set_tags(key, tags)).await
     }
 
     async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError> {

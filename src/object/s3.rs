@@ -19,14 +19,14 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, MetadataDirective,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, MetadataDirective, Tag, Tagging,
 };
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
     ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
-    ObjectMeta,
+    ObjectMeta, Tags,
 };
 
 /// How to reach the bucket.
@@ -377,6 +377,43 @@ impl ObjectClient for S3Client {
             .await
             .map_err(|e| classify(e, key))?;
         Ok(out.e_tag().map(str::to_owned))
+    }
+
+    async fn tags(&self, key: &str) -> Result<Tags, ObjectError> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        let tags = out.tag_set().iter();
+        Ok(tags
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect())
+    }
+
+    async fn set_tags(&self, key: &str, tags: Tags) -> Result<(), ObjectError> {
+        let tag_set = tags
+            .into_iter()
+            .map(|(key, value)| Tag::builder().key(key).value(value).build())
+            .collect::<Result<Vec<_>, _>>();
+        let tagging = tag_set
+            .and_then(|set| Tagging::builder().set_tag_set(Some(set)).build())
+            .map_err(|e| ObjectError::Other {
+                target: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        self.client
+            .put_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectError> {

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 mod lifecycle;
 mod multipart;
+mod tagging;
+#[cfg(test)]
+mod tests;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
@@ -54,6 +57,9 @@ struct Entry {
     content_type: Option<String>,
     content_encoding: Option<String>,
     metadata: HashMap<String, String>,
+    /// The S3 tag set.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
 }
 
 type Index = BTreeMap<String, Entry>;
@@ -351,6 +357,7 @@ fn scan_plain(top: &Path, dir: &Path, index: &mut Index) -> io::Result<()> {
                 content_type: None,
                 content_encoding: None,
                 metadata: HashMap::new(),
+                tags: BTreeMap::new(),
             };
             index.insert(key, entry);
         }
@@ -594,6 +601,7 @@ impl S3 for DiskStore {
             content_type: input.content_type,
             content_encoding: input.content_encoding,
             metadata: input.metadata.unwrap_or_default(),
+            tags: BTreeMap::new(),
         };
         let result = self.commit(&input.bucket, &tmp, entry);
         if result.is_err() {
@@ -677,6 +685,26 @@ impl S3 for DiskStore {
         }))
     }
 
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<dto::GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
+        let tag_set = self.tag_set(&req.input.bucket, &req.input.key)?;
+        Ok(S3Response::new(dto::GetObjectTaggingOutput {
+            tag_set,
+            version_id: None,
+        }))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<dto::PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::PutObjectTaggingOutput>> {
+        let input = req.input;
+        self.replace_tags(&input.bucket, &input.key, input.tagging.tag_set)?;
+        Ok(S3Response::new(dto::PutObjectTaggingOutput::default()))
+    }
+
     async fn list_objects_v2(
         &self,
         req: S3Request<dto::ListObjectsV2Input>,
@@ -695,74 +723,5 @@ impl S3 for DiskStore {
         out.name = Some(input.bucket);
         out.continuation_token = None;
         Ok(S3Response::new(out))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn index_of(keys: &[&str]) -> Index {
-        keys.iter()
-            .map(|k| {
-                let entry = Entry {
-                    key: (*k).to_owned(),
-                    size: 1,
-                    mtime: SystemTime::UNIX_EPOCH,
-                    etag: "e".into(),
-                    location: Location::Blob,
-                    content_type: None,
-                    content_encoding: None,
-                    metadata: HashMap::new(),
-                };
-                ((*k).to_owned(), entry)
-            })
-            .collect()
-    }
-
-    fn names(out: &dto::ListObjectsV2Output) -> (Vec<String>, Vec<String>) {
-        let keys = out
-            .contents
-            .iter()
-            .flatten()
-            .filter_map(|o| o.key.clone())
-            .collect();
-        let prefixes = out
-            .common_prefixes
-            .iter()
-            .flatten()
-            .filter_map(|p| p.prefix.clone())
-            .collect();
-        (keys, prefixes)
-    }
-
-    #[test]
-    fn delimited_listing_skips_subtrees_and_pages() {
-        let index = index_of(&["a", "a/1", "a/2", "b/x/y", "c", "d//e"]);
-        let page = list_page(&index, "", Some("/"), None, 2);
-        assert_eq!(names(&page), (vec!["a".into()], vec!["a/".into()]));
-        let token = page.next_continuation_token.clone().expect("truncated");
-        let page = list_page(&index, "", Some("/"), Some(&token), 2);
-        assert_eq!(names(&page), (vec!["c".into()], vec!["b/".into()]));
-        let token = page.next_continuation_token.clone().expect("truncated");
-        let page = list_page(&index, "", Some("/"), Some(&token), 2);
-        assert_eq!(names(&page), (vec![], vec!["d/".into()]));
-        assert_eq!(page.next_continuation_token, None);
-    }
-
-    #[test]
-    fn plain_keys_are_exactly_the_path_safe_ones() {
-        assert!(is_plain_key("executions/1/outputs/a.txt"));
-        for bad in [
-            "",
-            "a//b",
-            "./a",
-            "a/..",
-            "dir/",
-            &"x".repeat(256),
-            ".rgrid-store/x",
-        ] {
-            assert!(!is_plain_key(bad), "{bad:?}");
-        }
     }
 }

@@ -4,8 +4,11 @@
 //! then uploads the spool whole, as for any other file.
 //!
 //! The object's SHA-256 is known only at close, after CreateMultipartUpload has fixed the
-//! metadata, so it is set by a copy of the object onto itself (metadata only, in S3 and
-//! MinIO alike).
+//! metadata. So the metadata says the hash is in a tag (`artifact::SHA256_IN_TAG`), and
+//! once the upload is complete one PutObjectTagging sets it, bound to the new ETag: no
+//! byte is copied. A store without tagging gets the hash by a copy of the object onto
+//! itself instead (a full data copy on some servers, and impossible past 5 GiB: then the
+//! upload fails and is made again from the spool, with the hash in its metadata).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -15,7 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{headers_for, hex_digest, JournalEntry, UploadError, Uploaded, Uploader};
-use crate::object::MAX_COPY_SIZE;
+use crate::artifact;
+use crate::object::Tags;
 
 type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
 
@@ -78,10 +82,9 @@ impl Uploader {
     /// caller then [`Uploader::abandon`]s it.
     pub async fn stream_write(&self, s: &mut PartStream, offset: u64, data: &[u8]) -> bool {
         let end = offset + data.len() as u64;
-        // Not front to back; or it will go up compressed; or too big for the copy onto
-        // itself that sets its SHA-256 (S3 copies at most 5 GiB): it goes up from the
-        // spool at close, with its metadata from the start.
-        if offset != s.written || self.config.compress.applies(&s.key, end) || end > MAX_COPY_SIZE {
+        // Not front to back, or it will go up compressed: it goes up from the spool at
+        // close, with its metadata from the start.
+        if offset != s.written || self.config.compress.applies(&s.key, end) {
             return false;
         }
         s.hasher.update(data);
@@ -100,7 +103,9 @@ impl Uploader {
     /// while `concurrency` parts are already in flight.
     async fn send_part(&self, s: &mut PartStream, len: u64) -> Result<(), UploadError> {
         if s.upload_id.is_none() {
-            let headers = headers_for(&s.key, None);
+            let mut headers = headers_for(&s.key, None);
+            let marker = (artifact::SHA256_IN_TAG.to_owned(), "tag".to_owned());
+            headers.user_metadata.extend([marker]);
             s.upload_id = Some(self.client.create_multipart(&s.key, headers).await?);
         }
         while s.in_flight.len() >= self.config.concurrency {
@@ -167,22 +172,39 @@ impl Uploader {
         }
         let completed = completed?;
         let headers = entry.headers();
-        // Pinned: a writer that replaced the object meanwhile must not get our hash.
-        let etag = self
-            .client
-            .copy(
-                &entry.key,
-                &entry.key,
-                Some(headers.clone()),
-                completed.as_deref(),
-            )
-            .await?;
+        let etag = self.record_sha256(entry, completed).await?;
         Ok(Uploaded {
             size: entry.size,
             stored_size: entry.size,
             etag,
             headers,
         })
+    }
+
+    /// Records the SHA-256 of the object a stream completed as version `etag`: a tag, or
+    /// where the store has no tagging, a copy onto itself pinned to that version (a
+    /// writer that replaced the object meanwhile must not get our hash). Returns the
+    /// ETag of the object that carries it.
+    async fn record_sha256(
+        &self,
+        entry: &JournalEntry,
+        etag: Option<String>,
+    ) -> Result<Option<String>, UploadError> {
+        if let Some(etag) = &etag {
+            let value = artifact::sha256_tag(&entry.sha256, etag);
+            let tags = Tags::from([(artifact::SHA256.to_owned(), value)]);
+            match self.client.set_tags(&entry.key, tags).await {
+                Ok(()) => return Ok(Some(etag.clone())),
+                Err(e) => {
+                    tracing::debug!(key = %entry.key, "SHA-256 tag not set, copying instead: {e}")
+                }
+            }
+        }
+        let headers = Some(entry.headers());
+        let copy = self
+            .client
+            .copy(&entry.key, &entry.key, headers, etag.as_deref());
+        Ok(copy.await?)
     }
 
     /// Stops a stream: parts in flight are cancelled and the upload aborted, in the

@@ -267,14 +267,46 @@ async fn sequential_writes_send_parts_before_close() {
         .upload("seq.bin", &spool, Some(stream), KeptAttrs::default())
         .await
         .unwrap();
+    let (data, mut headers) = stored(&client, "seq.bin").await;
+    assert_eq!(data, content);
+    let etag = client.head("seq.bin").await.unwrap().meta.etag;
+    assert_eq!(done.etag, etag);
+    assert_eq!(client.count(Operation::Put), 0);
+    // The hash is a tag bound to the version, set without copying the object.
+    assert_eq!(client.count(Operation::Copy), 0);
+    assert!(artifact::sha256_in_tag(&headers));
+    let tags = client.tags("seq.bin").await.unwrap();
+    assert!(artifact::adopt_tagged_sha256(
+        &mut headers,
+        &tags,
+        etag.as_deref()
+    ));
+    assert_eq!(
+        artifact::sha256(&headers),
+        Some(sha256_hex(&content).as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_store_without_tagging_gets_the_hash_of_a_stream_by_a_copy() {
+    let (uploader, client, _dir) = uploader(1000);
+    client.refuse_tagging();
+    let spool = uploader.spool().unwrap();
+    let mut stream = uploader.stream("seq.bin", &spool).unwrap();
+    let content = vec![7u8; 2500];
+    spool.write_at(0, &content).unwrap();
+    assert!(uploader.stream_write(&mut stream, 0, &content).await);
+    uploader
+        .upload("seq.bin", &spool, Some(stream), KeptAttrs::default())
+        .await
+        .unwrap();
     let (data, headers) = stored(&client, "seq.bin").await;
     assert_eq!(data, content);
+    assert_eq!(client.count(Operation::Copy), 1);
     assert_eq!(
-        headers.user_metadata[artifact::SHA256],
-        sha256_hex(&content)
+        artifact::sha256(&headers),
+        Some(sha256_hex(&content).as_str())
     );
-    assert_eq!(done.etag, client.head("seq.bin").await.unwrap().meta.etag);
-    assert_eq!(client.count(Operation::Put), 0);
 }
 
 #[tokio::test]

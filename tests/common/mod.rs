@@ -125,15 +125,36 @@ impl TestStore {
     }
 
     /// The stored bytes of `key` and its user metadata, or `None` when it is missing.
+    /// The SHA-256 of a streamed upload, recorded in a tag bound to the ETag, is shown
+    /// as `rgrid-sha256` like one in the metadata; a tag for another version is not.
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, HashMap<String, String>)> {
         let sdk = self.sdk();
         let out = self
             .runtime
             .block_on(sdk.get_object().bucket(BUCKET).key(key).send())
             .ok()?;
-        let meta = out.metadata().cloned().unwrap_or_default();
+        let mut meta = out.metadata().cloned().unwrap_or_default();
+        if meta.get("rgrid-sha256-in").is_some_and(|v| v == "tag") {
+            let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+            let tagged = self.tags(key).remove("rgrid-sha256").unwrap_or_default();
+            if let Some((sha, _)) = tagged.split_once('@').filter(|(_, e)| *e == etag) {
+                meta.insert("rgrid-sha256".into(), sha.to_owned());
+            }
+        }
         let body = self.runtime.block_on(out.body.collect()).ok()?;
         Some((body.into_bytes().to_vec(), meta))
+    }
+
+    /// The tag set of `key` (empty when it has none or is missing).
+    pub fn tags(&self, key: &str) -> HashMap<String, String> {
+        let sdk = self.sdk();
+        let request = sdk.get_object_tagging().bucket(BUCKET).key(key).send();
+        let Ok(out) = self.runtime.block_on(request) else {
+            return HashMap::new();
+        };
+        let tags = out.tag_set().iter();
+        tags.map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect()
     }
 
     /// Puts many small objects, 32 at a time.

@@ -34,6 +34,7 @@ impl PendingUpload {
             content_type: self.content_type,
             content_encoding: self.content_encoding,
             metadata: self.metadata,
+            tags: Default::default(),
         }
     }
 }

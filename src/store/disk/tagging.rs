@@ -1,0 +1,98 @@
+//! Object tagging of the embedded store, as S3 has it: a tag set per object, replaced
+//! whole by PutObjectTagging without a new version (ETag and LastModified stay), kept by
+//! a copy, dropped when a PUT replaces the object.
+
+use std::collections::BTreeMap;
+
+use s3s::dto;
+use s3s::{s3_error, S3Result};
+
+use super::DiskStore;
+
+/// S3's limits: ten tags an object, keys up to 128 characters, values up to 256.
+const MAX_TAGS: usize = 10;
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
+
+impl DiskStore {
+    /// The tag set of `key`.
+    pub(super) fn tag_set(&self, bucket: &str, key: &str) -> S3Result<dto::TagSet> {
+        let index = self.bucket(bucket)?;
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        let entry = index.get(key).ok_or_else(|| s3_error!(NoSuchKey))?;
+        Ok(entry
+            .tags
+            .iter()
+            .map(|(k, v)| dto::Tag {
+                key: Some(k.clone()),
+                value: Some(v.clone()),
+            })
+            .collect())
+    }
+
+    /// Replaces the tag set of `key` (an empty one removes every tag).
+    pub(super) fn replace_tags(&self, bucket: &str, key: &str, set: dto::TagSet) -> S3Result<()> {
+        let tags = checked_tags(set)?;
+        let index = self.bucket(bucket)?;
+        let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+        let entry = index.get_mut(key).ok_or_else(|| s3_error!(NoSuchKey))?;
+        entry.tags = tags;
+        self.write_sidecar(bucket, entry)
+    }
+}
+
+/// A tag set as S3 accepts it: within its limits, no key twice.
+fn checked_tags(set: dto::TagSet) -> S3Result<BTreeMap<String, String>> {
+    if set.len() > MAX_TAGS {
+        return Err(s3_error!(
+            InvalidTag,
+            "Object tags cannot be greater than 10"
+        ));
+    }
+    let mut tags = BTreeMap::new();
+    for tag in set {
+        let (key, value) = (tag.key.unwrap_or_default(), tag.value.unwrap_or_default());
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY {
+            return Err(s3_error!(
+                InvalidTag,
+                "The TagKey you have provided is invalid"
+            ));
+        }
+        if value.chars().count() > MAX_TAG_VALUE {
+            return Err(s3_error!(
+                InvalidTag,
+                "The TagValue you have provided is invalid"
+            ));
+        }
+        if tags.insert(key, value).is_some() {
+            return Err(s3_error!(
+                InvalidTag,
+                "Cannot provide multiple Tags with the same key"
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(key: &str, value: &str) -> dto::Tag {
+        dto::Tag {
+            key: Some(key.into()),
+            value: Some(value.into()),
+        }
+    }
+
+    #[test]
+    fn tag_sets_follow_s3_limits() {
+        let tags = checked_tags(vec![tag("a", "1"), tag("b", "")]).expect("valid");
+        assert_eq!(tags.len(), 2);
+        assert!(checked_tags(vec![tag("a", "1"), tag("a", "2")]).is_err());
+        assert!(checked_tags(vec![tag("", "1")]).is_err());
+        assert!(checked_tags(vec![tag("a", &"v".repeat(257))]).is_err());
+        let eleven = (0..11).map(|i| tag(&i.to_string(), "x")).collect();
+        assert!(checked_tags(eleven).is_err());
+    }
+}
