@@ -109,6 +109,16 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub upload_concurrency: usize,
 
+    /// close() returns once the file is journaled, and its upload runs in the background;
+    /// fsync, `rgrid-mount sync` and unmount wait for it (default: close waits).
+    #[arg(long)]
+    pub write_back: bool,
+
+    /// Most MiB of closed files that may wait for upload in write-back mode; a close past
+    /// it waits (default: a tenth of the cache directory's free space, at least 256).
+    #[arg(long, value_name = "MIB")]
+    pub max_pending: Option<u64>,
+
     /// Directories with at most N files get a HEAD per file when listed, so that `ls -l`
     /// shows kept modes and mtimes, symlinks and original sizes; larger ones cost only
     /// their LISTs (0: never).
@@ -472,11 +482,44 @@ fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<W
             mode,
             threshold: args.compress_threshold.saturating_mul(MIB),
         },
-        cache_dir,
         part_size: args.upload_part_size * MIB,
         concurrency: args.upload_concurrency,
         retry_interval: Duration::from_secs(5),
+        write_back: args.write_back,
+        max_pending: match args.max_pending {
+            Some(0) => bail!("--max-pending must be at least 1 MiB"),
+            Some(mib) => mib.saturating_mul(MIB),
+            None => default_max_pending(&cache_dir),
+        },
+        cache_dir,
     }))
+}
+
+/// Least default `--max-pending`.
+const MIN_DEFAULT_PENDING: u64 = 256 * MIB;
+
+/// A tenth of the free space where spools live (the cache directory, or the nearest
+/// ancestor that exists yet), at least [`MIN_DEFAULT_PENDING`].
+fn default_max_pending(cache_dir: &std::path::Path) -> u64 {
+    let free = cache_dir
+        .ancestors()
+        .find_map(|dir| free_bytes(dir).ok())
+        .unwrap_or(0);
+    (free / 10).max(MIN_DEFAULT_PENDING)
+}
+
+#[allow(unsafe_code)]
+fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid out pointer for statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs succeeded, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// What a mount of `args` is of; the endpoint of `--local` is known once its store runs.

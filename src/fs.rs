@@ -14,6 +14,7 @@ mod error;
 mod fill;
 mod tree;
 mod write;
+mod writeback;
 mod xattr;
 
 use bytes::Bytes;
@@ -37,6 +38,7 @@ use crate::retention::Retention;
 use crate::upload::Uploader;
 use crate::view::{self, Decodes, FileReader};
 use write::Writer;
+use writeback::WriteBacks;
 
 /// Filesystem settings.
 #[derive(Debug, Clone)]
@@ -173,6 +175,8 @@ pub struct RgridFs {
     counters: control::OpCounters,
     /// When the mount started.
     started: SystemTime,
+    /// Files closed in write-back mode whose upload may be pending.
+    write_backs: WriteBacks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,12 +208,14 @@ impl RgridFs {
             answers: control::Answers::default(),
             counters: control::OpCounters::default(),
             started: SystemTime::now(),
+            write_backs: WriteBacks::default(),
         }
     }
 
     /// `name` in directory `parent`.
     pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Attr, FsError> {
         let name = entry_name(name).map_err(NamespaceError::lookup_of)?;
+        self.settle_write_backs().await;
         let node = self.namespace.lookup(parent, name).await?;
         Ok(self.config.ownership.attr(&node))
     }
@@ -264,12 +270,14 @@ impl RgridFs {
 
     /// stat of `ino`.
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr, FsError> {
+        self.settle_write_backs().await;
         let node = self.namespace.getattr(ino).await?;
         Ok(self.config.ownership.attr(&node))
     }
 
     /// Opens file `ino`.
     pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> Result<Opened, FsError> {
+        self.settle_write_backs().await;
         // With its headers: how it is stored, what it must hash to, when it expires.
         let node = self.namespace.describe(ino).await?;
         if node.kind == InodeKind::Directory {
@@ -280,6 +288,19 @@ impl RgridFs {
                 .open_writer(&node, mode.truncate, Some(mode.caller))
                 .await?;
             let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
+            return Ok(Opened {
+                fh,
+                keep_cache: false,
+                direct_io: false,
+            });
+        }
+        if let Some(view) = self.pending_reader(ino, &node.key) {
+            let reader = Reader {
+                ino,
+                etag: None,
+                view,
+            };
+            let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
             return Ok(Opened {
                 fh,
                 keep_cache: false,
@@ -408,6 +429,7 @@ impl RgridFs {
 
     /// Opens directory `ino`, listing it.
     pub async fn opendir(&self, ino: InodeNo) -> Result<FileHandle, FsError> {
+        self.settle_write_backs().await;
         let dir = self.namespace.getattr(ino).await?;
         let entries = self.namespace.readdir(ino).await?;
         let parent = self.namespace.parent(ino).unwrap_or(InodeNo::ROOT);

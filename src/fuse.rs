@@ -602,7 +602,25 @@ impl fuser::Filesystem for FuseAdapter {
         empty(
             &self.fs,
             "fsync",
-            self.run(op, self.fs.flush(handle(fh), None)),
+            self.run(op, self.fs.fsync(handle(fh))),
+            reply,
+        );
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let op = op!("fsyncdir", req, ino = ino.0);
+        let dir = self::ino(ino);
+        empty(
+            &self.fs,
+            "fsyncdir",
+            self.run(op, self.fs.fsyncdir(dir)),
             reply,
         );
     }

@@ -131,32 +131,41 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         .with_context(|| format!("mounting {}", config.mountpoint.display()));
     service::stopping("unmounted; finishing uploads");
     runtime.block_on(fs.release_all());
-    if let Some(uploader) = uploader {
-        drain_uploads(&runtime, &uploader);
+    let left = match uploader {
+        Some(uploader) => drain_uploads(&runtime, &uploader),
+        None => 0,
+    };
+    served?;
+    if left > 0 {
+        anyhow::bail!("{left} uploads still pending; the next mount of this store finishes them");
     }
-    served
+    Ok(())
 }
 
 /// How long an unmount waits for uploads that are still pending.
 const UNMOUNT_UPLOAD_WAIT: Duration = Duration::from_secs(30);
 
-/// After unmount: one more try of the pending uploads, then a word on what is left.
-fn drain_uploads(runtime: &tokio::runtime::Runtime, uploader: &Uploader) {
-    let left = runtime.block_on(async {
-        tokio::time::timeout(UNMOUNT_UPLOAD_WAIT, uploader.finish_pending()).await
-    });
-    if left == Ok(0) {
-        return;
-    }
+/// After unmount: waits (bounded) for every pending upload, write-back queue and retries
+/// alike, then names what is left; returns how many.
+fn drain_uploads(runtime: &tokio::runtime::Runtime, uploader: &Uploader) -> usize {
+    let synced = runtime
+        .block_on(async { tokio::time::timeout(UNMOUNT_UPLOAD_WAIT, uploader.sync()).await });
     let pending = uploader.pending();
-    if left.is_err() {
-        tracing::warn!("pending uploads not finished after {UNMOUNT_UPLOAD_WAIT:?}");
+    if pending.is_empty() {
+        return 0;
+    }
+    match synced {
+        Err(_) => tracing::warn!("pending uploads not finished after {UNMOUNT_UPLOAD_WAIT:?}"),
+        Ok(failed) => {
+            for failure in failed {
+                tracing::warn!(key = %failure.key, "upload failed: {}", failure.error);
+            }
+        }
     }
     for entry in &pending {
         tracing::warn!(key = %entry.key, spool = %entry.spool.display(), "still pending");
     }
-    let n = pending.len();
-    tracing::warn!("{n} uploads still pending; the next mount of this store finishes them");
+    pending.len()
 }
 
 /// Read parts are allocated and freed by the megabyte on many threads. glibc gives each

@@ -18,18 +18,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::artifact::{self, KeptAttrs};
 use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
@@ -45,6 +41,11 @@ pub struct WriteConfig {
     pub concurrency: usize,
     /// How often pending uploads are tried again.
     pub retry_interval: Duration,
+    /// Write-back (`--write-back`): close returns once the upload is journaled, and the
+    /// upload runs in the background.
+    pub write_back: bool,
+    /// Bytes of content write-back closes may leave pending; a close past it waits.
+    pub max_pending: u64,
     /// Which files are stored gzip-compressed.
     pub compress: CompressPolicy,
 }
@@ -67,176 +68,11 @@ pub enum UploadError {
     },
 }
 
-/// A local file holding the content of one file open for writing.
-#[derive(Debug)]
-pub struct Spool {
-    path: PathBuf,
-    file: File,
-}
-
-static SPOOL_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-impl Spool {
-    /// A new, empty spool in `dir`.
-    pub fn create(dir: &Path) -> io::Result<Spool> {
-        let n = SPOOL_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = dir.join(format!("{}-{nanos:x}-{n}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok(Spool { path, file })
-    }
-
-    /// Where the spool lives.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes `data` at `offset`, growing the file as needed.
-    pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
-    }
-
-    /// Up to `len` bytes at `offset`.
-    pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let size = self.size()?;
-        let len = len.min(size.saturating_sub(offset) as usize);
-        let mut buf = vec![0; len];
-        self.file.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
-    }
-
-    /// Current size.
-    pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
-    }
-
-    /// Truncates or extends (with zeros) to `len`.
-    pub fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-}
-
-/// One pending upload, as the journal records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Destination key.
-    pub key: String,
-    /// The spool holding the content.
-    pub spool: PathBuf,
-    /// Size of the content.
-    pub size: u64,
-    /// Hex SHA-256 of the content: a spool that lost data in a power cut no longer
-    /// matches, and is never uploaded.
-    pub sha256: String,
-    /// User metadata beside the SHA-256: attributes kept (mode, mtime).
-    #[serde(default)]
-    pub metadata: HashMap<String, String>,
-}
-
-impl JournalEntry {
-    /// The headers the object goes up with.
-    fn headers(&self) -> ObjectHeaders {
-        let mut headers = headers_for(&self.key, Some(&self.sha256));
-        let extra = self.metadata.iter().map(|(k, v)| (k.clone(), v.clone()));
-        headers.user_metadata.extend(extra);
-        headers
-    }
-}
-
-/// One small file per pending upload in `journal/`, written before its upload starts and
-/// removed once the object is in the store. An entry survives the daemon's death as
-/// written (the page cache outlives the process); it is synced to disk only when its
-/// upload fails, which is when the caller is told its data lives here: a successful
-/// upload needs no local durability, the store has the bytes.
-#[derive(Debug)]
-pub struct UploadJournal {
-    dir: PathBuf,
-}
-
-impl UploadJournal {
-    /// The journal in `dir` (created if needed).
-    pub fn open(dir: PathBuf) -> io::Result<UploadJournal> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(UploadJournal { dir })
-    }
-
-    fn entry_path(&self, spool: &Path) -> PathBuf {
-        let name = spool
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.dir.join(format!("{name}.json"))
-    }
-
-    /// Records `entry`, whole or not at all (temp file, rename); not yet synced.
-    pub fn record(&self, entry: &JournalEntry) -> io::Result<()> {
-        let path = self.entry_path(&entry.spool);
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        io::Write::write_all(&mut file, &serde_json::to_vec(entry)?)?;
-        std::fs::rename(&tmp, &path)
-    }
-
-    /// Makes the entry of `spool` survive a power cut (its file, then the directory
-    /// that names it).
-    pub fn sync(&self, spool: &Path) -> io::Result<()> {
-        File::open(self.entry_path(spool))?.sync_all()?;
-        File::open(&self.dir)?.sync_all()
-    }
-
-    /// Forgets the upload of `spool`: it is in the store.
-    pub fn remove(&self, spool: &Path) -> io::Result<()> {
-        match std::fs::remove_file(self.entry_path(spool)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Keeps the entry of a damaged spool as `.damaged`, out of the retries.
-    pub fn set_aside(&self, spool: &Path) -> io::Result<()> {
-        let path = self.entry_path(spool);
-        std::fs::rename(&path, path.with_extension("damaged"))
-    }
-
-    /// Whether an upload of `spool` is pending.
-    pub fn contains(&self, spool: &Path) -> bool {
-        self.entry_path(spool).exists()
-    }
-
-    /// Every pending upload. An unreadable entry is set aside as `.torn`, once, with a
-    /// log line naming it: entries are synced only when an upload fails, so a torn one
-    /// (a power cut after its rename reached the disk, before its bytes did) belongs to a
-    /// close that was never answered, or to an upload that had succeeded.
-    pub fn pending(&self) -> Vec<JournalEntry> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut entries = Vec::new();
-        for item in dir.flatten() {
-            let path = item.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                match std::fs::read(&path).map(|b| serde_json::from_slice::<JournalEntry>(&b)) {
-                    Ok(Ok(entry)) => entries.push(entry),
-                    Ok(Err(_)) => {
-                        let torn = path.with_extension("torn");
-                        let _ = std::fs::rename(&path, &torn);
-                        tracing::error!(entry = %torn.display(), "unreadable journal entry set aside; its spool, if any, is kept")
-                    }
-                    // Gone meanwhile (its upload finished), or not readable now: not torn.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(entry = %path.display(), "journal entry not read: {e}")
-                    }
-                }
-            }
-        }
-        entries
+impl UploadError {
+    /// True when the same upload may succeed later (the store was down, throttled us or
+    /// failed): write-back retries these without limit.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UploadError::Object(e) if e.is_transient())
     }
 }
 
@@ -263,53 +99,18 @@ pub struct Uploader {
     /// off (a replay beside an upload in flight made a second version, and deleted a
     /// spool still being written).
     open_spools: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Spools the write-back queue is sending: the retry loop keeps off them too.
+    queued: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// One upload of a key at a time.
+    key_locks: KeyLocks,
+    /// Write-back: what closes may leave pending, and what they did.
+    queue: queue::QueueState,
     slots: UploadSlots,
     /// Where each upload stands, for status, sync and `upload_state`.
     board: Arc<UploadBoard>,
     /// Held by a pass over the journal: the retry loop and a sync never replay the same
     /// spool at once.
     replaying: tokio::sync::Mutex<()>,
-}
-
-/// The mount's limit on upload bodies in memory at once. Streamed parts, uploads at close
-/// and replays each take a slot before a body is read (or, compressed, handed over) and
-/// give it back when its request is done: eight writers closing together take turns
-/// instead of holding eight times the memory.
-#[derive(Debug, Clone)]
-struct UploadSlots(Arc<Semaphore>);
-
-/// An upload body and the slot it holds until dropped.
-struct SlotBody {
-    bytes: Bytes,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl UploadSlots {
-    fn new(slots: usize) -> UploadSlots {
-        UploadSlots(Arc::new(Semaphore::new(slots)))
-    }
-
-    async fn take(&self) -> io::Result<OwnedSemaphorePermit> {
-        // Never closed: an error here would be a bug, reported as a failed upload.
-        self.0
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(io::Error::other)
-    }
-
-    /// `len` bytes of `file` at `start`, read once a slot is free.
-    async fn read(&self, file: Arc<File>, start: u64, len: u64) -> io::Result<SlotBody> {
-        let slot = self.take().await?;
-        let bytes = read_range(file, start, len).await?;
-        Ok(SlotBody { bytes, _slot: slot })
-    }
-
-    /// `bytes` already in memory (a compressed part), once a slot is free.
-    async fn hold(&self, bytes: Bytes) -> io::Result<SlotBody> {
-        let slot = self.take().await?;
-        Ok(SlotBody { bytes, _slot: slot })
-    }
 }
 
 impl Uploader {
@@ -325,10 +126,13 @@ impl Uploader {
         let slots = UploadSlots::new(config.concurrency);
         Ok(Arc::new(Uploader {
             client,
-            config,
             journal,
             open_spools: Default::default(),
+            queued: Default::default(),
+            key_locks: KeyLocks::default(),
+            queue: queue::QueueState::new(config.max_pending),
             slots,
+            config,
             board: Arc::default(),
             replaying: tokio::sync::Mutex::new(()),
         }))
@@ -342,16 +146,23 @@ impl Uploader {
     }
 
     /// The writer of `spool` is done with it: removed unless its upload is pending, in
-    /// which case the retry loop now owns it.
+    /// which case the queue or the retry loop now owns it.
     pub fn close_spool(&self, spool: &Spool) {
         self.open_spools().remove(spool.path());
-        if !self.is_pending(spool.path()) {
-            let _ = std::fs::remove_file(spool.path());
-        }
+        self.remove_spool_if_unused(spool.path());
     }
 
     fn open_spools(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
         self.open_spools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a writer or the write-back queue holds `spool`.
+    fn is_held(&self, spool: &Path) -> bool {
+        self.open_spools().contains(spool) || self.queued().contains(spool)
     }
 
     /// Where each upload of this mount stands.
@@ -370,22 +181,41 @@ impl Uploader {
     }
 
     /// Makes `spool` the content of `key` in the store: journaled first, so that a crash
-    /// or failure anywhere after this call's start loses nothing.
+    /// or failure anywhere after this call's start loses nothing. `Superseded` when a
+    /// newer version of the key closed while this one waited for its turn.
     pub async fn upload(
         &self,
         key: &str,
         spool: &Spool,
         stream: Option<PartStream>,
         kept: KeptAttrs,
-    ) -> Result<Uploaded, UploadError> {
-        let file = Arc::new(File::open(spool.path())?);
+    ) -> Result<Sent, UploadError> {
+        let entry = match self.record(key, spool, stream.as_ref(), kept).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                if let Some(s) = stream {
+                    self.abandon(s);
+                }
+                return Err(e);
+            }
+        };
+        self.send(&entry.spool, stream).await
+    }
+
+    /// Journals the content of `spool` as the next version of `key`: its size, its
+    /// SHA-256 (from `stream` if it saw every byte, else read from the spool) and the
+    /// attributes to keep.
+    async fn record(
+        &self,
+        key: &str,
+        spool: &Spool,
+        stream: Option<&PartStream>,
+        kept: KeptAttrs,
+    ) -> Result<JournalEntry, UploadError> {
         let size = spool.size()?;
-        // A stream that saw every byte has hashed them already: no second pass.
-        let hashed = stream.as_ref().and_then(|s| s.sha256_of_all(size));
-        let streamed = hashed.is_some();
-        let sha256 = match hashed {
+        let sha256 = match stream.and_then(|s| s.sha256_of_all(size)) {
             Some(sha256) => sha256,
-            None => fingerprint(&file).await?.1,
+            None => fingerprint(&Arc::new(File::open(spool.path())?)).await?.1,
         };
         let mut metadata = HashMap::new();
         kept.store(&mut metadata);
@@ -395,42 +225,9 @@ impl Uploader {
             size,
             sha256,
             metadata,
+            seq: 0,
         };
-        self.journal.record(&entry)?;
-        self.board.begin(key, &entry.spool, size);
-        let result = match stream {
-            Some(s) if streamed && !self.config.compress.applies(key, size) => {
-                match self.finish_stream(s, &entry).await {
-                    Ok(Some(uploaded)) => Ok(uploaded),
-                    Ok(None) => self.put_file(&entry, file).await,
-                    Err(e) => Err(e),
-                }
-            }
-            other => {
-                if let Some(s) = other {
-                    self.abandon(s);
-                }
-                self.put_file(&entry, file).await
-            }
-        };
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        self.board.finished(&entry.spool, outcome);
-        match result {
-            Ok(uploaded) => {
-                // The store has it: a stale entry costs one idempotent replay at most.
-                if let Err(e) = self.journal.remove(spool.path()) {
-                    tracing::warn!(key, "journal entry of a finished upload not removed: {e}");
-                }
-                Ok(uploaded)
-            }
-            Err(e) => {
-                // Pending now: spool and entry must survive a power cut before the
-                // caller hears of it. (On success the store has the bytes, so the happy
-                // path pays no fsync.)
-                self.make_durable(spool.path());
-                Err(e)
-            }
-        }
+        Ok(self.journal.record(entry)?)
     }
 
     /// Syncs a pending upload's spool and journal entry to disk; a failure is logged (the
@@ -444,42 +241,35 @@ impl Uploader {
         }
     }
 
-    /// Uploads every journaled file; returns how many are still pending.
+    /// Uploads every journaled file no writer or queue holds; returns how many are
+    /// still pending.
     pub async fn finish_pending(&self) -> usize {
         let _pass = self.replaying.lock().await;
-        let (owned, pending): (Vec<_>, Vec<_>) = {
-            let open = self.open_spools();
-            self.journal
-                .pending()
-                .into_iter()
-                .partition(|e| open.contains(&e.spool))
-        };
+        let (held, pending): (Vec<_>, Vec<_>) =
+            (self.journal.pending().into_iter()).partition(|e| self.is_held(&e.spool));
         let results = futures::stream::iter(pending)
             .map(|entry| async move {
-                self.board.begin(&entry.key, &entry.spool, entry.size);
                 let result = self.replay(&entry).await;
-                let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                self.board.finished(&entry.spool, outcome);
                 (entry, result)
             })
             .buffer_unordered(self.config.concurrency)
             .collect::<Vec<_>>()
             .await;
-        let mut left = owned.len();
+        let mut left = held.len();
         for (entry, result) in results {
-            match result.and_then(|_| Ok(self.journal.remove(&entry.spool)?)) {
-                Ok(()) => {
+            match result {
+                Ok(Sent::Stored(uploaded)) => {
                     tracing::info!(key = %entry.key, "finished pending upload");
-                    let _ = std::fs::remove_file(&entry.spool);
+                    self.queue.committed(&entry.spool, uploaded);
+                    self.remove_spool_if_unused(&entry.spool);
                 }
+                Ok(Sent::Superseded) => {}
                 Err(e @ UploadError::Damaged { .. }) => {
                     tracing::error!(key = %entry.key, spool = %entry.spool.display(), "{e}");
                     let _ = self.journal.set_aside(&entry.spool);
                 }
                 Err(e) => {
                     left += 1;
-                    // Recovered after a crash, it may live in the page cache only.
-                    self.make_durable(&entry.spool);
                     tracing::warn!(key = %entry.key, spool = %entry.spool.display(), "upload still pending: {e}");
                 }
             }
@@ -487,8 +277,9 @@ impl Uploader {
         left
     }
 
-    /// Uploads a journaled spool if it still holds what was journaled.
-    async fn replay(&self, entry: &JournalEntry) -> Result<Uploaded, UploadError> {
+    /// Uploads a journaled spool if it still holds what was journaled, and unless the
+    /// store has that content already (an upload that landed just before a crash).
+    async fn replay(&self, entry: &JournalEntry) -> Result<Sent, UploadError> {
         let file = Arc::new(File::open(&entry.spool)?);
         let (size, sha256) = fingerprint(&file).await?;
         if (size, sha256.as_str()) != (entry.size, entry.sha256.as_str()) {
@@ -496,7 +287,22 @@ impl Uploader {
                 key: entry.key.clone(),
             });
         }
-        self.put_file(entry, file).await
+        if self.stored_already(entry).await {
+            tracing::info!(key = %entry.key, "the store has this content already");
+            let _ = self.journal.remove(&entry.spool);
+            return Ok(Sent::Superseded);
+        }
+        self.send(&entry.spool, None).await
+    }
+
+    /// Whether the store's object of `entry.key` is `entry`'s content, by its recorded
+    /// size and SHA-256 (not one whose hash sits in a tag: that costs another request).
+    async fn stored_already(&self, entry: &JournalEntry) -> bool {
+        let Ok(info) = self.client.head(&entry.key).await else {
+            return false;
+        };
+        let size = artifact::original_size(&info.headers).unwrap_or(info.meta.size);
+        size == entry.size && artifact::sha256(&info.headers) == Some(entry.sha256.as_str())
     }
 
     /// Retries pending uploads every `retry_interval`, for as long as the runtime runs.
@@ -505,7 +311,7 @@ impl Uploader {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(uploader.config.retry_interval).await;
-                if !uploader.journal.pending().is_empty() {
+                if !uploader.journal.is_empty() {
                     uploader.finish_pending().await;
                 }
             }
@@ -628,25 +434,6 @@ async fn fingerprint(file: &Arc<File>) -> io::Result<(u64, String)> {
         .map_err(io::Error::other)?
 }
 
-async fn read_range(file: Arc<File>, start: u64, len: u64) -> io::Result<Bytes> {
-    let read = move || {
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, start)?;
-        Ok(Bytes::from(buf))
-    };
-    // A small read from the spool (written moments ago, in the page cache) costs less
-    // than handing it to a blocking thread.
-    if len <= INLINE_READ {
-        return read();
-    }
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(io::Error::other)?
-}
-
-/// Largest spool read done on the async worker itself.
-const INLINE_READ: u64 = 256 << 10;
-
 fn sha256_of(mut file: &File) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 1 << 20];
@@ -666,14 +453,26 @@ fn hex_digest(hasher: Sha256) -> String {
 
 mod barrier;
 mod gzip;
+mod journal;
 mod progress;
+mod queue;
+mod send;
+mod slots;
+mod spool;
 mod stream;
 mod tree;
 
 pub use barrier::SyncFailure;
 pub use gzip::{CompressMode, CompressPolicy};
+pub use journal::{JournalEntry, UploadJournal};
 pub use progress::{UploadBoard, UploadRecord, UploadState};
+pub use queue::Committed;
+pub use send::Sent;
+pub use spool::Spool;
 pub use stream::PartStream;
+
+use send::KeyLocks;
+use slots::{SlotBody, UploadSlots};
 
 #[cfg(test)]
 mod tests;

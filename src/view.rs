@@ -74,6 +74,9 @@ enum Inner {
         verifier: Option<Verifier>,
     },
     Gzip(Arc<SharedGzip>),
+    /// Content closed here and still waiting for its upload (write-back): read from its
+    /// spool, which stays readable through this handle even once the upload removes it.
+    Spooled(std::fs::File),
 }
 
 type SharedGzip = tokio::sync::Mutex<GzipReader>;
@@ -176,6 +179,15 @@ impl FileReader {
         })
     }
 
+    /// A reader of content not yet in the store, in the local file `spool`.
+    pub fn spooled(key: &str, spool: &std::path::Path) -> std::io::Result<FileReader> {
+        Ok(FileReader {
+            key: key.to_owned(),
+            inner: Inner::Spooled(std::fs::File::open(spool)?),
+            failed: None,
+        })
+    }
+
     /// Whether the kernel must pass every read through (no page cache, no clamping at
     /// st_size): for decoded content, whose size the kernel may not know exactly.
     pub fn direct_io(&self) -> bool {
@@ -198,6 +210,7 @@ impl FileReader {
                 .read(offset, len)
                 .await
                 .map(|(data, size)| Chunk { data, size }),
+            Inner::Spooled(file) => read_spooled(file, offset, len).map_err(ViewError::Io),
         };
         result.map_err(|e| self.fail(e))
     }
@@ -227,6 +240,24 @@ async fn read_plain(
         }
     }
     Ok(Chunk { data, size: None })
+}
+
+/// Up to `len` bytes of a local file at `offset` (written moments ago: in the page cache).
+fn read_spooled(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<Chunk> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; len as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    buf.truncate(filled);
+    Ok(Chunk {
+        data: Bytes::from(buf),
+        size: None,
+    })
 }
 
 /// The size a gzip object's trailer claims (ISIZE: the last member's size mod 2^32),

@@ -189,7 +189,7 @@ fn status_of_a_mount_that_does_not_answer_says_so_within_two_seconds() {
 }
 
 #[test]
-fn a_pending_upload_is_not_renamed_away_and_an_unlink_drops_it() {
+fn a_pending_upload_follows_a_rename_and_an_unlink_drops_it() {
     let store = TestStore::start();
     store.put("d/out.txt", "old\n");
     let mount = Mount::new(&store, &[]);
@@ -206,11 +206,18 @@ fn a_pending_upload_is_not_renamed_away_and_an_unlink_drops_it() {
         Some(libc::EACCES)
     );
     drop(file);
-    // A rename would copy the stored "old" and leave "new" pending under the old name.
-    let renamed = std::fs::rename(&path, mount.join("d/moved.txt"));
-    assert_eq!(renamed.unwrap_err().raw_os_error(), Some(libc::EBUSY));
+    // The pending content goes to the new name; the stored "old" goes away.
+    let moved = mount.join("d/moved.txt");
+    std::fs::rename(&path, &moved).unwrap();
+    assert_eq!(
+        std::fs::read(&moved).unwrap(),
+        b"new\n",
+        "read from its spool"
+    );
+    assert!(store.get("d/out.txt").is_none(), "the old name is gone");
+    assert!(!path.exists());
 
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&moved).unwrap();
     store.refuse_uploads(false);
     let synced = cli(&store, &["sync", mount.path.to_str().unwrap()]);
     assert!(
@@ -220,9 +227,10 @@ fn a_pending_upload_is_not_renamed_away_and_an_unlink_drops_it() {
     );
     // Past the retry loop's interval (5 s): the dropped upload never comes back.
     std::thread::sleep(Duration::from_secs(6));
-    assert!(
-        store.get("d/out.txt").is_none(),
-        "an unlinked file came back"
-    );
-    assert!(!path.exists());
+    for key in ["d/out.txt", "d/moved.txt"] {
+        assert!(
+            store.get(key).is_none(),
+            "{key}: an unlinked file came back"
+        );
+    }
 }

@@ -32,6 +32,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("listing_heads", Takes::Value),
     ("local", Takes::Value),
     ("log_level", Takes::Value),
+    ("max_pending", Takes::Value),
     ("max_read_memory", Takes::Value),
     ("max_read_window", Takes::Value),
     ("metadata_ttl", Takes::Value),
@@ -45,6 +46,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("upload_concurrency", Takes::Value),
     ("upload_part_size", Takes::Value),
     ("work", Takes::Value),
+    ("write_back", Takes::Nothing),
 ];
 
 /// Long flags of `rgrid-mount` that have no option, and why (checked against its

@@ -66,6 +66,9 @@ pub enum FsError {
     /// The caller's buffer is too small for the value.
     #[error("value larger than the buffer")]
     Range,
+    /// A barrier (fsync) found an upload that did not reach the store, for this reason.
+    #[error("upload failed: {0}")]
+    UploadFailed(String),
 }
 
 impl From<BadName> for FsError {
@@ -114,6 +117,7 @@ impl FsError {
             FsError::Busy => libc::EBUSY,
             FsError::AccessDenied => libc::EACCES,
             FsError::Range => libc::ERANGE,
+            FsError::UploadFailed(_) => libc::EIO,
         }
     }
 
@@ -138,9 +142,11 @@ impl FsError {
             }
             FsError::Namespace(NamespaceError::UnknownInode(_)) => Severity::Warn,
             FsError::Namespace(_) => Severity::Debug,
-            FsError::Read(_) | FsError::View(_) | FsError::Upload(_) | FsError::Io(_) => {
-                Severity::Warn
-            }
+            FsError::Read(_)
+            | FsError::View(_)
+            | FsError::Upload(_)
+            | FsError::Io(_)
+            | FsError::UploadFailed(_) => Severity::Warn,
             FsError::BadHandle(_) => Severity::Warn,
             FsError::ReadOnly
             | FsError::Exists

@@ -23,6 +23,7 @@ impl RgridFs {
             return Err(NamespaceError::IsADirectory.into());
         }
         uploader.delete(&node.key).await?;
+        self.write_backs.forget(node.ino);
         self.namespace.remove(parent, name);
         Ok(())
     }
@@ -97,8 +98,8 @@ impl RgridFs {
         Ok(())
     }
 
-    /// Renames a file (a server-side copy, then a delete), or an empty directory made
-    /// here; other directories get EXDEV, so that `mv` copies them. What the new name
+    /// Renames a file (a server-side copy, then a delete; content not uploaded yet just
+    /// goes up under the new name), or an empty directory made here; other directories get EXDEV, so that `mv` copies them. What the new name
     /// holds is replaced as rename(2) says: a file by a file, an empty directory by a
     /// directory, and nothing else. A rename that fails changes nothing.
     pub async fn rename(
@@ -115,11 +116,12 @@ impl RgridFs {
             return Err(FsError::ReadOnly);
         }
         let new_key = self.namespace.child_key(new_parent, new_name, node.kind)?;
-        if let Some(target) = self.rename_target(new_parent, new_name).await? {
+        let target = self.rename_target(new_parent, new_name).await?;
+        if let Some(target) = &target {
             if target.ino == node.ino {
                 return Ok(()); // the same file: nothing to do
             }
-            self.check_replaceable(&node, &target).await?;
+            self.check_replaceable(&node, target).await?;
         }
         if node.kind == InodeKind::Directory {
             let empty = self.namespace.readdir(node.ino).await?.is_empty();
@@ -130,19 +132,16 @@ impl RgridFs {
                 .rename(parent, name, new_parent, new_name, new_key);
             return Ok(());
         }
-        if node.etag.is_none() {
-            // Still being written here: nothing in the store to copy yet.
-            return Err(FsError::CrossDevice);
+        let pending = uploader.has_pending(&node.key) || node.etag.is_none();
+        let etag = uploader.rename_file(&node.object_id(), &new_key).await?;
+        if let Some(replaced) = target {
+            self.write_backs.forget(replaced.ino);
         }
-        if uploader.has_pending(&node.key) {
-            // A copy would move the stored version and leave the newer content of the
-            // pending upload behind, under the old name.
-            return Err(FsError::Busy);
-        }
-        let etag = uploader.rename(&node.object_id(), &new_key).await?;
         self.namespace
             .rename(parent, name, new_parent, new_name, new_key);
-        self.renamed(&node, etag);
+        if !pending {
+            self.renamed(&node, etag);
+        }
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! Files of [`RgridFs`] open for writing: create, open, write, truncate, flush, fsync and
 //! release. Each is backed by a [`Spool`] and uploaded on flush, fsync and release.
 //!
-//! close() maps to flush: it returns only once the upload is done, with EIO if it failed;
-//! the file then stays journaled and is uploaded by the retry loop.
+//! close() maps to flush: by default it returns only once the upload is done, with EIO if
+//! it failed (the file then stays journaled and is uploaded by the retry loop); in
+//! write-back mode once the upload is journaled and queued (`fs/writeback.rs`).
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use super::fill::LazyFill;
 use super::{lock, Attr, FileHandle, FsError, OpenFile, Opened, RgridFs};
 use crate::namespace::{entry_name, InodeKind, InodeNo, Node, StoredVersion};
-use crate::upload::{PartStream, Spool, Uploaded, Uploader};
+use crate::upload::{PartStream, Sent, Spool, Uploaded, Uploader};
 use crate::view::FileReader;
 
 /// Bytes read at a time when a spool starts from the object's content.
@@ -36,6 +37,9 @@ pub(super) struct Writer {
     opener: Option<u32>,
     /// The opener has closed (a descriptor of) the file.
     opener_closed: bool,
+    /// The spool the last write-back close queued: it belongs to the upload now, so a
+    /// write after it goes to a copy, and fsync waits for it.
+    pub(super) queued: Option<std::path::PathBuf>,
 }
 
 impl Writer {
@@ -50,6 +54,7 @@ impl Writer {
             fill: None,
             opener: caller.and_then(process_of),
             opener_closed: false,
+            queued: None,
         }
     }
 
@@ -151,7 +156,17 @@ impl RgridFs {
         node: &Node,
         truncate: bool,
     ) -> Result<Option<LazyFill>, FsError> {
-        if truncate || node.etag.is_none() {
+        if truncate {
+            return Ok(None);
+        }
+        if let Some(pending) = self.write_backs.spool_of(node.ino) {
+            // Closed here, not in the store yet: the queued content is the file's.
+            if let Ok(mut from) = std::fs::File::open(&pending) {
+                spool.copy_from(&mut from)?;
+                return Ok(None);
+            }
+        }
+        if node.etag.is_none() {
             return Ok(None);
         }
         let stored;
@@ -233,6 +248,7 @@ impl RgridFs {
             return Err(FsError::BadHandle(fh));
         };
         writer.complete_fill().await?;
+        self.own_spool(writer)?;
         let size = writer.spool_op(|spool| {
             spool.write_at(offset, data)?;
             spool.size()
@@ -249,6 +265,27 @@ impl RgridFs {
             }
         }
         Ok(data.len() as u32)
+    }
+
+    /// Before a change after a write-back close: the queued spool is the upload's, so the
+    /// writer goes on in a copy of it.
+    fn own_spool(&self, writer: &mut Writer) -> Result<(), FsError> {
+        if writer.queued.as_ref() != Some(&writer.spool.path().to_owned()) {
+            return Ok(());
+        }
+        let uploader = self.uploader()?;
+        let fresh = uploader.spool()?;
+        let copied =
+            std::fs::File::open(writer.spool.path()).and_then(|mut f| fresh.copy_from(&mut f));
+        if let Err(e) = copied {
+            uploader.close_spool(&fresh);
+            return Err(e.into());
+        }
+        let queued = std::mem::replace(&mut writer.spool, fresh);
+        uploader.close_spool(&queued);
+        // The newest content is this writer's again, not the queued one.
+        self.write_backs.forget(writer.ino);
+        Ok(())
     }
 
     /// Gives up sending parts while writing: close uploads the spool whole.
@@ -306,7 +343,17 @@ impl RgridFs {
         let stream = writer.stream.take();
         let kept = self.namespace.upload_attrs(writer.ino).kept;
         let uploader = self.uploader()?;
-        let uploaded = uploader
+        if uploader.writes_back() {
+            let spool = uploader
+                .enqueue(&writer.key, &writer.spool, stream, kept)
+                .await?;
+            writer.dirty = false;
+            writer.queued = Some(spool.clone());
+            self.write_backs.closed(writer.ino, spool);
+            self.namespace.kept_sent(writer.ino, kept);
+            return Ok(());
+        }
+        let sent = uploader
             .upload(&writer.key, &writer.spool, stream, kept)
             .await;
         if self.namespace.is_unlinked(writer.ino) {
@@ -317,19 +364,37 @@ impl RgridFs {
             writer.dirty = false;
             return Ok(());
         }
-        let uploaded = uploaded?;
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                if uploader.is_pending(writer.spool.path()) {
+                    // Until the retry loop gets it there, the file's content is here.
+                    let spool = writer.spool.path().to_owned();
+                    self.write_backs.closed(writer.ino, spool);
+                }
+                return Err(e.into());
+            }
+        };
         writer.dirty = false;
+        // Superseded: another writer's newer close of the file went up instead.
+        if let Sent::Stored(uploaded) = sent {
+            self.after_upload(writer.ino, uploaded).await;
+        }
+        Ok(())
+    }
+
+    /// `ino`'s content is in the store as `uploaded`: the namespace shows that version.
+    pub(super) async fn after_upload(&self, ino: InodeNo, uploaded: Uploaded) {
         // The page cache holds what was written, which is now this version.
-        lock(&self.cached_versions).insert(writer.ino, uploaded.etag.clone());
+        lock(&self.cached_versions).insert(ino, uploaded.etag.clone());
         let stored = StoredVersion {
             size: uploaded.size,
             stored_size: uploaded.stored_size,
             etag: uploaded.etag.clone(),
-            kept,
+            kept: crate::artifact::KeptAttrs::of(&uploaded.headers),
         };
-        self.namespace.stored(writer.ino, stored);
-        self.keep_late_attrs(writer.ino, uploaded).await;
-        Ok(())
+        self.namespace.stored(ino, stored);
+        self.keep_late_attrs(ino, uploaded).await;
     }
 
     /// A chmod or touch that landed while the upload ran is not in the object: a metadata
@@ -406,6 +471,7 @@ impl RgridFs {
                     fill.truncated(size);
                 }
                 writer.complete_fill().await?;
+                self.own_spool(writer)?;
                 writer.spool_op(|spool| spool.set_len(size))?;
                 writer.dirty = true;
                 self.namespace.set_size(ino, size);

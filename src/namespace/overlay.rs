@@ -78,7 +78,8 @@ impl Namespace {
     /// at version `etag`, with attributes `kept`. Attributes set here since (a chmod
     /// while the upload ran) stay pending.
     pub fn stored(&self, ino: InodeNo, stored: StoredVersion) {
-        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+        let mut tables = self.tables();
+        if let Some(inode) = tables.inodes.get_mut(&ino) {
             inode.local = inode.node.kind == InodeKind::Directory && !inode.node.unlinked;
             inode.node.size = stored.size;
             inode.node.stored_size = stored.stored_size;
@@ -89,6 +90,8 @@ impl Namespace {
             }
             inode.validated = Instant::now();
         }
+        // Kept while only this mount knew it; the store knows it now.
+        tables.drop_if_unreferenced(ino);
     }
 
     /// `parent/name` is gone (unlinked, removed or renamed away).
@@ -193,6 +196,16 @@ impl Namespace {
         if let Some(inode) = self.tables().inodes.get_mut(&ino) {
             inode.node.kept = inode.node.kept.merged(kept);
             inode.kept_pending = true;
+        }
+    }
+
+    /// Attributes `kept` went up with `ino`'s content (queued, in write-back mode): no
+    /// longer pending unless they changed since.
+    pub fn kept_sent(&self, ino: InodeNo, kept: KeptAttrs) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            if inode.node.kept == kept {
+                inode.kept_pending = false;
+            }
         }
     }
 

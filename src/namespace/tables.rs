@@ -245,7 +245,17 @@ impl Tables {
             return false;
         };
         inode.lookups = inode.lookups.saturating_sub(n);
-        if inode.lookups > 0 || ino == InodeNo::ROOT {
+        self.drop_if_unreferenced(ino)
+    }
+
+    /// Drops inode `ino` if the kernel holds no reference to it and the store can bring
+    /// it back: not one only this mount knows (a file closed in write-back mode and not
+    /// uploaded yet, a directory made here), which would vanish from the tree.
+    pub(super) fn drop_if_unreferenced(&mut self, ino: InodeNo) -> bool {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return false;
+        };
+        if inode.lookups > 0 || ino == InodeNo::ROOT || (inode.local && !inode.node.unlinked) {
             return false;
         }
         let slot = (inode.parent, inode.name.clone());

@@ -2,9 +2,7 @@
 //! call is in the store, or has failed an attempt made for it; a runner calls it (as
 //! `rgrid-mount sync`) before it reports an execution complete.
 
-use std::time::Duration;
-
-use super::{UploadState, Uploader};
+use super::Uploader;
 
 /// An upload that did not reach the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -15,39 +13,38 @@ pub struct SyncFailure {
     pub error: String,
 }
 
-/// How often the barrier looks again at uploads still in flight.
-const POLL: Duration = Duration::from_millis(50);
-
 impl Uploader {
-    /// Waits for every upload pending now: those no writer holds are tried at once (not
-    /// at the next retry), those a close is sending are waited for. Returns the ones
-    /// that failed, with the reason of their last attempt; they stay journaled.
+    /// Waits for every upload pending now: those nobody is sending are tried at once (not
+    /// at the next retry), those a close or the write-back queue is sending are waited
+    /// for, retries and all. Returns the ones that failed, with the reason of their last
+    /// attempt; they stay journaled.
     pub async fn sync(&self) -> Vec<SyncFailure> {
         let wanted = self.journal.pending();
         self.finish_pending().await;
-        loop {
-            let mut failed = Vec::new();
-            let mut waiting = false;
-            for entry in &wanted {
-                match self.board.state_of(&entry.spool) {
-                    Some(UploadState::Committed) => {}
-                    Some(UploadState::Failed(error)) => failed.push(SyncFailure {
-                        key: entry.key.clone(),
-                        error,
-                    }),
-                    Some(UploadState::Uploading) => waiting = true,
-                    // Not tried by this daemon: done if the journal no longer has it.
-                    None if !self.journal.contains(&entry.spool) => {}
-                    None => failed.push(SyncFailure {
-                        key: entry.key.clone(),
-                        error: "pending, never attempted by this daemon".into(),
-                    }),
-                }
+        let mut failed = Vec::new();
+        for entry in wanted {
+            if let Err(error) = self.wait_for(&entry.spool).await {
+                // Under the name it has now, if it was renamed meanwhile.
+                let key = self.journal.get(&entry.spool).map_or(entry.key, |e| e.key);
+                failed.push(SyncFailure { key, error });
             }
-            if !waiting {
-                return failed;
-            }
-            tokio::time::sleep(POLL).await;
         }
+        failed
+    }
+
+    /// [`Uploader::sync`] for the files directly under `prefix` (a directory's key
+    /// prefix, ending in `/`; empty for the root): what fsync of a directory waits for.
+    pub async fn sync_children(&self, prefix: &str) -> Vec<SyncFailure> {
+        let child = |key: &str| key.strip_prefix(prefix).is_some_and(|n| !n.contains('/'));
+        let mut failed = Vec::new();
+        for entry in self.journal.pending().into_iter().filter(|e| child(&e.key)) {
+            if let Err(error) = self.wait_for(&entry.spool).await {
+                failed.push(SyncFailure {
+                    key: entry.key,
+                    error,
+                });
+            }
+        }
+        failed
     }
 }

@@ -12,8 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 /// `user.rgrid.upload_state` calls it `pending`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadState {
+    /// Closed in write-back mode, waiting for its turn.
+    Queued,
     /// Bodies going up.
     Uploading,
+    /// The last attempt failed for a reason that passes (the store down, throttling):
+    /// tried again after a pause, without limit.
+    Retrying(String),
     /// In the store.
     Committed,
     /// The last attempt failed, with this reason; the journal keeps it for a retry.
@@ -23,7 +28,9 @@ pub enum UploadState {
 impl std::fmt::Display for UploadState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            UploadState::Queued => f.write_str("queued"),
             UploadState::Uploading => f.write_str("uploading"),
+            UploadState::Retrying(why) => write!(f, "retrying: {why}"),
             UploadState::Committed => f.write_str("committed"),
             UploadState::Failed(why) => write!(f, "failed: {why}"),
         }
@@ -83,6 +90,19 @@ const KEEP_COMMITTED: usize = 1024;
 #[derive(Debug, Default)]
 pub struct UploadBoard {
     records: Mutex<HashMap<PathBuf, UploadRecord>>,
+    /// Woken at every end of an attempt, for those waiting on one (fsync, sync).
+    changes: tokio::sync::Notify,
+}
+
+/// A wait for the board's next change, registered when made: a change between taking it
+/// and awaiting it is not missed.
+pub struct BoardChange<'a>(std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>);
+
+impl BoardChange<'_> {
+    /// Waits for the change, or `at_most`.
+    pub async fn wait(self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.0).await;
+    }
 }
 
 impl UploadBoard {
@@ -100,7 +120,7 @@ impl UploadBoard {
             .filter(|r| r.state == UploadState::Uploading)
             .map_or(0, |r| r.sent);
         let attempts = before
-            .filter(|r| matches!(r.state, UploadState::Failed(_)))
+            .filter(|r| matches!(r.state, UploadState::Failed(_) | UploadState::Retrying(_)))
             .map_or(0, |r| r.attempts);
         let record = UploadRecord {
             sent: streamed,
@@ -140,6 +160,45 @@ impl UploadBoard {
         }
         trim_committed(&mut records);
         report_pending(&records);
+        drop(records);
+        self.changes.notify_waiters();
+    }
+
+    /// `key`, `size` bytes from `spool`, is queued for a write-back upload.
+    pub fn queued(&self, key: &str, spool: &Path, size: u64) {
+        let mut records = self.records();
+        let streamed = records.get(spool).map_or(0, |r| r.sent);
+        let record = UploadRecord {
+            sent: streamed,
+            ..UploadRecord::new(key, spool.to_owned(), size, UploadState::Queued)
+        };
+        records.insert(spool.to_owned(), record);
+        report_pending(&records);
+    }
+
+    /// The attempt from `spool` failed for a passing reason, `why`; it is tried again.
+    pub fn retrying(&self, spool: &Path, why: String) {
+        if let Some(record) = self.records().get_mut(spool) {
+            record.state = UploadState::Retrying(why);
+            record.changed = Instant::now();
+        }
+    }
+
+    /// The upload from `spool` will not be made (superseded by a newer version, or its
+    /// file removed): its record goes.
+    pub fn dropped(&self, spool: &Path) {
+        let mut records = self.records();
+        records.remove(spool);
+        report_pending(&records);
+        drop(records);
+        self.changes.notify_waiters();
+    }
+
+    /// A wait for the next end of an attempt or drop.
+    pub fn change(&self) -> BoardChange<'_> {
+        let mut notified = Box::pin(self.changes.notified());
+        notified.as_mut().enable();
+        BoardChange(notified)
     }
 
     /// Parts streamed from `spool` were given up (the file goes up whole at close, or
@@ -157,6 +216,8 @@ impl UploadBoard {
         let mut records = self.records();
         records.retain(|_, r| r.key != key);
         report_pending(&records);
+        drop(records);
+        self.changes.notify_waiters();
     }
 
     /// Where the latest upload of `key` stands, if this daemon made one.

@@ -55,6 +55,12 @@ impl PartStream {
         self.sent
     }
 
+    /// Whether the parts sent are the start of `entry`'s content, under its key: every
+    /// byte written went through the stream, and nothing since.
+    pub(super) fn covers(&self, entry: &JournalEntry) -> bool {
+        self.key == entry.key && self.sha256_of_all(entry.size).as_ref() == Some(&entry.sha256)
+    }
+
     /// Hex SHA-256 of what was written, if that is the whole `size` bytes.
     pub(super) fn sha256_of_all(&self, size: u64) -> Option<String> {
         (self.written == size).then(|| hex_digest(self.hasher.clone()))

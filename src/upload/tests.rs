@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::artifact::sha256_hex;
 use crate::object::{MemoryClient, Operation};
+use bytes::Bytes;
 
 /// Text files larger than this are stored compressed in these tests.
 const COMPRESS_ABOVE: u64 = 256 << 10;
@@ -17,19 +18,36 @@ fn uploader(part_size: u64) -> (Arc<Uploader>, MemoryClient, tempfile::TempDir) 
     let dir = tempfile::tempdir().unwrap();
     let config = WriteConfig {
         cache_dir: dir.path().join("cache"),
-        part_size,
-        concurrency: 3,
-        retry_interval: Duration::from_secs(3600),
-        compress: CompressPolicy {
-            mode: CompressMode::Auto,
-            threshold: COMPRESS_ABOVE,
-        },
+        ..uploader_config(part_size)
     };
     (
         Uploader::new(Arc::new(client.clone()), config).unwrap(),
         client,
         dir,
     )
+}
+
+fn uploader_config(part_size: u64) -> WriteConfig {
+    WriteConfig {
+        cache_dir: PathBuf::new(),
+        part_size,
+        concurrency: 3,
+        retry_interval: Duration::from_secs(3600),
+        write_back: false,
+        max_pending: 1 << 30,
+        compress: CompressPolicy {
+            mode: CompressMode::Auto,
+            threshold: COMPRESS_ABOVE,
+        },
+    }
+}
+
+/// The object an upload made; panics if it was superseded.
+fn stored_as(sent: Sent) -> Uploaded {
+    match sent {
+        Sent::Stored(uploaded) => uploaded,
+        Sent::Superseded => panic!("superseded"),
+    }
 }
 
 async fn stored(client: &MemoryClient, key: &str) -> (Vec<u8>, ObjectHeaders) {
@@ -49,10 +67,12 @@ async fn small_files_are_put_with_sha256_and_content_type() {
     let (uploader, client, _dir) = uploader(1 << 20);
     let spool = uploader.spool().unwrap();
     spool.write_at(0, b"a,b\n1,2\n").unwrap();
-    let done = uploader
-        .upload("out/data.csv", &spool, None, KeptAttrs::default())
-        .await
-        .unwrap();
+    let done = stored_as(
+        uploader
+            .upload("out/data.csv", &spool, None, KeptAttrs::default())
+            .await
+            .unwrap(),
+    );
     assert_eq!(done.size, 8);
     let (data, headers) = stored(&client, "out/data.csv").await;
     assert_eq!(data, b"a,b\n1,2\n");
@@ -217,9 +237,16 @@ proptest! {
 
 #[tokio::test]
 async fn a_torn_journal_entry_is_set_aside_once() {
-    let (uploader, _client, dir) = uploader(1 << 20);
+    let (uploader, client, dir) = uploader(1 << 20);
     let journal = dir.path().join("cache/journal");
     std::fs::write(journal.join("123-abc.json"), b"").unwrap(); // a power cut's leftover
+    drop(uploader);
+    // The next start finds it.
+    let config = WriteConfig {
+        cache_dir: dir.path().join("cache"),
+        ..uploader_config(1 << 20)
+    };
+    let uploader = Uploader::new(Arc::new(client), config).unwrap();
     assert!(uploader.pending().is_empty());
     assert!(journal.join("123-abc.torn").exists(), "kept for inspection");
     assert!(
@@ -263,10 +290,12 @@ async fn sequential_writes_send_parts_before_close() {
         assert!(uploader.stream_write(&mut stream, offset, chunk).await);
     }
     assert_eq!(stream.sent(), 4000, "four full parts went up while writing");
-    let done = uploader
-        .upload("seq.bin", &spool, Some(stream), KeptAttrs::default())
-        .await
-        .unwrap();
+    let done = stored_as(
+        uploader
+            .upload("seq.bin", &spool, Some(stream), KeptAttrs::default())
+            .await
+            .unwrap(),
+    );
     let (data, mut headers) = stored(&client, "seq.bin").await;
     assert_eq!(data, content);
     let etag = client.head("seq.bin").await.unwrap().meta.etag;
@@ -349,10 +378,12 @@ async fn large_text_goes_up_compressed_and_binary_as_is() {
         };
         let spool = uploader.spool().unwrap();
         spool.write_at(0, content).unwrap();
-        let uploaded = uploader
-            .upload(key, &spool, None, KeptAttrs::default())
-            .await
-            .unwrap();
+        let uploaded = stored_as(
+            uploader
+                .upload(key, &spool, None, KeptAttrs::default())
+                .await
+                .unwrap(),
+        );
         let (body, headers) = stored(&client, key).await;
         let meta = &headers.user_metadata;
         assert_eq!(meta[artifact::SHA256], sha256_hex(content), "{key}");

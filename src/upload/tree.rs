@@ -1,46 +1,70 @@
 //! How changes to the tree look in the store, apart from file contents: a deleted file or
-//! directory marker, a renamed file (a copy pinned to the version, then a delete), a
-//! metadata rewrite (a copy onto itself), and a symbolic link (a small object whose
-//! metadata and body hold the target, as s3fs stores them).
+//! directory marker, a renamed file (a copy pinned to the version, then a delete; or, for
+//! content still pending, its journal entries moved to the new name), a metadata rewrite
+//! (a copy onto itself), and a symbolic link (a small object whose metadata and body hold
+//! the target, as s3fs stores them). Each runs under the lock of the keys it touches, so
+//! an upload of the same file never lands in between.
 
 use bytes::Bytes;
 
-use super::{UploadError, Uploader};
+use super::{JournalEntry, UploadError, Uploader};
 use crate::artifact;
 use crate::object::{ObjectHeaders, ObjectId};
 
 impl Uploader {
     /// Deletes `key`, and drops its journaled uploads, which would bring it back; one
-    /// that is gone already is no error.
+    /// that is gone already is no error. An upload of it in flight lands first, then
+    /// goes.
     pub async fn delete(&self, key: &str) -> Result<(), UploadError> {
-        self.client.delete_if_exists(key).await?;
+        let _held = self.key_locks.lock(key).await;
         self.cancel(key);
+        self.client.delete_if_exists(key).await?;
         Ok(())
     }
 
     /// Whether `key` has an upload journaled and not yet in the store.
     pub fn has_pending(&self, key: &str) -> bool {
-        self.journal.pending().iter().any(|e| e.key == key)
+        !self.journal.of_key(key).is_empty()
     }
 
-    /// Moves version `id` to `to`; returns the new object's ETag. What was journaled for
-    /// `to` is dropped: the moved object replaces it.
-    pub async fn rename(&self, id: &ObjectId, to: &str) -> Result<Option<String>, UploadError> {
-        let etag = self.client.move_object(id, to).await?;
+    /// Renames file `from` (version `from.etag` in the store, if any) to `to`. Content
+    /// closed and not uploaded yet goes to `to` only: its journal entries move there and
+    /// `from` is never created (a stored older version of it is deleted). Otherwise the
+    /// stored version moves (copy, then delete). Returns the ETag of the object now at
+    /// `to`, if the store has one; what was journaled for `to` is superseded either way.
+    pub async fn rename_file(
+        &self,
+        from: &ObjectId,
+        to: &str,
+    ) -> Result<Option<String>, UploadError> {
+        let _held = self.key_locks.lock_both(&from.key, to).await;
+        let pending = self.journal.of_key(&from.key);
+        if pending.is_empty() {
+            if from.etag.is_none() {
+                return Ok(None); // still being written: its close goes to the new name
+            }
+            let etag = self.client.move_object(from, to).await?;
+            self.cancel(to);
+            return Ok(etag);
+        }
         self.cancel(to);
-        Ok(etag)
+        for entry in pending {
+            let moved = JournalEntry {
+                key: to.to_owned(),
+                ..entry
+            };
+            self.journal.record(moved)?;
+        }
+        if from.etag.is_some() {
+            self.client.delete_if_exists(&from.key).await?;
+        }
+        Ok(None)
     }
 
-    /// Drops every journaled upload of `key`, and the spools no writer holds.
+    /// Drops every journaled upload of `key`, and the spools nobody holds.
     fn cancel(&self, key: &str) {
-        for entry in self.journal.pending().into_iter().filter(|e| e.key == key) {
-            if let Err(e) = self.journal.remove(&entry.spool) {
-                tracing::warn!(key, "journal entry of a removed file not dropped: {e}");
-                continue;
-            }
-            if !self.open_spools().contains(&entry.spool) {
-                let _ = std::fs::remove_file(&entry.spool);
-            }
+        for entry in self.journal.of_key(key) {
+            self.drop_entry(&entry);
             tracing::info!(key, spool = %entry.spool.display(), "pending upload dropped: the file was removed or replaced");
         }
         self.board.forget(key);

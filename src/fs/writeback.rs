@@ -1,0 +1,119 @@
+//! Files of [`RgridFs`] closed in write-back mode and not yet in the store: which spool
+//! holds each one's content, so that a new open reads (or starts writing from) it, and
+//! the barriers: fsync of a file waits for its upload, fsync of a directory for those of
+//! its files.
+//!
+//! The write engine reports each upload that reached the store; the filesystem takes
+//! them up at its next operation (the engine never calls up into this layer), and a
+//! file whose content is in the store is read from there again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{lock, FileHandle, FsError, OpenFile, RgridFs};
+use crate::namespace::InodeNo;
+use crate::view::FileReader;
+
+/// The spool of each file's newest content closed in write-back mode, and the reverse.
+#[derive(Debug, Default)]
+pub(super) struct WriteBacks(Mutex<Spooled>);
+
+#[derive(Debug, Default)]
+struct Spooled {
+    by_ino: HashMap<InodeNo, PathBuf>,
+    by_spool: HashMap<PathBuf, InodeNo>,
+}
+
+impl WriteBacks {
+    /// `ino`'s newest content is in `spool`, closed and queued.
+    pub(super) fn closed(&self, ino: InodeNo, spool: PathBuf) {
+        let mut map = lock(&self.0);
+        if let Some(old) = map.by_ino.insert(ino, spool.clone()) {
+            map.by_spool.remove(&old);
+        }
+        map.by_spool.insert(spool, ino);
+    }
+
+    /// `ino`'s content is elsewhere now (written again, or the file removed).
+    pub(super) fn forget(&self, ino: InodeNo) {
+        let mut map = lock(&self.0);
+        if let Some(old) = map.by_ino.remove(&ino) {
+            map.by_spool.remove(&old);
+        }
+    }
+
+    /// The spool holding `ino`'s newest content, if its upload may still be pending.
+    pub(super) fn spool_of(&self, ino: InodeNo) -> Option<PathBuf> {
+        lock(&self.0).by_ino.get(&ino).cloned()
+    }
+
+    /// The file whose newest content `spool` holds, which is no longer pending.
+    fn committed(&self, spool: &Path) -> Option<InodeNo> {
+        let mut map = lock(&self.0);
+        let ino = map.by_spool.remove(spool)?;
+        map.by_ino.remove(&ino);
+        Some(ino)
+    }
+}
+
+impl RgridFs {
+    /// Takes up the write-back uploads that reached the store: their files are the
+    /// stored versions now (an older version, superseded here, is not).
+    pub(super) async fn settle_write_backs(&self) {
+        let Some(uploader) = &self.uploader else {
+            return;
+        };
+        for done in uploader.take_committed() {
+            if let Some(ino) = self.write_backs.committed(&done.spool) {
+                if !self.namespace.is_unlinked(ino) {
+                    self.after_upload(ino, done.uploaded).await;
+                }
+            }
+        }
+    }
+
+    /// A reader of `ino`'s content closed here and not yet uploaded, if there is one.
+    pub(super) fn pending_reader(&self, ino: InodeNo, key: &str) -> Option<FileReader> {
+        let spool = self.write_backs.spool_of(ino)?;
+        // Gone: the upload finished and removed it; the store has the content.
+        FileReader::spooled(key, &spool).ok()
+    }
+
+    /// fsync(): uploads open file `fh` if it changed and, in write-back mode, waits until
+    /// its content is in the store; EIO when it cannot get there.
+    pub async fn fsync(&self, fh: FileHandle) -> Result<(), FsError> {
+        self.flush(fh, None).await?;
+        let (Some(uploader), Some(file)) = (&self.uploader, lock(&self.files).get(&fh).cloned())
+        else {
+            return Ok(());
+        };
+        let spool = match &*file.lock().await {
+            OpenFile::Write(writer) => writer.queued.clone(),
+            OpenFile::Read(_) => None,
+        };
+        let Some(spool) = spool else {
+            return Ok(());
+        };
+        uploader
+            .wait_for(&spool)
+            .await
+            .map_err(FsError::UploadFailed)
+    }
+
+    /// fsync() of directory `ino`: waits until every file closed in it is in the store.
+    pub async fn fsyncdir(&self, ino: InodeNo) -> Result<(), FsError> {
+        let Some(uploader) = &self.uploader else {
+            return Ok(());
+        };
+        let dir = self.namespace.getattr(ino).await?;
+        let failed = uploader.sync_children(&dir.key).await;
+        match failed.into_iter().next() {
+            None => Ok(()),
+            Some(failure) => Err(FsError::UploadFailed(format!(
+                "{}: {}",
+                failure.key, failure.error
+            ))),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Write-back (`--write-back`): close returns once the file's spool and journal entry are
+//! written, and the upload runs in the background, in the mount's upload slots, oldest
+//! first (the slots are handed out in the order asked for).
+//!
+//! Nothing closed is lost by it: the journal entry is written before close returns, so a
+//! crash or kill of the daemon leaves it for the next start (the kernel keeps the pages of
+//! what was written; a power cut can lose what was never fsynced, as on a local disk).
+//! Failures that pass (the store down, 5xx, throttling) are retried after a pause that
+//! doubles up to a minute, without limit; others (403, a key the store refuses) leave the
+//! file `failed` on the board, in the log and in `sync`, and the retry loop tries it again
+//! at its interval. The barriers wait: [`Uploader::wait_for`] for one file (fsync),
+//! [`Uploader::sync`] for all.
+//!
+//! Closes may leave at most `max_pending` bytes pending: one that would pass it waits in
+//! close until uploads have made room, never refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{KeptAttrs, PartStream, Sent, Spool, UploadError, UploadState, Uploaded, Uploader};
+
+/// First pause after a failure that passes; it doubles up to [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+/// Longest a barrier sleeps without looking again (a wake-up it could have missed).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A write-back upload that reached the store, for the filesystem to take up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The spool it went up from.
+    pub spool: PathBuf,
+    /// The object it made.
+    pub uploaded: Uploaded,
+}
+
+/// What write-back closes left pending, and what became of them.
+#[derive(Debug)]
+pub(super) struct QueueState {
+    limit: u64,
+    pending_bytes: Mutex<u64>,
+    room: Notify,
+    committed: Mutex<Vec<Committed>>,
+}
+
+impl QueueState {
+    pub(super) fn new(limit: u64) -> QueueState {
+        QueueState {
+            limit,
+            pending_bytes: Mutex::new(0),
+            room: Notify::new(),
+            committed: Mutex::default(),
+        }
+    }
+
+    fn bytes(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.pending_bytes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `size` more bytes fit the limit (always, when nothing is pending: a
+    /// file larger than the limit goes alone).
+    async fn reserve(&self, size: u64) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut bytes = self.bytes();
+                if *bytes == 0 || bytes.saturating_add(size) <= self.limit {
+                    *bytes += size;
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// The upload from `spool`, which its closer did not wait for, is in the store.
+    pub(super) fn committed(&self, spool: &Path, uploaded: Uploaded) {
+        let spool = spool.to_owned();
+        lock(&self.committed).push(Committed { spool, uploaded });
+    }
+
+    fn release(&self, size: u64) {
+        let mut bytes = self.bytes();
+        *bytes = bytes.saturating_sub(size);
+        drop(bytes);
+        self.room.notify_waiters();
+    }
+}
+
+impl Uploader {
+    /// A write-back close: journals `spool` as the next version of `key` and returns,
+    /// leaving the upload to the background. Waits first while the pending bytes are at
+    /// their limit. The spool then belongs to the queue as much as to its writer: a
+    /// writer that writes again must do so in a new spool.
+    pub async fn enqueue(
+        self: &Arc<Self>,
+        key: &str,
+        spool: &Spool,
+        stream: Option<PartStream>,
+        kept: KeptAttrs,
+    ) -> Result<PathBuf, UploadError> {
+        let size = spool.size()?;
+        self.queue.reserve(size).await;
+        let entry = match self.record(key, spool, stream.as_ref(), kept).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.queue.release(size);
+                if let Some(s) = stream {
+                    self.abandon(s);
+                }
+                return Err(e);
+            }
+        };
+        self.queued().insert(entry.spool.clone());
+        self.board.queued(&entry.key, &entry.spool, size);
+        let (uploader, path) = (self.clone(), entry.spool.clone());
+        tokio::spawn(async move { uploader.send_in_background(path, stream, size).await });
+        Ok(entry.spool)
+    }
+
+    async fn send_in_background(&self, spool: PathBuf, mut stream: Option<PartStream>, size: u64) {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match self.send(&spool, stream.take()).await {
+                Ok(Sent::Stored(uploaded)) => {
+                    self.queue.committed(&spool, uploaded);
+                    break;
+                }
+                Ok(Sent::Superseded) => break,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(spool = %spool.display(), "upload failed, retrying in {pause:?}: {e}");
+                    self.board.retrying(&spool, e.to_string());
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                }
+                Err(e @ UploadError::Damaged { .. }) => {
+                    tracing::error!(spool = %spool.display(), "{e}");
+                    let _ = self.journal.set_aside(&spool);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(spool = %spool.display(), "upload failed; kept, and retried at the retry interval: {e}");
+                    break;
+                }
+            }
+        }
+        self.queued().remove(&spool);
+        self.queue.release(size);
+        self.remove_spool_if_unused(&spool);
+    }
+
+    /// The uploads nobody waited for (write-back, retries) that reached the store since
+    /// the last call.
+    pub fn take_committed(&self) -> Vec<Committed> {
+        std::mem::take(&mut *lock(&self.queue.committed))
+    }
+
+    /// Waits until the upload of `spool` is in the store (or will never be made: its file
+    /// was removed or superseded); the reason when it failed and nothing is trying it now.
+    pub async fn wait_for(&self, spool: &Path) -> Result<(), String> {
+        loop {
+            let change = self.board.change();
+            if !self.journal.contains(spool) {
+                return Ok(());
+            }
+            let state = self.board.state_of(spool);
+            let working = self.queued().contains(spool)
+                || matches!(state, Some(UploadState::Uploading | UploadState::Queued));
+            if !working {
+                return Err(match state {
+                    Some(UploadState::Failed(why)) => why,
+                    _ => "pending, not being uploaded".into(),
+                });
+            }
+            change.wait(RECHECK).await;
+        }
+    }
+
+    /// Whether this mount closes files in write-back mode.
+    pub fn writes_back(&self) -> bool {
+        self.config.write_back
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
