@@ -1,8 +1,11 @@
 //! Write benchmark: uploads through the mount against the raw aws-sdk-s3 client, same
-//! store, same run. `cargo bench --bench write [-- dd|cp|tar|writers]` (root, /dev/fuse).
+//! store, same run. `cargo bench --bench write [-- dd|cp|tar|writers|wb-tar|wb-cp|wb-dd]`
+//! (root, /dev/fuse).
 //!
-//! Times run until the command returns, which through the mount means the object is in
-//! the store (close waits for the upload). Ratios are mount time / raw time.
+//! In the default mode times run until the command returns, which through the mount
+//! means the object is in the store (close waits for the upload). In write-back mode
+//! (`wb-*`) two times: until the command returns, and until `rgrid-mount sync` says
+//! every object is in the store. Ratios are mount time (in the store) / raw time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -15,7 +18,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use common::{median, peak_rss_mib, pseudo_random, run, selected, Mount, TestStore, BUCKET};
+use common::{
+    median, peak_rss_mib, pseudo_random, rgrid_mount_bare, run, selected, Mount, TestStore, BUCKET,
+};
 use futures::StreamExt;
 
 const RUNS: usize = 5;
@@ -121,6 +126,165 @@ fn main() {
     if selected("writers") {
         writers(&store, &sdk, &mount, local.path());
     }
+    drop(mount);
+    let wb = Mount::new(&store, &["--write-back"]);
+    println!(
+        "\n| write-back (median of {RUNS}) | returns | in the store | raw SDK | ratio (in the store) | daemon peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    if selected("wb-tar") {
+        wb_untar(&store, &sdk, &wb, local.path());
+    }
+    if selected("wb-cp") {
+        wb_cp_tree(&store, &sdk, &wb, local.path());
+    }
+    if selected("wb-dd") {
+        wb_dd(&store, &sdk, &wb);
+    }
+}
+
+/// `rgrid-mount sync` of `mount`, which must succeed.
+fn sync(store: &TestStore, mount: &Mount) {
+    let out = rgrid_mount_bare(store)
+        .arg("sync")
+        .arg(&mount.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Times of `command` through a write-back mount: until it returns, and until sync.
+fn returns_and_stored(store: &TestStore, mount: &Mount, command: impl FnOnce()) -> (f64, f64) {
+    let t = Instant::now();
+    command();
+    let returned = t.elapsed().as_secs_f64();
+    sync(store, mount);
+    (returned, t.elapsed().as_secs_f64())
+}
+
+fn wb_row(name: &str, times: Vec<(f64, f64)>, raw: Vec<f64>, rss: f64) {
+    let returned = median(times.iter().map(|t| t.0).collect());
+    let stored = median(times.iter().map(|t| t.1).collect());
+    let r = median(raw);
+    println!(
+        "| {name} | {returned:.2} s | {stored:.2} s | {r:.2} s | {:.2} | {rss:.0} MiB |",
+        stored / r
+    );
+}
+
+/// `files` put side by side, 32 at a time, under `prefix`.
+fn raw_puts(store: &TestStore, sdk: &Client, prefix: &str, files: &[(String, Bytes)]) {
+    store.runtime.block_on(async {
+        let puts = files.iter().map(|(name, body)| {
+            let sdk = sdk.clone();
+            let key = format!("{prefix}/{name}");
+            async move {
+                let body = ByteStream::from(body.clone());
+                let put = sdk.put_object().bucket(BUCKET).key(key).body(body);
+                put.send().await.unwrap();
+            }
+        });
+        futures::stream::iter(puts)
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+    });
+}
+
+fn wb_untar(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
+    let tar = make_tar(local);
+    let files = small_files(1000, 10 << 10);
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let dir = mount.join(&format!("wb-untar-{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        m.push(returns_and_stored(store, mount, || {
+            run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&dir));
+        }));
+        r.push(time(|| {
+            raw_puts(store, sdk, &format!("raw-wb-untar-{i}"), &files)
+        }));
+    }
+    wb_row(
+        "tar -x of 1,000 files of 10 KiB",
+        m,
+        r,
+        peak_rss_mib(mount.pid()),
+    );
+}
+
+fn wb_cp_tree(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
+    const FILES: usize = 10_000;
+    let src = local.join("small-tree");
+    let files = small_files(FILES, 4 << 10);
+    for (i, (name, body)) in files.iter().enumerate() {
+        let path = src.join(format!("d{}", i % 100)).join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let dest = mount.join(&format!("wb-cp-{i}"));
+        m.push(returns_and_stored(store, mount, || {
+            run(Command::new("cp").arg("-r").arg(&src).arg(&dest));
+        }));
+        r.push(time(|| {
+            raw_puts(store, sdk, &format!("raw-wb-cp-{i}"), &files)
+        }));
+    }
+    wb_row(
+        "cp -r of 10,000 files of 4 KiB",
+        m,
+        r,
+        peak_rss_mib(mount.pid()),
+    );
+}
+
+fn wb_dd(store: &TestStore, sdk: &Client, mount: &Mount) {
+    let zeros = Bytes::from(vec![0u8; GIB]);
+    let (mut m, mut r) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let out = mount.join(&format!("wb-dd-{i}"));
+        m.push(returns_and_stored(store, mount, || {
+            run(Command::new("dd")
+                .args([
+                    "if=/dev/zero",
+                    "bs=1M",
+                    "count=1024",
+                    "conv=fsync",
+                    "status=none",
+                ])
+                .arg(format!("of={}", out.display())));
+        }));
+        r.push(time(|| {
+            store
+                .runtime
+                .block_on(raw_multipart(sdk, &format!("raw-wb-dd-{i}"), &zeros))
+        }));
+        clean(store, sdk, &[out], &[format!("raw-wb-dd-{i}")]);
+    }
+    wb_row(
+        "dd bs=1M count=1024 conv=fsync",
+        m,
+        r,
+        peak_rss_mib(mount.pid()),
+    );
+}
+
+/// `n` files of `len` bytes, named as in the tar `make_tar` builds.
+fn small_files(n: usize, len: usize) -> Vec<(String, Bytes)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("f{i:04}.dat"),
+                Bytes::from(pseudo_random(len, i as u64)),
+            )
+        })
+        .collect()
 }
 
 /// Eight files of 256 MiB written at once: cp through the mount, eight multipart uploads
@@ -223,14 +387,7 @@ fn cp(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
 
 fn untar(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
     let tar = make_tar(local);
-    let files: Vec<(String, Bytes)> = (0..1000)
-        .map(|i| {
-            (
-                format!("f{i:04}.dat"),
-                Bytes::from(pseudo_random(10 << 10, i)),
-            )
-        })
-        .collect();
+    let files = small_files(1000, 10 << 10);
     let (mut m, mut r) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let dir = mount.join(&format!("untar-{i}"));
@@ -239,25 +396,7 @@ fn untar(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
             run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&dir));
         }));
         r.push(time(|| {
-            store.runtime.block_on(async {
-                let puts = files.iter().map(|(name, body)| {
-                    let sdk = sdk.clone();
-                    let key = format!("raw-untar-{i}/{name}");
-                    async move {
-                        sdk.put_object()
-                            .bucket(BUCKET)
-                            .key(key)
-                            .body(ByteStream::from(body.clone()))
-                            .send()
-                            .await
-                            .unwrap();
-                    }
-                });
-                futures::stream::iter(puts)
-                    .buffer_unordered(32)
-                    .collect::<Vec<_>>()
-                    .await
-            });
+            raw_puts(store, sdk, &format!("raw-untar-{i}"), &files)
         }));
     }
     row(
@@ -268,14 +407,17 @@ fn untar(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
     );
 }
 
-/// A tar of 1,000 files of 10 KiB, made once in `dir`.
+/// A tar of 1,000 files of 10 KiB, made once in `dir` (the files of `small_files`).
 fn make_tar(dir: &Path) -> std::path::PathBuf {
+    let tar = dir.join("tree.tar");
+    if tar.exists() {
+        return tar;
+    }
     let src = dir.join("tree");
     std::fs::create_dir(&src).unwrap();
     for i in 0..1000u64 {
         std::fs::write(src.join(format!("f{i:04}.dat")), pseudo_random(10 << 10, i)).unwrap();
     }
-    let tar = dir.join("tree.tar");
     run(Command::new("tar")
         .arg("-cf")
         .arg(&tar)

@@ -79,6 +79,8 @@ impl UploadError {
 /// An object the uploader put in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uploaded {
+    /// Its key.
+    pub key: String,
     /// Its size.
     pub size: u64,
     /// Bytes in the store (smaller when compressed).
@@ -130,7 +132,7 @@ impl Uploader {
             open_spools: Default::default(),
             queued: Default::default(),
             key_locks: KeyLocks::default(),
-            queue: queue::QueueState::new(config.max_pending),
+            queue: queue::QueueState::new(config.max_pending, config.concurrency),
             slots,
             config,
             board: Arc::default(),
@@ -227,7 +229,15 @@ impl Uploader {
             metadata,
             seq: 0,
         };
-        Ok(self.journal.record(entry)?)
+        let entry = self.journal.record(entry)?;
+        // Older versions still waiting are never sent: dropped now, they cannot go up
+        // after this one (one in flight finishes first, under the key's lock).
+        for older in self.journal.of_key(key) {
+            if older.seq < entry.seq {
+                self.drop_entry(&older);
+            }
+        }
+        Ok(entry)
     }
 
     /// Syncs a pending upload's spool and journal entry to disk; a failure is logged (the
@@ -260,7 +270,8 @@ impl Uploader {
             match result {
                 Ok(Sent::Stored(uploaded)) => {
                     tracing::info!(key = %entry.key, "finished pending upload");
-                    self.queue.committed(&entry.spool, uploaded);
+                    self.queue
+                        .committed(&uploaded.key.clone(), &entry.spool, uploaded);
                     self.remove_spool_if_unused(&entry.spool);
                 }
                 Ok(Sent::Superseded) => {}
@@ -341,6 +352,7 @@ impl Uploader {
             self.put_multipart(entry, file, headers.clone()).await?
         };
         Ok(Uploaded {
+            key: key.to_owned(),
             size,
             stored_size: size,
             etag,

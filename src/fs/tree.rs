@@ -22,7 +22,7 @@ impl RgridFs {
         if node.kind == InodeKind::Directory {
             return Err(NamespaceError::IsADirectory.into());
         }
-        uploader.delete(&node.key).await?;
+        uploader.remove(&node.key, node.etag.is_some()).await?;
         self.write_backs.forget(node.ino);
         self.namespace.remove(parent, name);
         Ok(())

@@ -32,15 +32,25 @@ impl Namespace {
                 _ => dir.node.key.clone(),
             }
         };
-        let found = self.list_all(ino, &prefix).await?;
+        let (found, known) = match self.list_all(ino, &prefix).await {
+            Ok(found) => (found, Vec::new()),
+            Err(NamespaceError::Object(e)) if e.is_transient() && self.is_local(ino) => {
+                // Made here: what this mount listed and wrote in it is worth more than an
+                // error while the store is out of reach.
+                tracing::debug!(
+                    prefix,
+                    "store unreachable, listing what this mount knows: {e}"
+                );
+                (BTreeMap::new(), self.known_entries(ino))
+            }
+            Err(e) => return Err(e),
+        };
         let mut tables = self.tables();
-        let mut entries: BTreeMap<String, Node> = found
-            .into_iter()
-            .map(|(name, f)| {
-                let node = tables.upsert(ino, &name, f, self.mount_time);
-                (name, node)
-            })
-            .collect();
+        let mut entries: BTreeMap<String, Node> = known.into_iter().collect();
+        entries.extend(found.into_iter().map(|(name, f)| {
+            let node = tables.upsert(ino, &name, f, self.mount_time);
+            (name, node)
+        }));
         // Files being written and directories made here, which the store may lack. A scan
         // of the table: it holds what the kernel references, not the whole bucket.
         let made_here = tables
@@ -59,6 +69,19 @@ impl Namespace {
             dir.listing = Some((Instant::now(), entries.clone()));
         }
         Ok(entries)
+    }
+
+    /// The entries of `ino`'s last listing that are still there, as they are now.
+    fn known_entries(&self, ino: InodeNo) -> Vec<(String, Node)> {
+        let tables = self.tables();
+        let Some((_, entries)) = tables.inodes.get(&ino).and_then(|d| d.listing.clone()) else {
+            return Vec::new();
+        };
+        let current = |e: &DirEntry| tables.inodes.get(&e.node.ino).map(|i| i.node.clone());
+        (entries.iter())
+            .map(|e| (e.name.clone(), current(e).unwrap_or_else(|| e.node.clone())))
+            .filter(|(_, node)| !node.unlinked)
+            .collect()
     }
 
     /// Every showable entry under `prefix`, by name; a directory shadows a file.

@@ -100,7 +100,7 @@ impl Namespace {
         if let Some(ino) = tables.by_name.remove(&(parent, name.to_owned())) {
             unlink(&mut tables, ino);
         }
-        tables.forget_listing(parent);
+        drop_from_listing(&mut tables, parent, name);
         tables.remember_absent(parent, name);
     }
 
@@ -124,14 +124,27 @@ impl Namespace {
         if let Some(replaced) = tables.by_name.insert(new_slot, ino) {
             unlink(&mut tables, replaced);
         }
+        let mut moved = None;
         if let Some(inode) = tables.inodes.get_mut(&ino) {
             inode.parent = new_parent;
             inode.name = new_name.to_owned();
             inode.node.key = key;
             inode.validated = Instant::now();
+            moved = Some(inode.node.clone());
         }
-        tables.forget_listing(parent);
-        tables.forget_listing(new_parent);
+        // The listings are edited, not forgotten: a directory made here needs no LIST
+        // (which a store that is down would fail) to be listed again.
+        drop_from_listing(&mut tables, parent, name);
+        let listing = tables
+            .inodes
+            .get_mut(&new_parent)
+            .and_then(|d| d.listing.take());
+        match (listing, moved) {
+            (Some(listing), Some(node)) => {
+                keep_listing_with(&mut tables, new_parent, listing, new_name, &node)
+            }
+            _ => tables.forget_listing(new_parent),
+        }
         tables.remember_absent(parent, name);
     }
 
@@ -226,6 +239,18 @@ fn unlink(tables: &mut Tables, ino: InodeNo) {
     if let Some(inode) = tables.inodes.get_mut(&ino) {
         inode.local = false;
         inode.node.unlinked = true;
+    }
+}
+
+/// Keeps the listing of `parent`, if any, valid without `name`, which is gone from it.
+fn drop_from_listing(tables: &mut Tables, parent: InodeNo, name: &str) {
+    let Some(dir) = tables.inodes.get_mut(&parent) else {
+        return;
+    };
+    if let Some((_, entries)) = dir.listing.as_mut() {
+        if let Ok(i) = entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
+            Arc::make_mut(entries).remove(i);
+        }
     }
 }
 

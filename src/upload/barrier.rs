@@ -20,6 +20,7 @@ impl Uploader {
     /// attempt; they stay journaled.
     pub async fn sync(&self) -> Vec<SyncFailure> {
         let wanted = self.journal.pending();
+        self.retry_now();
         self.finish_pending().await;
         let mut failed = Vec::new();
         for entry in wanted {

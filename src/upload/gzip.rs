@@ -96,6 +96,7 @@ impl Uploader {
         };
         compressor.await.map_err(io::Error::other)??;
         Ok(Uploaded {
+            key: entry.key.clone(),
             size: entry.size,
             stored_size: stored,
             etag,

@@ -97,6 +97,19 @@ impl UploadJournal {
         for entry in entries.into_values() {
             index.insert(entry);
         }
+        // Of one key, only the latest is the file's content; an older one left by a
+        // crash right after its successor was recorded is dropped, never sent after it.
+        let superseded: Vec<JournalEntry> = (index.by_spool.values())
+            .filter(|e| index.by_key[&e.key].keys().next_back() != Some(&e.seq))
+            .cloned()
+            .collect();
+        for entry in superseded {
+            let path = dir.join(entry_name(&entry.spool));
+            if std::fs::remove_file(path).is_ok() {
+                let _ = std::fs::remove_file(&entry.spool);
+                index.remove(&entry.spool);
+            }
+        }
         Ok(UploadJournal {
             dir,
             index: Mutex::new(index),
@@ -109,11 +122,7 @@ impl UploadJournal {
     }
 
     fn entry_path(&self, spool: &Path) -> PathBuf {
-        let name = spool
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.dir.join(format!("{name}.json"))
+        self.dir.join(entry_name(spool))
     }
 
     /// Records `entry` (replacing one of the same spool), whole or not at all (temp
@@ -198,6 +207,12 @@ impl UploadJournal {
     pub fn is_empty(&self) -> bool {
         self.index().by_spool.is_empty()
     }
+}
+
+/// The file name of the entry of `spool`.
+fn entry_name(spool: &Path) -> String {
+    let name = spool.file_name().map(|n| n.to_string_lossy().into_owned());
+    format!("{}.json", name.unwrap_or_default())
 }
 
 fn now_nanos() -> u64 {

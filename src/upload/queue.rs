@@ -6,9 +6,9 @@
 //! crash or kill of the daemon leaves it for the next start (the kernel keeps the pages of
 //! what was written; a power cut can lose what was never fsynced, as on a local disk).
 //! Failures that pass (the store down, 5xx, throttling) are retried after a pause that
-//! doubles up to a minute, without limit; others (403, a key the store refuses) leave the
+//! doubles up to 30 s, without limit (an upload that gets through ends the others' pauses); others (403, a key the store refuses) leave the
 //! file `failed` on the board, in the log and in `sync`, and the retry loop tries it again
-//! at its interval. The barriers wait: [`Uploader::wait_for`] for one file (fsync),
+//! at its interval. The barriers wait, and cut the pauses short: [`Uploader::wait_for`] for one file (fsync),
 //! [`Uploader::sync`] for all.
 //!
 //! Closes may leave at most `max_pending` bytes pending: one that would pass it waits in
@@ -24,13 +24,15 @@ use super::{KeptAttrs, PartStream, Sent, Spool, UploadError, UploadState, Upload
 
 /// First pause after a failure that passes; it doubles up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
-const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 /// Longest a barrier sleeps without looking again (a wake-up it could have missed).
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// A write-back upload that reached the store, for the filesystem to take up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
+    /// Its key.
+    pub key: String,
     /// The spool it went up from.
     pub spool: PathBuf,
     /// The object it made.
@@ -44,15 +46,23 @@ pub(super) struct QueueState {
     pending_bytes: Mutex<u64>,
     room: Notify,
     committed: Mutex<Vec<Committed>>,
+    /// Cuts short the pauses between retries: a barrier wants them tried now.
+    retry_now: Notify,
+    /// Queued uploads sending at once. Taken before the key's lock, so that a queued
+    /// file waits for its turn without holding its key: an unlink or rename of it goes
+    /// ahead at once instead of behind the whole queue.
+    turns: tokio::sync::Semaphore,
 }
 
 impl QueueState {
-    pub(super) fn new(limit: u64) -> QueueState {
+    pub(super) fn new(limit: u64, concurrency: usize) -> QueueState {
         QueueState {
+            turns: tokio::sync::Semaphore::new(concurrency),
             limit,
             pending_bytes: Mutex::new(0),
             room: Notify::new(),
             committed: Mutex::default(),
+            retry_now: Notify::new(),
         }
     }
 
@@ -79,9 +89,19 @@ impl QueueState {
     }
 
     /// The upload from `spool`, which its closer did not wait for, is in the store.
-    pub(super) fn committed(&self, spool: &Path, uploaded: Uploaded) {
-        let spool = spool.to_owned();
-        lock(&self.committed).push(Committed { spool, uploaded });
+    pub(super) fn committed(&self, key: &str, spool: &Path, uploaded: Uploaded) {
+        let (key, spool) = (key.to_owned(), spool.to_owned());
+        lock(&self.committed).push(Committed {
+            key,
+            spool,
+            uploaded,
+        });
+    }
+
+    /// Whether an upload of `key` reached the store that the filesystem has not taken
+    /// up yet (so it may not know the object exists).
+    pub(super) fn landed(&self, key: &str) -> bool {
+        lock(&self.committed).iter().any(|c| c.key == key)
     }
 
     fn release(&self, size: u64) {
@@ -116,8 +136,13 @@ impl Uploader {
                 return Err(e);
             }
         };
-        self.queued().insert(entry.spool.clone());
         self.board.queued(&entry.key, &entry.spool, size);
+        if !self.queued().insert(entry.spool.clone()) {
+            // Queued already (closed again without a change in between): the task that
+            // has it sends the newest record.
+            self.queue.release(size);
+            return Ok(entry.spool);
+        }
         let (uploader, path) = (self.clone(), entry.spool.clone());
         tokio::spawn(async move { uploader.send_in_background(path, stream, size).await });
         Ok(entry.spool)
@@ -126,16 +151,27 @@ impl Uploader {
     async fn send_in_background(&self, spool: PathBuf, mut stream: Option<PartStream>, size: u64) {
         let mut pause = FIRST_PAUSE;
         loop {
+            // Never closed; without a turn it would only send sooner.
+            let _turn = self.queue.turns.acquire().await;
             match self.send(&spool, stream.take()).await {
                 Ok(Sent::Stored(uploaded)) => {
-                    self.queue.committed(&spool, uploaded);
-                    break;
+                    self.queue
+                        .committed(&uploaded.key.clone(), &spool, uploaded);
+                    // The store answers again: the others need not sit out their pause.
+                    if pause > FIRST_PAUSE {
+                        self.retry_now();
+                    }
+                    if !self.journal.contains(&spool) {
+                        break;
+                    }
+                    // Recorded again while it went up (closed again): that one too.
                 }
                 Ok(Sent::Superseded) => break,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(spool = %spool.display(), "upload failed, retrying in {pause:?}: {e}");
                     self.board.retrying(&spool, e.to_string());
-                    tokio::time::sleep(pause).await;
+                    let now = self.queue.retry_now.notified();
+                    let _ = tokio::time::timeout(pause, now).await;
                     pause = (pause * 2).min(LONGEST_PAUSE);
                 }
                 Err(e @ UploadError::Damaged { .. }) => {
@@ -179,6 +215,11 @@ impl Uploader {
             }
             change.wait(RECHECK).await;
         }
+    }
+
+    /// Ends the pauses of uploads waiting to be tried again: a barrier is waiting.
+    pub(super) fn retry_now(&self) {
+        self.queue.retry_now.notify_waiters();
     }
 
     /// Whether this mount closes files in write-back mode.

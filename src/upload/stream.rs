@@ -180,6 +180,7 @@ impl Uploader {
         let headers = entry.headers();
         let etag = self.record_sha256(entry, completed).await?;
         Ok(Uploaded {
+            key: entry.key.clone(),
             size: entry.size,
             stored_size: entry.size,
             etag,

@@ -411,3 +411,65 @@ async fn large_text_goes_up_compressed_and_binary_as_is() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_older_version_never_lands_after_a_newer_one() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    let (old, new) = (uploader.spool().unwrap(), uploader.spool().unwrap());
+    old.write_at(0, b"old").unwrap();
+    new.write_at(0, b"new").unwrap();
+    let kept = KeptAttrs::default();
+    let old_entry = uploader.record("k", &old, None, kept).await.unwrap();
+    let sent = uploader.upload("k", &new, None, kept).await.unwrap();
+    assert!(matches!(sent, Sent::Stored(_)));
+    let late = uploader.send(&old_entry.spool, None).await.unwrap();
+    assert_eq!(late, Sent::Superseded);
+    assert_eq!(stored(&client, "k").await.0, b"new");
+    assert_eq!(
+        client.count(Operation::Put),
+        1,
+        "the old version cost nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_only_the_latest_version_of_each_key() {
+    let (uploader, client, dir) = uploader(1 << 20);
+    client.fail_next(100);
+    let spools: Vec<Spool> = (0..3).map(|_| uploader.spool().unwrap()).collect();
+    for (i, spool) in spools.iter().enumerate() {
+        spool.write_at(0, format!("v{i}").as_bytes()).unwrap();
+        let key = if i < 2 { "same" } else { "other" };
+        assert!(uploader
+            .upload(key, spool, None, KeptAttrs::default())
+            .await
+            .is_err());
+    }
+    // Both versions of `same` journaled, as a crash right after the second's record
+    // would leave them.
+    let first = JournalEntry {
+        key: "same".into(),
+        spool: spools[0].path().to_owned(),
+        size: 2,
+        sha256: sha256_hex(b"v0"),
+        metadata: Default::default(),
+        seq: 1,
+    };
+    let json = serde_json::to_vec(&first).unwrap();
+    let name = format!(
+        "{}.json",
+        spools[0].path().file_name().unwrap().to_string_lossy()
+    );
+    std::fs::write(dir.path().join("cache/journal").join(name), json).unwrap();
+    drop(uploader);
+    client.fail_next(0);
+    let config = WriteConfig {
+        cache_dir: dir.path().join("cache"),
+        ..uploader_config(1 << 20)
+    };
+    let uploader = Uploader::new(Arc::new(client.clone()), config).unwrap();
+    let keys: Vec<String> = uploader.pending().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["same", "other"]);
+    assert_eq!(uploader.finish_pending().await, 0);
+    assert_eq!(stored(&client, "same").await.0, b"v1");
+}

@@ -16,9 +16,18 @@ impl Uploader {
     /// that is gone already is no error. An upload of it in flight lands first, then
     /// goes.
     pub async fn delete(&self, key: &str) -> Result<(), UploadError> {
+        self.remove(key, true).await
+    }
+
+    /// Removes file `key`: its journaled uploads are dropped and, if the store may hold
+    /// it (`stored`, or an upload of it has landed meanwhile), the object is deleted. A
+    /// file only ever written here costs no request.
+    pub async fn remove(&self, key: &str, stored: bool) -> Result<(), UploadError> {
         let _held = self.key_locks.lock(key).await;
         self.cancel(key);
-        self.client.delete_if_exists(key).await?;
+        if stored || self.queue.landed(key) {
+            self.client.delete_if_exists(key).await?;
+        }
         Ok(())
     }
 
@@ -40,7 +49,7 @@ impl Uploader {
         let _held = self.key_locks.lock_both(&from.key, to).await;
         let pending = self.journal.of_key(&from.key);
         if pending.is_empty() {
-            if from.etag.is_none() {
+            if from.etag.is_none() && !self.queue.landed(&from.key) {
                 return Ok(None); // still being written: its close goes to the new name
             }
             let etag = self.client.move_object(from, to).await?;
@@ -55,7 +64,7 @@ impl Uploader {
             };
             self.journal.record(moved)?;
         }
-        if from.etag.is_some() {
+        if from.etag.is_some() || self.queue.landed(&from.key) {
             self.client.delete_if_exists(&from.key).await?;
         }
         Ok(None)
