@@ -1,8 +1,16 @@
 //! What the rgrid store keeps about an artifact beyond its bytes: the `x-amz-meta-rgrid-*`
 //! fields of its user metadata (the contract every rgrid tool that writes to the store
 //! keeps: hash, compression, original size, kept mode and mtime, retention), what its key
-//! says (`executions/<id>/inputs|outputs/...`), and when an S3 lifecycle rule deletes it. The write engine sets these fields; the
-//! file view, retention and xattrs read them, all through this one module.
+//! says (`executions/<id>/inputs|outputs/...`), and when an S3 lifecycle rule deletes it.
+//! The write engine sets these fields; the file view, retention and xattrs read them, all
+//! through this one module.
+//!
+//! The SHA-256 of the content is `x-amz-meta-rgrid-sha256` when it is known before the
+//! upload starts. An upload streamed while its file was written learns it only at the
+//! end, after the metadata is fixed: its metadata then carries `rgrid-sha256-in: tag`,
+//! and once the upload is complete the object tag `rgrid-sha256` holds `<hex>@<ETag>`.
+//! Readers take the tag's hash only for the ETag it names; a metadata rewrite (a copy)
+//! of such an object writes the hash into the metadata.
 
 use std::time::SystemTime;
 

@@ -259,6 +259,7 @@ impl RgridFs {
         if self.namespace.is_local(ino) || node.etag.is_none() {
             // Being written here: they go up with the upload.
             self.namespace.set_kept(ino, kept);
+            self.restate_pending(ino);
         } else {
             // Shown once the store has them (rewrite_metadata records them).
             let mut headers = node.headers.as_deref().cloned().unwrap_or_default();

@@ -246,6 +246,11 @@ fn start_uploader(
     let dir = config.cache_dir.clone();
     let uploader = Uploader::new(client, config)
         .with_context(|| format!("preparing the cache directory {}", dir.display()))?;
+    if let Err(e) = runtime.block_on(uploader.finish_moves()) {
+        tracing::warn!(
+            "an interrupted directory rename is not finished yet; retrying in the background: {e}"
+        );
+    }
     let left = runtime.block_on(uploader.finish_pending());
     if left > 0 {
         tracing::warn!(

@@ -322,6 +322,9 @@ impl Uploader {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(uploader.config.retry_interval).await;
+                if let Err(e) = uploader.finish_moves().await {
+                    tracing::warn!("directory rename still unfinished: {e}");
+                }
                 if !uploader.journal.is_empty() {
                     uploader.finish_pending().await;
                 }
@@ -466,6 +469,7 @@ fn hex_digest(hasher: Sha256) -> String {
 mod barrier;
 mod gzip;
 mod journal;
+mod moves;
 mod progress;
 mod queue;
 mod send;
@@ -477,6 +481,7 @@ mod tree;
 pub use barrier::SyncFailure;
 pub use gzip::{CompressMode, CompressPolicy};
 pub use journal::{JournalEntry, UploadJournal};
+pub use moves::{TreeLimits, TreeMoveError};
 pub use progress::{UploadBoard, UploadRecord, UploadState};
 pub use queue::Committed;
 pub use send::Sent;

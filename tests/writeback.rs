@@ -287,3 +287,94 @@ fn unmount_waits_for_pending_uploads_and_exits_zero() {
         assert_stored(&store, &format!("f{i}"), &data);
     }
 }
+
+#[test]
+fn a_directory_of_300_files_renames_in_the_store() {
+    let store = TestStore::start();
+    for i in 0..300 {
+        store.put(&format!("pkg/build/lib{i}.so"), format!("object {i}"));
+    }
+    store.put("pkg/build/sub/deep.txt", "deep");
+    let mount = Mount::new(&store, &["--write-back"]);
+    // Refused for now: pending, and not in flight, when the rename comes.
+    store.refuse_uploads(true);
+    fs::write(mount.join("pkg/build/pending.txt"), b"closed, not uploaded").unwrap();
+    assert_eq!(sync(&store, &mount).status.code(), Some(1));
+    store.refuse_uploads(false);
+    let copies = store.requests("CopyObject");
+    fs::rename(mount.join("pkg/build"), mount.join("pkg/dist")).unwrap();
+    assert_eq!(
+        store.requests("CopyObject") - copies,
+        301,
+        "one copy per stored object"
+    );
+    assert!(!mount.join("pkg/build").exists());
+    assert_eq!(
+        fs::read(mount.join("pkg/dist/lib7.so")).unwrap(),
+        b"object 7"
+    );
+    assert_eq!(
+        fs::read(mount.join("pkg/dist/sub/deep.txt")).unwrap(),
+        b"deep"
+    );
+    let out = sync(&store, &mount);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..300 {
+        assert!(
+            store.get(&format!("pkg/build/lib{i}.so")).is_none(),
+            "lib{i} left behind"
+        );
+        let (body, _) = store.get(&format!("pkg/dist/lib{i}.so")).expect("moved");
+        assert_eq!(body, format!("object {i}").into_bytes());
+    }
+    assert_stored(&store, "pkg/dist/pending.txt", b"closed, not uploaded");
+    assert!(store.get("pkg/build/pending.txt").is_none());
+}
+
+#[test]
+fn a_directory_rename_killed_midway_finishes_at_the_next_start() {
+    let store = TestStore::start();
+    for i in 0..200 {
+        store.put(&format!("tree/a/f{i}"), format!("{i}"));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["--cache-dir", cache.path().to_str().unwrap()];
+    let mut mount = Mount::new(&store, &args);
+    store.slow_uploads(Duration::from_millis(5));
+    let from = mount.join("tree/a");
+    let to = mount.join("tree/b");
+    let renaming = std::thread::spawn(move || fs::rename(from, to));
+    // Some objects moved, others not yet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.requests("DeleteObject") < 20 {
+        assert!(Instant::now() < deadline, "the rename did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mount.kill();
+    mount.wait(Duration::from_secs(10)).expect("killed");
+    let _ = renaming.join();
+    drop(mount);
+    let mut not_moved = 0;
+    for i in 0..200 {
+        let old = store.get(&format!("tree/a/f{i}")).is_some();
+        let new = store.get(&format!("tree/b/f{i}")).is_some();
+        assert!(old || new, "f{i} under neither name");
+        not_moved += usize::from(old);
+    }
+    assert!(not_moved > 0, "the kill came after the rename was done");
+    let mount = Mount::new(&store, &args);
+    for i in 0..200 {
+        assert!(
+            store.get(&format!("tree/a/f{i}")).is_none(),
+            "f{i} not moved"
+        );
+        assert_eq!(
+            fs::read(mount.join(&format!("tree/b/f{i}"))).unwrap(),
+            format!("{i}").into_bytes()
+        );
+    }
+}

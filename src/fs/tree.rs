@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use super::{lock, Attr, FsError, RgridFs};
 use crate::artifact::KeptAttrs;
 use crate::namespace::{entry_name, InodeKind, InodeNo, NamespaceError, Node, StoredVersion};
+use crate::upload::{TreeLimits, TreeMoveError};
 
 /// The longest link target Linux takes.
 const PATH_MAX: u64 = 4096;
@@ -99,9 +100,11 @@ impl RgridFs {
     }
 
     /// Renames a file (a server-side copy, then a delete; content not uploaded yet just
-    /// goes up under the new name), or an empty directory made here; other directories get EXDEV, so that `mv` copies them. What the new name
-    /// holds is replaced as rename(2) says: a file by a file, an empty directory by a
-    /// directory, and nothing else. A rename that fails changes nothing.
+    /// goes up under the new name), or a directory (each object under it so, journaled;
+    /// EXDEV past `TreeLimits::DEFAULT`, so that `mv` copies it). What the new name holds
+    /// is replaced as rename(2) says: a file by a file, an empty directory by a directory,
+    /// and nothing else. A file rename that fails changes nothing; a directory rename
+    /// that fails midway is finished in the background.
     pub async fn rename(
         &self,
         parent: InodeNo,
@@ -126,10 +129,11 @@ impl RgridFs {
         if node.kind == InodeKind::Directory {
             let empty = self.namespace.readdir(node.ino).await?.is_empty();
             if !(empty && self.namespace.is_local(node.ino)) {
-                return Err(FsError::CrossDevice);
+                self.move_tree(&node.key, &new_key).await?;
             }
             self.namespace
-                .rename(parent, name, new_parent, new_name, new_key);
+                .rename(parent, name, new_parent, new_name, new_key.clone());
+            self.namespace.rekey_tree(&node.key, &new_key);
             return Ok(());
         }
         let pending = uploader.has_pending(&node.key) || node.etag.is_none();
@@ -143,6 +147,20 @@ impl RgridFs {
             self.renamed(&node, etag);
         }
         Ok(())
+    }
+
+    /// Moves the objects of a directory from prefix `from` to `to`, within the bounds
+    /// of `TreeLimits::DEFAULT` (EXDEV past them, so that `mv` copies the tree itself).
+    async fn move_tree(&self, from: &str, to: &str) -> Result<(), FsError> {
+        let uploader = self.uploader.as_ref().ok_or(FsError::ReadOnly)?;
+        match uploader.move_tree(from, to, TreeLimits::DEFAULT).await {
+            Ok(()) => Ok(()),
+            Err(TreeMoveError::TooLarge { prefix }) => {
+                tracing::info!(prefix, "directory too large to rename in the store: EXDEV");
+                Err(FsError::CrossDevice)
+            }
+            Err(TreeMoveError::Upload(e)) => Err(e.into()),
+        }
     }
 
     /// What `parent/name` holds now, if anything.

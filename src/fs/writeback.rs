@@ -73,6 +73,23 @@ impl RgridFs {
         }
     }
 
+    /// Attributes set on a file closed in write-back mode (`tar -x` sets mtime and mode
+    /// after close) go with its queued upload: its journal entry is recorded again, so no
+    /// metadata rewrite (a copy in the store) follows the upload.
+    pub(super) fn restate_pending(&self, ino: InodeNo) {
+        let (Some(uploader), Some(spool)) = (&self.uploader, self.write_backs.spool_of(ino)) else {
+            return;
+        };
+        let kept = self.namespace.upload_attrs(ino).kept;
+        match uploader.restate(&spool, kept) {
+            Ok(true) => self.namespace.kept_sent(ino, kept),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(spool = %spool.display(), "attributes not journaled; stored after the upload: {e}")
+            }
+        }
+    }
+
     /// A reader of `ino`'s content closed here and not yet uploaded, if there is one.
     pub(super) fn pending_reader(&self, ino: InodeNo, key: &str) -> Option<FileReader> {
         let spool = self.write_backs.spool_of(ino)?;

@@ -148,6 +148,18 @@ impl Namespace {
         tables.remember_absent(parent, name);
     }
 
+    /// A directory's objects moved from prefix `from` to `to` (a directory rename): every
+    /// inode below it now has its key under `to`.
+    pub fn rekey_tree(&self, from: &str, to: &str) {
+        let mut tables = self.tables();
+        for inode in tables.inodes.values_mut() {
+            if let Some(rest) = inode.node.key.strip_prefix(from) {
+                inode.node.key = format!("{to}{rest}");
+                inode.listing = None;
+            }
+        }
+    }
+
     /// A reader found out the size of `ino`'s content (a gzip stream decoded to its end,
     /// or its trailer read).
     pub fn learned_size(&self, ino: InodeNo, etag: Option<&str>, size: u64) {

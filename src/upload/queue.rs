@@ -190,6 +190,23 @@ impl Uploader {
         self.remove_spool_if_unused(&spool);
     }
 
+    /// Replaces the attributes kept with the queued upload of `spool`: recorded again,
+    /// so that it goes up with them (again, if it was going up meanwhile). False when
+    /// it is not pending any more.
+    pub fn restate(&self, spool: &Path, kept: KeptAttrs) -> Result<bool, UploadError> {
+        let Some(entry) = self.journal.get(spool) else {
+            return Ok(false);
+        };
+        let mut metadata = entry.metadata.clone();
+        kept.store(&mut metadata);
+        if metadata == entry.metadata {
+            return Ok(true);
+        }
+        self.journal
+            .record(super::JournalEntry { metadata, ..entry })?;
+        Ok(true)
+    }
+
     /// The uploads nobody waited for (write-back, retries) that reached the store since
     /// the last call.
     pub fn take_committed(&self) -> Vec<Committed> {

@@ -1,0 +1,209 @@
+//! Renaming a directory with objects under it: the store has no such operation, so each
+//! object is copied server-side to its new key and then deleted, as s3fs and rclone do.
+//!
+//! A rename is journaled before its first copy (`moves/`, synced: it is a promise made
+//! to the caller once it returns, and its steps are many): the old and new prefixes and
+//! every key it moves. A crash in the middle leaves each object under its old name or
+//! its new one, never neither (a copy comes before its delete), and the next start
+//! finishes the list. Uploads still pending under the old prefix are moved to the new
+//! one first, so nothing lands under the old name after the listing.
+//!
+//! The work is bounded ([`TreeLimits`]): past it the rename is refused with EXDEV, and
+//! `mv` copies the tree itself.
+
+use std::path::PathBuf;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::{JournalEntry, UploadError, Uploader};
+use crate::object::{ObjectId, ObjectMeta, MAX_COPY_SIZE};
+
+/// The most a directory rename moves; more is refused (EXDEV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Objects under the directory.
+    pub objects: usize,
+    /// Their bytes together.
+    pub bytes: u64,
+}
+
+impl TreeLimits {
+    /// 10,000 objects and 10 GiB: a minute or so of server-side copies on MinIO.
+    pub const DEFAULT: TreeLimits = TreeLimits {
+        objects: 10_000,
+        bytes: 10 << 30,
+    };
+}
+
+/// Why a directory was not renamed.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeMoveError {
+    /// Larger than [`TreeLimits`], or holding an object S3 cannot copy (over 5 GiB).
+    #[error("{prefix}: too large to rename in the store")]
+    TooLarge {
+        /// The directory's prefix.
+        prefix: String,
+    },
+    /// Listing, copying or deleting failed; what was moved stays moved, the rest stays,
+    /// and the journal finishes it.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+}
+
+/// One directory rename, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TreeMove {
+    from: String,
+    to: String,
+    /// Keys under `from`, without it. Each moves whatever version it has when its turn
+    /// comes (a file rewritten meanwhile is still that file).
+    names: Vec<String>,
+}
+
+/// Copies and deletes in flight at once.
+const MOVES_AT_ONCE: usize = 8;
+
+impl Uploader {
+    fn moves_dir(&self) -> PathBuf {
+        self.config.cache_dir.join("moves")
+    }
+
+    /// Renames directory prefix `from` (ending in `/`) to `to`: every object under it,
+    /// and every pending upload.
+    pub async fn move_tree(
+        &self,
+        from: &str,
+        to: &str,
+        limits: TreeLimits,
+    ) -> Result<(), TreeMoveError> {
+        self.move_pending(from, to).await?;
+        let objects = self.objects_under(from, limits).await?;
+        let names = (objects.into_iter())
+            .filter_map(|o| Some(o.key.strip_prefix(from)?.to_owned()))
+            .collect();
+        let plan = TreeMove {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            names,
+        };
+        let path = self.record_move(&plan)?;
+        self.carry_out(&plan).await?;
+        std::fs::remove_file(path).map_err(UploadError::Io)?;
+        Ok(())
+    }
+
+    /// Finishes the directory renames left half done: by a previous daemon, or by a
+    /// failure midway (the caller got EIO; the directory then appears under its new name
+    /// once this is done, rather than split between the two).
+    pub async fn finish_moves(&self) -> Result<(), UploadError> {
+        let Ok(dir) = std::fs::read_dir(self.moves_dir()) else {
+            return Ok(());
+        };
+        for item in dir.flatten() {
+            let path = item.path();
+            let Ok(plan) = serde_json::from_slice::<TreeMove>(&std::fs::read(&path)?) else {
+                tracing::error!(path = %path.display(), "unreadable directory-rename record left as it is");
+                continue;
+            };
+            tracing::info!(from = %plan.from, to = %plan.to, "finishing an interrupted directory rename");
+            self.carry_out(&plan).await?;
+            std::fs::remove_file(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Journal entries of keys under `from` now name the same file under `to`.
+    async fn move_pending(&self, from: &str, to: &str) -> Result<(), UploadError> {
+        let under: Vec<JournalEntry> = (self.journal.pending().into_iter())
+            .filter(|e| e.key.starts_with(from))
+            .collect();
+        for entry in under {
+            let key = format!("{to}{}", &entry.key[from.len()..]);
+            let _held = self.key_locks.lock_both(&entry.key, &key).await;
+            // Sent meanwhile (then it is in the listing to come), or moved already.
+            let Some(current) = self.journal.get(&entry.spool) else {
+                continue;
+            };
+            if current.key == entry.key {
+                self.journal.record(JournalEntry { key, ..current })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object under `from`, or `TooLarge` past `limits`.
+    async fn objects_under(
+        &self,
+        from: &str,
+        limits: TreeLimits,
+    ) -> Result<Vec<ObjectMeta>, TreeMoveError> {
+        let too_large = || TreeMoveError::TooLarge {
+            prefix: from.to_owned(),
+        };
+        let (mut found, mut bytes, mut dirs) = (Vec::new(), 0u64, vec![from.to_owned()]);
+        while let Some(prefix) = dirs.pop() {
+            let mut token = None;
+            loop {
+                let page = self.client.list_page(&prefix, token.as_deref(), None);
+                let page = page.await.map_err(UploadError::from)?;
+                for object in page.objects {
+                    bytes = bytes.saturating_add(object.size);
+                    if object.size > MAX_COPY_SIZE {
+                        return Err(too_large());
+                    }
+                    found.push(object);
+                }
+                dirs.extend(page.prefixes);
+                if found.len() > limits.objects || bytes > limits.bytes {
+                    return Err(too_large());
+                }
+                token = page.next_token;
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn record_move(&self, plan: &TreeMove) -> Result<PathBuf, UploadError> {
+        let dir = self.moves_dir();
+        std::fs::create_dir_all(&dir)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("{nanos:x}.json"));
+        let file = std::fs::File::create(&path)?;
+        serde_json::to_writer(&file, plan).map_err(std::io::Error::other)?;
+        file.sync_all()?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(path)
+    }
+
+    /// Copies then deletes each object of `plan`, a few at a time; one gone from the old
+    /// name already (moved before a crash) is skipped.
+    async fn carry_out(&self, plan: &TreeMove) -> Result<(), UploadError> {
+        let moves = plan.names.iter().map(|name| {
+            let from = format!("{}{name}", plan.from);
+            (from, format!("{}{name}", plan.to))
+        });
+        futures::stream::iter(moves.collect::<Vec<_>>())
+            .map(|(from, to)| self.move_one(from, to))
+            .buffer_unordered(MOVES_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the object at `from` (whatever version it has now) to `to`; one gone
+    /// already is done.
+    async fn move_one(&self, from: String, to: String) -> Result<(), UploadError> {
+        let _held = self.key_locks.lock_both(&from, &to).await;
+        let id = ObjectId::new(from, None);
+        match self.client.move_object(&id, &to).await {
+            Err(crate::object::ObjectError::NotFound { .. }) => Ok(()),
+            other => Ok(other.map(|_| ())?),
+        }
+    }
+}
