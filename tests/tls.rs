@@ -83,6 +83,16 @@ fn a_private_ca_is_trusted_with_ca_bundle_and_aws_ca_bundle() {
         .join(common::BUCKET)
         .join("d/out.txt");
     assert_eq!(std::fs::read_to_string(stored).unwrap(), "back\n");
+    // Parts go up unsigned over HTTPS (TLS protects them), and arrive whole.
+    let big = common::pseudo_random(20 << 20, 7);
+    std::fs::write(mount.join("d/big.bin"), &big).unwrap();
+    let stored = store
+        .dir
+        .path()
+        .join("store")
+        .join(common::BUCKET)
+        .join("d/big.bin");
+    assert!(std::fs::read(stored).unwrap() == big);
     drop(mount);
 
     let mut cmd = rgrid_mount(&store);

@@ -378,3 +378,31 @@ fn a_directory_rename_killed_midway_finishes_at_the_next_start() {
         );
     }
 }
+
+#[test]
+fn closes_past_max_pending_wait_for_room_and_nothing_is_dropped() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &["--write-back", "--max-pending", "1"]);
+    store.slow_uploads(Duration::from_millis(700));
+    let data = pseudo_random(700 << 10, 4);
+    let started = Instant::now();
+    fs::write(mount.join("first"), &data).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the first fits"
+    );
+    // 1.4 MiB would be pending: this close waits until the first is in the store.
+    fs::write(mount.join("second"), &data).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "the second did not wait"
+    );
+    assert_stored(&store, "first", &data);
+    let out = sync(&store, &mount);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_stored(&store, "second", &data);
+}

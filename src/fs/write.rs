@@ -143,7 +143,7 @@ impl RgridFs {
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, truncate, caller);
         writer.fill = fill;
         if truncate {
-            writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
+            writer.stream = Some(self.uploader()?.stream(&writer.key, &writer.spool));
         }
         Ok(writer)
     }
@@ -222,7 +222,7 @@ impl RgridFs {
             }
         };
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, true, Some(caller));
-        writer.stream = self.uploader()?.stream(&writer.key, &writer.spool).ok();
+        writer.stream = Some(self.uploader()?.stream(&writer.key, &writer.spool));
         let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
         Ok((
             self.config.ownership.attr(&node),

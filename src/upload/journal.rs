@@ -125,15 +125,28 @@ impl UploadJournal {
         self.dir.join(entry_name(spool))
     }
 
-    /// Records `entry` (replacing one of the same spool), whole or not at all (temp
-    /// file, rename); not yet synced. Returns it with its place in the order.
+    /// Records `entry` (replacing one of the same spool), whole or not at all; not yet
+    /// synced. Returns it with its place in the order. A first entry is one write to a
+    /// new file, which a killed daemon leaves whole or empty (an empty one is set aside,
+    /// and its close was never answered); a replacement goes through a temp file and a
+    /// rename, so that the entry it replaces stays until the new one is whole.
     pub fn record(&self, mut entry: JournalEntry) -> io::Result<JournalEntry> {
         entry.seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.entry_path(&entry.spool);
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        io::Write::write_all(&mut file, &serde_json::to_vec(&entry)?)?;
-        std::fs::rename(&tmp, &path)?;
+        let bytes = serde_json::to_vec(&entry)?;
+        let new = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        match new {
+            Ok(mut file) => io::Write::write_all(&mut file, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = path.with_extension("tmp");
+                io::Write::write_all(&mut File::create(&tmp)?, &bytes)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            Err(e) => return Err(e),
+        }
         self.index().insert(entry.clone());
         Ok(entry)
     }

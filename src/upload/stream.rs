@@ -28,7 +28,8 @@ pub struct PartStream {
     key: String,
     /// The spool's path, naming the upload on the board.
     spool: std::path::PathBuf,
-    file: Arc<File>,
+    /// Opened with the first part: most files never have one.
+    file: Option<Arc<File>>,
     hasher: Sha256,
     /// Bytes written, all hashed, from offset 0 without a gap.
     written: u64,
@@ -69,18 +70,18 @@ impl PartStream {
 
 impl Uploader {
     /// A stream for `key`, whose content is written to the (empty) spool at `spool`.
-    pub fn stream(&self, key: &str, spool: &super::Spool) -> std::io::Result<PartStream> {
-        Ok(PartStream {
+    pub fn stream(&self, key: &str, spool: &super::Spool) -> PartStream {
+        PartStream {
             key: key.to_owned(),
             spool: spool.path().to_owned(),
-            file: Arc::new(File::open(spool.path())?),
+            file: None,
             hasher: Sha256::new(),
             written: 0,
             sent: 0,
             upload_id: None,
             in_flight: VecDeque::new(),
             done: Vec::new(),
-        })
+        }
     }
 
     /// Takes note of `data`, just written to the spool at `offset`, and sends every part
@@ -121,7 +122,11 @@ impl Uploader {
             s.done.push(task.await.map_err(std::io::Error::other)??);
         }
         let number = (s.sent / self.config.part_size) as u32 + 1;
-        let (client, file, start) = (self.client.clone(), s.file.clone(), s.sent);
+        let file = match &s.file {
+            Some(file) => file.clone(),
+            None => s.file.insert(Arc::new(File::open(&s.spool)?)).clone(),
+        };
+        let (client, start) = (self.client.clone(), s.sent);
         let (key, upload_id) = (s.key.clone(), s.upload_id.clone().unwrap_or_default());
         let (slots, board, spool) = (self.slots.clone(), self.board.clone(), s.spool.clone());
         s.in_flight.push_back(tokio::spawn(async move {

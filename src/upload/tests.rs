@@ -282,7 +282,7 @@ async fn a_spool_that_no_longer_matches_its_journal_is_never_uploaded() {
 async fn sequential_writes_send_parts_before_close() {
     let (uploader, client, _dir) = uploader(1000);
     let spool = uploader.spool().unwrap();
-    let mut stream = uploader.stream("seq.bin", &spool).unwrap();
+    let mut stream = uploader.stream("seq.bin", &spool);
     let content: Vec<u8> = (0..4500u32).map(|i| (i % 251) as u8).collect();
     for (i, chunk) in content.chunks(300).enumerate() {
         let offset = (i * 300) as u64;
@@ -321,7 +321,7 @@ async fn a_store_without_tagging_gets_the_hash_of_a_stream_by_a_copy() {
     let (uploader, client, _dir) = uploader(1000);
     client.refuse_tagging();
     let spool = uploader.spool().unwrap();
-    let mut stream = uploader.stream("seq.bin", &spool).unwrap();
+    let mut stream = uploader.stream("seq.bin", &spool);
     let content = vec![7u8; 2500];
     spool.write_at(0, &content).unwrap();
     assert!(uploader.stream_write(&mut stream, 0, &content).await);
@@ -342,7 +342,7 @@ async fn a_store_without_tagging_gets_the_hash_of_a_stream_by_a_copy() {
 async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
     let (uploader, client, _dir) = uploader(1000);
     let spool = uploader.spool().unwrap();
-    let mut stream = uploader.stream("r.bin", &spool).unwrap();
+    let mut stream = uploader.stream("r.bin", &spool);
     spool.write_at(0, &[1u8; 2500]).unwrap();
     assert!(uploader.stream_write(&mut stream, 0, &[1u8; 2500]).await);
     spool.write_at(100, b"patch").unwrap();
