@@ -303,6 +303,17 @@ impl RgridFs {
     /// upload. The opener's close uploads, every close after it does, and so does the
     /// last close of all (release).
     pub async fn flush(&self, fh: FileHandle, closer: Option<u32>) -> Result<(), FsError> {
+        let queue = self.uploader.as_ref().is_some_and(|u| u.writes_back());
+        self.flush_file(fh, closer, queue).await
+    }
+
+    /// Uploads open file `fh` if it changed: queued (write-back) or at once.
+    pub(super) async fn flush_file(
+        &self,
+        fh: FileHandle,
+        closer: Option<u32>,
+        queue: bool,
+    ) -> Result<(), FsError> {
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         let OpenFile::Write(writer) = &mut *file else {
@@ -312,14 +323,38 @@ impl RgridFs {
             tracing::debug!(key = %writer.key, "close by a child process: no upload");
             return Ok(());
         }
-        if writer.dirty || self.namespace.upload_attrs(writer.ino).pending {
-            self.upload(writer).await
-        } else {
-            Ok(())
+        if !(writer.dirty || self.namespace.upload_attrs(writer.ino).pending) {
+            return Ok(());
+        }
+        match queue {
+            true => self.queue_upload(writer).await,
+            false => self.upload(writer).await,
         }
     }
 
-    async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
+    /// A write-back close: the upload is journaled and queued.
+    async fn queue_upload(&self, writer: &mut Writer) -> Result<(), FsError> {
+        let Some(stream) = self.prepare_upload(writer).await? else {
+            return Ok(());
+        };
+        let kept = self.namespace.upload_attrs(writer.ino).kept;
+        let spool = (self.uploader()?)
+            .enqueue(&writer.key, &writer.spool, stream, kept)
+            .await?;
+        writer.dirty = false;
+        writer.queued = Some(spool.clone());
+        self.write_backs.closed(writer.ino, spool);
+        self.namespace.kept_sent(writer.ino, kept);
+        Ok(())
+    }
+
+    /// What comes before any upload of `writer`: `None` when there is nothing to upload
+    /// (its file was unlinked); else the parts it streamed, if any, with the writer's key
+    /// following a rename and its spool complete.
+    async fn prepare_upload(
+        &self,
+        writer: &mut Writer,
+    ) -> Result<Option<Option<PartStream>>, FsError> {
         writer.spool_op(|_| Ok(()))?;
         if self.namespace.is_unlinked(writer.ino) {
             // Unlinked, or replaced by a rename, while open: its content has no name to
@@ -327,7 +362,7 @@ impl RgridFs {
             tracing::debug!(key = %writer.key, "closed after unlink: no upload");
             self.end_stream(writer);
             writer.dirty = false;
-            return Ok(());
+            return Ok(None);
         }
         writer.complete_fill().await?;
         if let Some(key) = self
@@ -340,19 +375,16 @@ impl RgridFs {
             self.end_stream(writer);
             writer.key = key;
         }
-        let stream = writer.stream.take();
+        Ok(Some(writer.stream.take()))
+    }
+
+    /// Uploads `writer` now and waits for the store.
+    async fn upload(&self, writer: &mut Writer) -> Result<(), FsError> {
+        let Some(stream) = self.prepare_upload(writer).await? else {
+            return Ok(());
+        };
         let kept = self.namespace.upload_attrs(writer.ino).kept;
         let uploader = self.uploader()?;
-        if uploader.writes_back() {
-            let spool = uploader
-                .enqueue(&writer.key, &writer.spool, stream, kept)
-                .await?;
-            writer.dirty = false;
-            writer.queued = Some(spool.clone());
-            self.write_backs.closed(writer.ino, spool);
-            self.namespace.kept_sent(writer.ino, kept);
-            return Ok(());
-        }
         let sent = uploader
             .upload(&writer.key, &writer.spool, stream, kept)
             .await;
@@ -376,6 +408,8 @@ impl RgridFs {
             }
         };
         writer.dirty = false;
+        // What an earlier write-back close queued is superseded now.
+        self.write_backs.forget(writer.ino);
         // Superseded: another writer's newer close of the file went up instead.
         if let Sent::Stored(uploaded) = sent {
             self.after_upload(writer.ino, uploaded).await;

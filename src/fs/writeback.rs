@@ -97,10 +97,11 @@ impl RgridFs {
         FileReader::spooled(key, &spool).ok()
     }
 
-    /// fsync(): uploads open file `fh` if it changed and, in write-back mode, waits until
-    /// its content is in the store; EIO when it cannot get there.
+    /// fsync(): uploads open file `fh` if it changed, at once (its caller waits for the
+    /// store in either mode), then waits for what an earlier write-back close queued;
+    /// EIO when it cannot get there.
     pub async fn fsync(&self, fh: FileHandle) -> Result<(), FsError> {
-        self.flush(fh, None).await?;
+        self.flush_file(fh, None, false).await?;
         let (Some(uploader), Some(file)) = (&self.uploader, lock(&self.files).get(&fh).cloned())
         else {
             return Ok(());

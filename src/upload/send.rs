@@ -108,9 +108,17 @@ impl Uploader {
     ) -> Result<Uploaded, UploadError> {
         self.board.begin(&entry.key, &entry.spool, entry.size);
         let result = self.put_entry(entry, stream).await;
+        self.settle_entry(entry, &result);
+        // After the journal: whoever the board wakes (fsync, sync) sees it as it is.
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         self.board.finished(&entry.spool, outcome);
-        match &result {
+        result
+    }
+
+    /// The journal after an attempt: the entry goes once the store has its content, or
+    /// is made durable while it waits for the next attempt.
+    fn settle_entry(&self, entry: &JournalEntry, result: &Result<Uploaded, UploadError>) {
+        match result {
             // Not if the entry was recorded again meanwhile (new attributes): that one
             // still has to go.
             Ok(_) if self.journal.get(&entry.spool).map(|e| e.seq) == Some(entry.seq) => {
@@ -125,7 +133,6 @@ impl Uploader {
             // of it. (On success the store has the bytes: the happy path pays no fsync.)
             Err(_) => self.make_durable(&entry.spool),
         }
-        result
     }
 
     async fn put_entry(
