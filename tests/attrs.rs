@@ -207,3 +207,21 @@ fn symlinks_are_small_objects_that_read_back_as_links() {
         "pointed at"
     );
 }
+
+#[test]
+fn a_write_by_a_process_without_cap_fsetid_clears_setuid() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("tool");
+    fs::write(&path, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o4755);
+    // As on a local disk: a writer that may not keep the bit (no CAP_FSETID) drops it.
+    let append = format!("echo 'exit 0' >> {}", path.display());
+    run(Command::new("setpriv")
+        .args(["--bounding-set", "-fsetid", "--inh-caps", "-fsetid", "--"])
+        .args(["sh", "-c", &append]));
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o755);
+    let (_, meta) = store.get("tool").expect("uploaded");
+    assert_eq!(meta.get("rgrid-mode").map(String::as_str), Some("0755"));
+}

@@ -234,11 +234,37 @@ impl RgridFs {
         ))
     }
 
-    /// Writes `data` at `offset` of open file `fh`.
-    pub async fn write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    /// Writes `data` at `offset` of open file `fh`; with `clear_setid` (the kernel says
+    /// the writer may not keep them) the setuid and setgid bits go, as on a local disk.
+    pub async fn write(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        clear_setid: bool,
+    ) -> Result<u32, FsError> {
         let written = self.write_file(fh, offset, data).await?;
+        if clear_setid {
+            self.clear_setid(fh).await?;
+        }
         self.counters.write(data.len());
         Ok(written)
+    }
+
+    async fn clear_setid(&self, fh: FileHandle) -> Result<(), FsError> {
+        let file = self.file(fh)?;
+        let OpenFile::Write(writer) = &*file.lock().await else {
+            return Ok(());
+        };
+        let kept = self.namespace.upload_attrs(writer.ino).kept;
+        if let Some(mode) = kept.mode.filter(|m| m & 0o6000 != 0) {
+            let cleared = crate::artifact::KeptAttrs {
+                mode: Some(mode & !0o6000),
+                mtime: None,
+            };
+            self.namespace.set_kept(writer.ino, cleared);
+        }
+        Ok(())
     }
 
     async fn write_file(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
