@@ -10,7 +10,8 @@
 //!           view       FileReader: plain or gzip-decoded content, SHA-256 checked
 //!           readahead  ReadEngine/ReadAhead: windows of parallel range GETs for
 //!                      sequential readers, a shared block cache for random ones
-//!           upload     Spool, UploadJournal, Uploader: write-back, crash-safe uploads
+//!           upload     Spool, UploadJournal, Uploader: crash-safe uploads at close or
+//!                      queued (write-back), one per key at a time, directory renames
 //!           object     ObjectClient trait: S3Client (aws-sdk-s3), MemoryClient (tests)
 //!           ─▶ S3 endpoint: MinIO, S3, or `store` (the embedded server)
 //! ```
