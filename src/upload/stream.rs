@@ -196,7 +196,9 @@ impl Uploader {
     /// Records the SHA-256 of the object a stream completed as version `etag`: a tag, or
     /// where the store has no tagging, a copy onto itself pinned to that version (a
     /// writer that replaced the object meanwhile must not get our hash). Returns the
-    /// ETag of the object that carries it.
+    /// ETag of the object that carries it. The tag set it writes is the object's whole
+    /// set: a new object has no other tag yet (tags given at creation, such as a
+    /// retention tier, must be written here beside it).
     async fn record_sha256(
         &self,
         entry: &JournalEntry,
