@@ -103,6 +103,11 @@ pub struct Uploader {
     open_spools: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// Spools the write-back queue is sending: the retry loop keeps off them too.
     queued: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Held by a directory rename and by a pass over unfinished ones: one plan is
+    /// carried out by one of them only.
+    moving: tokio::sync::Mutex<()>,
+    /// Spools set aside as damaged: never uploaded, and no barrier's success.
+    damaged: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// One upload of a key at a time.
     key_locks: KeyLocks,
     /// Write-back: what closes may leave pending, and what they did.
@@ -131,6 +136,8 @@ impl Uploader {
             journal,
             open_spools: Default::default(),
             queued: Default::default(),
+            damaged: Default::default(),
+            moving: tokio::sync::Mutex::new(()),
             key_locks: KeyLocks::default(),
             queue: queue::QueueState::new(config.max_pending, config.concurrency),
             slots,
@@ -268,16 +275,14 @@ impl Uploader {
         let mut left = held.len();
         for (entry, result) in results {
             match result {
-                Ok(Sent::Stored(uploaded)) => {
+                Ok(Sent::Stored(_)) => {
                     tracing::info!(key = %entry.key, "finished pending upload");
-                    self.queue
-                        .committed(&uploaded.key.clone(), &entry.spool, uploaded);
                     self.remove_spool_if_unused(&entry.spool);
                 }
                 Ok(Sent::Superseded) => {}
                 Err(e @ UploadError::Damaged { .. }) => {
                     tracing::error!(key = %entry.key, spool = %entry.spool.display(), "{e}");
-                    let _ = self.journal.set_aside(&entry.spool);
+                    self.set_aside(&entry, &e);
                 }
                 Err(e) => {
                     left += 1;
@@ -286,6 +291,19 @@ impl Uploader {
             }
         }
         left
+    }
+
+    /// Takes a damaged spool's entry out of the retries, failed on the board: a barrier
+    /// waiting for it reports it instead of success.
+    fn set_aside(&self, entry: &JournalEntry, why: &UploadError) {
+        self.board.begin(&entry.key, &entry.spool, entry.size);
+        self.board.finished(&entry.spool, Err(why.to_string()));
+        self.damaged().insert(entry.spool.clone());
+        let _ = self.journal.set_aside(&entry.spool);
+    }
+
+    fn damaged(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.damaged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Uploads a journaled spool if it still holds what was journaled, and unless the
@@ -300,7 +318,8 @@ impl Uploader {
         }
         if self.stored_already(entry).await {
             tracing::info!(key = %entry.key, "the store has this content already");
-            let _ = self.journal.remove(&entry.spool);
+            // Unless renamed or given new attributes meanwhile: that record must go.
+            self.journal.remove_if_seq(&entry.spool, entry.seq)?;
             return Ok(Sent::Superseded);
         }
         self.send(&entry.spool, None).await

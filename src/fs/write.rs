@@ -20,7 +20,7 @@ const FILL_CHUNK: u32 = 1 << 20;
 /// A file open for writing.
 #[derive(Debug)]
 pub(super) struct Writer {
-    ino: InodeNo,
+    pub(super) ino: InodeNo,
     key: String,
     pub(super) spool: Spool,
     /// Changed since the last upload.
@@ -166,6 +166,11 @@ impl RgridFs {
                 return Ok(None);
             }
         }
+        // The upload of a queued spool may have finished since the open described the
+        // file: start from the version the store has now.
+        self.settle_write_backs().await;
+        let settled = self.namespace.describe(node.ino).await?;
+        let node = &settled;
         if node.etag.is_none() {
             return Ok(None);
         }

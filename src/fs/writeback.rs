@@ -106,9 +106,13 @@ impl RgridFs {
         else {
             return Ok(());
         };
+        // What this handle queued, else what any close of the file queued (fsync of a
+        // descriptor opened after it, or read-only, covers the file too).
         let spool = match &*file.lock().await {
-            OpenFile::Write(writer) => writer.queued.clone(),
-            OpenFile::Read(_) => None,
+            OpenFile::Write(writer) => {
+                (writer.queued.clone()).or_else(|| self.write_backs.spool_of(writer.ino))
+            }
+            OpenFile::Read(reader) => self.write_backs.spool_of(reader.ino),
         };
         let Some(spool) = spool else {
             return Ok(());

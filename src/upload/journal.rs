@@ -94,7 +94,13 @@ impl UploadJournal {
         let last = entries.values().map(|e| e.seq).max().unwrap_or(0);
         let next_seq = AtomicU64::new(last.max(now_nanos()) + 1);
         let mut index = Index::default();
-        for entry in entries.into_values() {
+        // Entries of a daemon that kept no order (seq 0) get one, by their file's mtime.
+        let mut entries: Vec<(PathBuf, JournalEntry)> = entries.into_iter().collect();
+        entries.sort_by_key(|(path, e)| (e.seq, modified(path)));
+        for (i, (_, mut entry)) in entries.into_iter().enumerate() {
+            if entry.seq == 0 {
+                entry.seq = i as u64 + 1;
+            }
             index.insert(entry);
         }
         // Of one key, only the latest is the file's content; an older one left by a
@@ -170,6 +176,45 @@ impl UploadJournal {
         }
     }
 
+    /// Forgets the upload of `spool` if its entry is still the one recorded as `seq`
+    /// (not recorded again since, with new attributes or a new key).
+    pub fn remove_if_seq(&self, spool: &Path, seq: u64) -> io::Result<()> {
+        let mut index = self.index();
+        if index.by_spool.get(spool).map(|e| e.seq) != Some(seq) {
+            return Ok(());
+        }
+        match std::fs::remove_file(self.entry_path(spool)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => {
+                index.remove(spool);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records `entry` again (new attributes for a queued upload) if it is still as
+    /// recorded and the latest of its key: one step under the index's lock, so that it
+    /// never becomes newer than a version of its key closed meanwhile. The new place in
+    /// the order tells an upload in flight of the old record that it must go again.
+    pub fn rewrite(&self, mut entry: JournalEntry) -> io::Result<bool> {
+        let mut index = self.index();
+        let latest = index
+            .by_key
+            .get(&entry.key)
+            .and_then(|s| s.keys().next_back());
+        let current = index.by_spool.get(&entry.spool).map(|e| e.seq);
+        if current != Some(entry.seq) || latest != Some(&entry.seq) {
+            return Ok(false);
+        }
+        entry.seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.entry_path(&entry.spool);
+        let tmp = path.with_extension("tmp");
+        io::Write::write_all(&mut File::create(&tmp)?, &serde_json::to_vec(&entry)?)?;
+        std::fs::rename(&tmp, &path)?;
+        index.insert(entry);
+        Ok(true)
+    }
+
     /// Keeps the entry of a damaged spool as `.damaged`, out of the retries.
     pub fn set_aside(&self, spool: &Path) -> io::Result<()> {
         let path = self.entry_path(spool);
@@ -220,6 +265,10 @@ impl UploadJournal {
     pub fn is_empty(&self) -> bool {
         self.index().by_spool.is_empty()
     }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// The file name of the entry of `spool`.

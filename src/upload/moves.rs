@@ -87,6 +87,7 @@ impl Uploader {
             to: to.to_owned(),
             names,
         };
+        let _pass = self.moving.lock().await;
         let path = self.record_move(&plan)?;
         self.carry_out(&plan).await?;
         std::fs::remove_file(path).map_err(UploadError::Io)?;
@@ -97,6 +98,8 @@ impl Uploader {
     /// failure midway (the caller got EIO; the directory then appears under its new name
     /// once this is done, rather than split between the two).
     pub async fn finish_moves(&self) -> Result<(), UploadError> {
+        // Not beside a rename in progress: its plan is its own to carry out.
+        let _pass = self.moving.lock().await;
         let Ok(dir) = std::fs::read_dir(self.moves_dir()) else {
             return Ok(());
         };

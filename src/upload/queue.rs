@@ -151,41 +151,44 @@ impl Uploader {
     async fn send_in_background(&self, spool: PathBuf, mut stream: Option<PartStream>, size: u64) {
         let mut pause = FIRST_PAUSE;
         loop {
+            let seen = self.journal.get(&spool).map(|e| e.seq);
             // Never closed; without a turn it would only send sooner.
-            let _turn = self.queue.turns.acquire().await;
-            match self.send(&spool, stream.take()).await {
-                Ok(Sent::Stored(uploaded)) => {
-                    self.queue
-                        .committed(&uploaded.key.clone(), &spool, uploaded);
+            let turn = self.queue.turns.acquire().await;
+            let pass = self.send(&spool, stream.take()).await;
+            drop(turn);
+            match pass {
+                Ok(Sent::Stored(_)) if pause > FIRST_PAUSE => {
                     // The store answers again: the others need not sit out their pause.
-                    if pause > FIRST_PAUSE {
-                        self.retry_now();
-                    }
-                    if !self.journal.contains(&spool) {
-                        break;
-                    }
-                    // Recorded again while it went up (closed again): that one too.
+                    self.retry_now();
                 }
-                Ok(Sent::Superseded) => break,
+                Ok(_) => {}
                 Err(e) if e.is_transient() => {
                     tracing::warn!(spool = %spool.display(), "upload failed, retrying in {pause:?}: {e}");
                     self.board.retrying(&spool, e.to_string());
                     let now = self.queue.retry_now.notified();
                     let _ = tokio::time::timeout(pause, now).await;
                     pause = (pause * 2).min(LONGEST_PAUSE);
+                    continue;
                 }
                 Err(e @ UploadError::Damaged { .. }) => {
                     tracing::error!(spool = %spool.display(), "{e}");
-                    let _ = self.journal.set_aside(&spool);
-                    break;
+                    if let Some(entry) = self.journal.get(&spool) {
+                        self.set_aside(&entry, &e);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(spool = %spool.display(), "upload failed; kept, and retried at the retry interval: {e}");
-                    break;
                 }
             }
+            // Recorded again meanwhile (closed again, renamed, new attributes): that
+            // record goes too. The check and the release are one step, so a close that
+            // finds the spool queued is sure to be sent.
+            let mut queued = self.queued();
+            if self.journal.get(&spool).map(|e| e.seq) <= seen {
+                queued.remove(&spool);
+                break;
+            }
         }
-        self.queued().remove(&spool);
         self.queue.release(size);
         self.remove_spool_if_unused(&spool);
     }
@@ -202,9 +205,9 @@ impl Uploader {
         if metadata == entry.metadata {
             return Ok(true);
         }
-        self.journal
-            .record(super::JournalEntry { metadata, ..entry })?;
-        Ok(true)
+        Ok(self
+            .journal
+            .rewrite(super::JournalEntry { metadata, ..entry })?)
     }
 
     /// The uploads nobody waited for (write-back, retries) that reached the store since
@@ -219,7 +222,12 @@ impl Uploader {
         loop {
             let change = self.board.change();
             if !self.journal.contains(spool) {
-                return Ok(());
+                return match self.damaged().contains(spool) {
+                    true => {
+                        Err("spool damaged (lost in a power cut?); set aside, not uploaded".into())
+                    }
+                    false => Ok(()),
+                };
             }
             let state = self.board.state_of(spool);
             let working = self.queued().contains(spool)

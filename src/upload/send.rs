@@ -76,16 +76,17 @@ impl Uploader {
             let Some(entry) = self.journal.get(spool) else {
                 return Ok(self.superseded(stream));
             };
-            let _held = self.key_locks.lock(&entry.key).await;
+            let locked = entry.key;
+            let _held = self.key_locks.lock(&locked).await;
             let Some(entry) = self.journal.get(spool) else {
                 return Ok(self.superseded(stream));
             };
+            if entry.key != locked {
+                continue; // renamed while we waited: its new key's lock is the one to hold
+            }
             if !self.journal.is_latest(&entry) {
                 self.drop_entry(&entry);
                 return Ok(self.superseded(stream));
-            }
-            if self.journal.get(spool).is_some_and(|e| e.key != entry.key) {
-                continue; // renamed while we took the lock
             }
             return self
                 .send_locked(&entry, stream.take())
@@ -121,14 +122,18 @@ impl Uploader {
         match result {
             // Not if the entry was recorded again meanwhile (new attributes): that one
             // still has to go.
-            Ok(_) if self.journal.get(&entry.spool).map(|e| e.seq) == Some(entry.seq) => {
-                // The store has it: a stale entry costs one idempotent replay at most.
-                if let Err(e) = self.journal.remove(&entry.spool) {
+            Ok(uploaded) => {
+                // Known as landed before the key's lock goes: an unlink or rename that
+                // takes it next must treat the object as there.
+                self.queue
+                    .committed(&uploaded.key, &entry.spool, uploaded.clone());
+                // Not if the entry was recorded again meanwhile (new attributes): that
+                // one still has to go. A stale entry costs one idempotent replay at most.
+                if let Err(e) = self.journal.remove_if_seq(&entry.spool, entry.seq) {
                     let key = &entry.key;
                     tracing::warn!(key, "journal entry of a finished upload not removed: {e}");
                 }
             }
-            Ok(_) => {}
             // Pending now: spool and entry must survive a power cut before anyone hears
             // of it. (On success the store has the bytes: the happy path pays no fsync.)
             Err(_) => self.make_durable(&entry.spool),

@@ -473,3 +473,31 @@ async fn a_restart_keeps_only_the_latest_version_of_each_key() {
     assert_eq!(uploader.finish_pending().await, 0);
     assert_eq!(stored(&client, "same").await.0, b"v1");
 }
+
+#[tokio::test]
+async fn new_attributes_never_bring_back_a_superseded_version() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    client.fail_next(100);
+    let (old, new) = (uploader.spool().unwrap(), uploader.spool().unwrap());
+    old.write_at(0, b"old").unwrap();
+    new.write_at(0, b"new").unwrap();
+    let kept = KeptAttrs::default();
+    assert!(uploader.upload("k", &old, None, kept).await.is_err());
+    assert!(uploader.upload("k", &new, None, kept).await.is_err());
+    let chmod = KeptAttrs {
+        mode: Some(0o600),
+        mtime: None,
+    };
+    assert!(
+        !uploader.restate(old.path(), chmod).unwrap(),
+        "old is superseded"
+    );
+    assert!(uploader.restate(new.path(), chmod).unwrap());
+    client.fail_next(0);
+    uploader.close_spool(&old);
+    uploader.close_spool(&new);
+    assert_eq!(uploader.finish_pending().await, 0);
+    let (data, headers) = stored(&client, "k").await;
+    assert_eq!(data, b"new");
+    assert_eq!(headers.user_metadata[artifact::MODE], "0600");
+}
