@@ -250,15 +250,7 @@ fn wb_dd(store: &TestStore, sdk: &Client, mount: &Mount) {
     for i in 0..RUNS {
         let out = mount.join(&format!("wb-dd-{i}"));
         m.push(returns_and_stored(store, mount, || {
-            run(Command::new("dd")
-                .args([
-                    "if=/dev/zero",
-                    "bs=1M",
-                    "count=1024",
-                    "conv=fsync",
-                    "status=none",
-                ])
-                .arg(format!("of={}", out.display())));
+            dd_gib(&out);
         }));
         r.push(time(|| {
             store
@@ -334,21 +326,26 @@ fn writers(store: &TestStore, sdk: &Client, mount: &Mount, local: &Path) {
     );
 }
 
+/// `dd` of 1 GiB of zeros into `out`, with conv=fsync.
+fn dd_gib(out: &Path) {
+    run(Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=1024",
+            "conv=fsync",
+            "status=none",
+        ])
+        .arg(format!("of={}", out.display())));
+}
+
 fn dd(store: &TestStore, sdk: &Client, mount: &Mount) {
     let zeros = Bytes::from(vec![0u8; GIB]);
     let (mut m, mut r) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let out = mount.join(&format!("dd-{i}"));
         m.push(time(|| {
-            run(Command::new("dd")
-                .args([
-                    "if=/dev/zero",
-                    "bs=1M",
-                    "count=1024",
-                    "conv=fsync",
-                    "status=none",
-                ])
-                .arg(format!("of={}", out.display())));
+            dd_gib(&out);
         }));
         r.push(time(|| {
             store

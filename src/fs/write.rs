@@ -159,18 +159,22 @@ impl RgridFs {
         if truncate {
             return Ok(None);
         }
-        if let Some(pending) = self.write_backs.spool_of(node.ino) {
-            // Closed here, not in the store yet: the queued content is the file's.
-            if let Ok(mut from) = std::fs::File::open(&pending) {
-                spool.copy_from(&mut from)?;
-                return Ok(None);
+        let settled;
+        let node = match self.write_backs.spool_of(node.ino) {
+            Some(pending) => {
+                // Closed here, not in the store yet: the queued content is the file's.
+                if let Ok(mut from) = std::fs::File::open(&pending) {
+                    spool.copy_from(&mut from)?;
+                    return Ok(None);
+                }
+                // Its upload finished since the open described the file: start from
+                // the version the store has now.
+                self.settle_write_backs().await;
+                settled = self.namespace.describe(node.ino).await?;
+                &settled
             }
-        }
-        // The upload of a queued spool may have finished since the open described the
-        // file: start from the version the store has now.
-        self.settle_write_backs().await;
-        let settled = self.namespace.describe(node.ino).await?;
-        let node = &settled;
+            None => node,
+        };
         if node.etag.is_none() {
             return Ok(None);
         }
