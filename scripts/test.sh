@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs them: unit tests, and real FUSE mounts of the
 # embedded S3 store and of moto (needs root and /dev/fuse).
-#   apt:  fuse3 (fusermount3), attr (getfattr/setfattr), rsync, systemd (systemd-analyze)
+#   apt:  fuse3 (fusermount3), attr (getfattr/setfattr), rsync, systemd (systemd-analyze),
+#         curl (share links)
 #   pip:  moto[server] (an S3 server with bucket lifecycle configuration)
 # Usage: scripts/test.sh [deps]   ("deps": install only)
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v getfattr >/dev/null || need+=(attr)
 command -v rsync >/dev/null || need+=(rsync)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v curl >/dev/null || need+=(curl ca-certificates)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

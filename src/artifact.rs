@@ -1,7 +1,8 @@
 //! What the rgrid store keeps about an artifact beyond its bytes: the `x-amz-meta-rgrid-*`
 //! fields of its user metadata (the contract every rgrid tool that writes to the store
-//! keeps: hash, compression, original size, kept mode and mtime, retention), what its key
-//! says (`executions/<id>/inputs|outputs/...`), and when an S3 lifecycle rule deletes it.
+//! keeps: hash, compression, original size, kept mode and mtime), what its key says
+//! (`executions/<id>/inputs|outputs/...`), what kind of artifact it is, and when an S3
+//! lifecycle rule deletes it. (Its retention tier is an object tag: see `retention`.)
 //! The write engine sets these fields; the file view, retention and xattrs read them, all
 //! through this one module.
 //!
@@ -30,10 +31,6 @@ pub const SHA256_IN_TAG: &str = "rgrid-sha256-in";
 pub const COMPRESSION: &str = "rgrid-compression";
 /// Size of the original content of a compressed object.
 pub const ORIGINAL_SIZE: &str = "rgrid-original-size";
-/// RFC 3339 time at which the object is to be deleted, overriding the bucket's policy.
-pub const EXPIRES_AT: &str = "rgrid-expires-at";
-/// Days the object is kept, as last set through `user.rgrid.retention_days`.
-pub const RETENTION_DAYS: &str = "rgrid-retention-days";
 /// Modification time a tool set (`touch -d`, `cp -p`, `rsync -a`): seconds since the
 /// epoch, with nanoseconds.
 pub const MTIME: &str = "rgrid-mtime";
@@ -147,6 +144,100 @@ impl ArtifactType {
         match self {
             ArtifactType::Input => "input",
             ArtifactType::Output => "output",
+        }
+    }
+}
+
+/// What an artifact is (FEAT-004's artifact types), as `user.rgrid.kind` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    /// Source code and scripts.
+    Code,
+    /// Documents: text, markdown, PDF, office files.
+    Document,
+    /// Images.
+    Image,
+    /// Data: tables, JSON, arrays, archives of data.
+    Data,
+    /// Logs.
+    Log,
+    /// Anything else.
+    Other,
+}
+
+const KINDS: &[(ArtifactKind, &[&str])] = &[
+    (
+        ArtifactKind::Code,
+        &[
+            "py", "rs", "js", "ts", "go", "java", "c", "h", "cc", "cpp", "hpp", "sh", "bash", "rb",
+            "pl", "r", "jl", "scala", "kt", "swift", "ipynb", "toml", "ini", "cfg", "yaml", "yml",
+            "sql", "lua", "php", "cs",
+        ],
+    ),
+    (
+        ArtifactKind::Document,
+        &[
+            "md", "txt", "pdf", "html", "htm", "rst", "doc", "docx", "odt", "rtf", "tex", "pptx",
+            "xlsx",
+        ],
+    ),
+    (
+        ArtifactKind::Image,
+        &[
+            "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "tif", "tiff", "ico",
+        ],
+    ),
+    (
+        ArtifactKind::Data,
+        &[
+            "csv", "tsv", "json", "jsonl", "ndjson", "xml", "parquet", "arrow", "feather", "npy",
+            "npz", "h5", "hdf5", "pkl", "pickle", "avro", "orc", "db", "sqlite", "bin", "gz",
+            "zip", "tar", "zst",
+        ],
+    ),
+    (ArtifactKind::Log, &["log", "out", "err"]),
+];
+
+impl ArtifactKind {
+    /// The kind of the object at `key`, from its name, else its content type.
+    pub fn of(key: &str, content_type: Option<&str>) -> ArtifactKind {
+        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+        if matches!(name.as_str(), "stdout" | "stderr") {
+            return ArtifactKind::Log;
+        }
+        let by_name = name.rsplit_once('.').and_then(|(_, ext)| {
+            KINDS
+                .iter()
+                .find(|(_, exts)| exts.contains(&ext))
+                .map(|(kind, _)| *kind)
+        });
+        by_name.unwrap_or_else(|| Self::of_content_type(content_type.unwrap_or("")))
+    }
+
+    fn of_content_type(content_type: &str) -> ArtifactKind {
+        let t = content_type.to_ascii_lowercase();
+        if t.starts_with("image/") {
+            ArtifactKind::Image
+        } else if t.starts_with("text/x-") || t.contains("javascript") || t.contains("script") {
+            ArtifactKind::Code
+        } else if t.contains("json") || t.contains("csv") || t.contains("parquet") {
+            ArtifactKind::Data
+        } else if t.starts_with("text/") || t == "application/pdf" {
+            ArtifactKind::Document
+        } else {
+            ArtifactKind::Other
+        }
+    }
+
+    /// The name shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Code => "code",
+            ArtifactKind::Document => "document",
+            ArtifactKind::Image => "image",
+            ArtifactKind::Data => "data",
+            ArtifactKind::Log => "log",
+            ArtifactKind::Other => "other",
         }
     }
 }
@@ -299,21 +390,6 @@ pub fn original_size(headers: &ObjectHeaders) -> Option<u64> {
         .ok()
 }
 
-/// The object's own expiry, if it has a valid one.
-pub fn expires_at(headers: &ObjectHeaders) -> Option<SystemTime> {
-    parse_time(headers.user_metadata.get(EXPIRES_AT)?)
-}
-
-/// The retention in days set on the object, if any.
-pub fn retention_days(headers: &ObjectHeaders) -> Option<u32> {
-    headers
-        .user_metadata
-        .get(RETENTION_DAYS)?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// The latest time RFC 3339 can write: 9999-12-31T23:59:59Z.
 fn last_time() -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799)
@@ -413,6 +489,20 @@ mod tests {
         assert_eq!(content_type("dir.d/file"), "application/octet-stream");
         assert!(is_text("out/table.CSV") && is_text("run.log"));
         assert!(!is_text("plot.png") && !is_text("data.parquet") && !is_text("x.csv.gz"));
+    }
+
+    #[test]
+    fn kinds_come_from_the_name_then_the_content_type() {
+        let kind = |key, ct| ArtifactKind::of(key, ct).name();
+        assert_eq!(kind("out/train.py", None), "code");
+        assert_eq!(kind("out/REPORT.md", None), "document");
+        assert_eq!(kind("out/plot.png", None), "image");
+        assert_eq!(kind("out/table.csv", None), "data");
+        assert_eq!(kind("out/run.log", None), "log");
+        assert_eq!(kind("out/stderr", None), "log");
+        assert_eq!(kind("out/blob", Some("image/webp")), "image");
+        assert_eq!(kind("out/blob", Some("application/octet-stream")), "other");
+        assert_eq!(kind("out/noext", None), "other");
     }
 
     #[test]

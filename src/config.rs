@@ -13,7 +13,7 @@ use crate::fuse::SessionConfig;
 use crate::namespace::{check_name, NamespaceConfig};
 use crate::object::S3ClientConfig;
 use crate::readahead::ReadConfig;
-use crate::retention::RetentionConfig;
+use crate::retention::{RetentionConfig, Tier, TIER_TAG};
 use crate::upload::{CompressMode, CompressPolicy, WriteConfig};
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
@@ -134,10 +134,16 @@ pub struct MountArgs {
     #[arg(long, value_name = "MIB", default_value_t = 100)]
     pub compress_threshold: u64,
 
-    /// Days an object is kept when neither its metadata nor a lifecycle rule of the
-    /// bucket says otherwise; older objects are hidden.
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
-    pub retention_days: u32,
+    /// The retention tier files written here ask for: days (`30`) or `keep`. It is the
+    /// object's `rgrid-retention` tag from its first PUT; the tier rules `rgrid-mount
+    /// retention set` installs make the store act on it.
+    #[arg(long, value_name = "DAYS|keep", default_value = "30", value_parser = parse_tier)]
+    pub retention_days: Tier,
+
+    /// Seconds a link in `user.rgrid.url` stays valid (at most 7 days, SigV4's limit).
+    #[arg(long, value_name = "SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub share_link_ttl: u64,
 
     /// Opening a file that expires within this many days logs a warning.
     #[arg(long, value_name = "DAYS", default_value_t = 2.0)]
@@ -202,6 +208,17 @@ impl StoreArgs {
 }
 
 /// The certificates of a CA bundle file, checked to hold at least one.
+/// A `--retention-days` value.
+fn parse_tier(text: &str) -> Result<Tier, String> {
+    match Tier::parse(text) {
+        Some(Tier::Latest) | None => Err(format!(
+            "{text:?} is not a retention tier: days from 1 to {} or `keep`",
+            crate::retention::MAX_DAYS
+        )),
+        Some(tier) => Ok(tier),
+    }
+}
+
 fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
     let pem =
         std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?;
@@ -232,7 +249,8 @@ pub enum Command {
         /// The mount.
         mountpoint: PathBuf,
     },
-    /// Show or set the bucket's retention: the lifecycle rule that deletes old artifacts.
+    /// Show, install or apply the bucket's retention: the tier rules that delete old
+    /// artifacts, and the tier tags that choose among them.
     Retention {
         /// What to do.
         #[command(subcommand)]
@@ -249,12 +267,31 @@ pub enum RetentionAction {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Make objects under a prefix expire a number of days after they are written.
+    /// Install the retention tiers under a prefix: one lifecycle rule per tier, deleting
+    /// objects tagged `rgrid-retention=<N>d` N days after they are written. Our earlier
+    /// rules for the prefix are replaced; every other rule stays.
     Set {
-        /// Days objects are kept (at least 1).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        days: u32,
-        /// Keys the rule applies to.
+        /// Days of each tier (each from 1 to 36525).
+        #[arg(long, value_delimiter = ',', default_value = "7,30,90,365",
+              value_parser = clap::value_parser!(u32).range(1..=36_525))]
+        tiers: Vec<u32>,
+        /// Keys the rules apply to.
+        #[arg(long, default_value = "executions/")]
+        prefix: String,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give every object under a prefix a tier: objects without one get the default, and
+    /// with --keep-latest the newest executions are kept whatever their age.
+    Apply {
+        /// The tier of objects that have none: days or `keep`.
+        #[arg(long, value_name = "DAYS|keep", default_value = "30", value_parser = parse_tier)]
+        default: Tier,
+        /// Keep the objects of the N most recent executions (0: none).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_latest: usize,
+        /// Keys it looks at.
         #[arg(long, default_value = "executions/")]
         prefix: String,
         /// Where the store is.
@@ -485,6 +522,7 @@ fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<W
         part_size: args.upload_part_size * MIB,
         concurrency: args.upload_concurrency,
         retry_interval: Duration::from_secs(5),
+        tags: [(TIER_TAG.to_owned(), args.retention_days.tag_value())].into(),
         write_back: args.write_back,
         max_pending: match args.max_pending {
             Some(0) => bail!("--max-pending must be at least 1 MiB"),
@@ -559,9 +597,10 @@ impl MountConfig {
             bail!("--expiry-warning must be a number of days >= 0");
         }
         let retention = RetentionConfig {
-            days: args.retention_days,
+            tier: args.retention_days,
             warning: Duration::from_secs_f64(args.expiry_warning * 86_400.0),
-            refresh: Duration::from_secs(600),
+            // Rules installed while mounted count within a minute.
+            refresh: Duration::from_secs(60),
         };
         let mut read = read_config(&args)?;
         let cache_dir = store_cache_dir(&args);
@@ -594,6 +633,7 @@ impl MountConfig {
                 direct_io: args.direct_io,
                 control_uid: uid,
                 identity,
+                share_link_ttl: Duration::from_secs(args.share_link_ttl),
             },
             read,
             write,

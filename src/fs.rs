@@ -34,7 +34,7 @@ pub use error::{FsError, Severity};
 use crate::artifact::{self, KeptAttrs};
 use crate::namespace::{entry_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::readahead::ReadEngine;
-use crate::retention::Retention;
+use crate::retention::{Expiry, Retention, Subject};
 use crate::upload::Uploader;
 use crate::view::{self, Decodes, FileReader};
 use write::Writer;
@@ -53,6 +53,8 @@ pub struct FsConfig {
     pub control_uid: u32,
     /// What the mount is of, for its status.
     pub identity: MountIdentity,
+    /// How long a link in `user.rgrid.url` stays valid.
+    pub share_link_ttl: std::time::Duration,
 }
 
 /// Who asks: the calling thread and its user.
@@ -179,6 +181,18 @@ pub struct RgridFs {
     write_backs: WriteBacks,
 }
 
+/// EREMOTE for an archived object that is not restored, which GET would refuse; the
+/// error's log line says how to restore it.
+fn check_not_archived(node: &Node) -> Result<(), FsError> {
+    let Some(headers) = node.headers.as_deref().filter(|h| h.archived()) else {
+        return Ok(());
+    };
+    Err(FsError::Archived {
+        key: node.key.clone(),
+        class: headers.storage_class.clone().unwrap_or_default(),
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -284,6 +298,9 @@ impl RgridFs {
         if node.kind == InodeKind::Directory {
             return Err(NamespaceError::IsADirectory.into());
         }
+        if !mode.truncate {
+            check_not_archived(&node)?;
+        }
         if mode.write || mode.truncate {
             let writer = self
                 .open_writer(&node, mode.truncate, Some(mode.caller))
@@ -339,14 +356,18 @@ impl RgridFs {
     }
 
     /// Logs, once per key, that the file being opened expires within the warning period.
+    /// Only an expiry known without the tags counts: opens make no request for them.
     fn warn_if_expiring(&self, node: &Node) {
-        let expiry = self
-            .retention
-            .expiry(&node.key, node.mtime, node.headers.as_deref());
-        let left = expiry
-            .at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
+        let object = Subject {
+            key: &node.key,
+            size: node.stored_size,
+            last_modified: node.mtime,
+        };
+        let expiry = self.retention.expiry(object, node.headers.as_deref(), None);
+        let Some(Expiry::At { at, source }) = expiry else {
+            return;
+        };
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
         if left >= self.retention.warning() {
             return;
         }
@@ -355,8 +376,8 @@ impl RgridFs {
             warned.clear();
         }
         if warned.insert(node.key.clone()) {
-            let at = artifact::format_time(expiry.at);
-            tracing::warn!(key = %node.key, expires_at = %at, source = ?expiry.source, "opened a file the store deletes soon");
+            let at = artifact::format_time(at);
+            tracing::warn!(key = %node.key, expires_at = %at, ?source, "opened a file the store deletes soon");
         }
     }
 

@@ -202,35 +202,60 @@ fn run_command(command: CliCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rgrid-mount retention show|set`.
+/// `rgrid-mount retention show|set|apply`.
 fn retention_command(action: RetentionAction) -> anyhow::Result<()> {
     rgrid_mount::logging::init("warn")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (RetentionAction::Show { store } | RetentionAction::Set { store, .. }) = &action;
+    let (RetentionAction::Show { store }
+    | RetentionAction::Set { store, .. }
+    | RetentionAction::Apply { store, .. }) = &action;
     let config = store.client_config()?;
     let client = runtime
         .block_on(S3Client::new(config.clone()))
         .map_err(|e| startup_error(e, &config))?;
-    let failed = |e: ObjectError| match e {
+    let failed = |e: ObjectError| {
+        match e {
         ObjectError::Unsupported { message, .. } => anyhow::anyhow!(
-            "the store at {} does not support bucket lifecycle configuration ({message})",
+            "the store at {} does not support bucket lifecycle configuration or tagging ({message})",
             config.endpoint_url.as_deref().unwrap_or("AWS S3")
         ),
         other => startup_error(other, &config),
+    }
     };
     match action {
         RetentionAction::Show { .. } => {
             let rules = runtime.block_on(client.expiry_rules()).map_err(failed)?;
             print!("{}", retention::describe(&rules));
         }
-        RetentionAction::Set { days, prefix, .. } => {
-            let rule = retention::retention_rule(&prefix, days);
+        RetentionAction::Set { tiers, prefix, .. } => {
+            let rules = retention::tier_rules(&prefix, &tiers);
+            let replaced = |id: &str| retention::replaced_by_tiers(id, &prefix);
             runtime
-                .block_on(client.put_expiry_rule(rule.clone()))
+                .block_on(client.update_expiry_rules(&replaced, rules.clone()))
                 .map_err(failed)?;
-            print!("{}", retention::describe(&[rule]));
+            print!("{}", retention::describe(&rules));
+        }
+        RetentionAction::Apply {
+            default,
+            keep_latest,
+            prefix,
+            ..
+        } => {
+            let plan = retention::apply::ApplyPlan {
+                prefix,
+                default,
+                keep_latest,
+            };
+            let client: Arc<dyn ObjectClient> = Arc::new(client);
+            let report = runtime
+                .block_on(retention::apply::apply(client, &plan))
+                .map_err(failed)?;
+            print!("{report}");
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} objects could not be tagged", report.failed.len());
+            }
         }
     }
     Ok(())

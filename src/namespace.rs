@@ -17,6 +17,7 @@ mod lookup;
 mod name;
 mod overlay;
 mod tables;
+mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +150,9 @@ pub enum NamespaceError {
     /// The kernel named an inode this mount does not know (forgotten, or never issued).
     #[error("unknown inode {0}")]
     UnknownInode(u64),
+    /// More tags than S3 keeps on an object (10).
+    #[error("an object has at most {} tags", tags::MAX_TAGS)]
+    TooManyTags,
     /// The store failed.
     #[error(transparent)]
     Object(#[from] ObjectError),
@@ -192,6 +196,7 @@ pub struct Namespace {
     mount_time: SystemTime,
     skipped: SkippedKeys,
     tables: Mutex<Tables>,
+    tag_cache: tags::TagCache,
 }
 
 impl Namespace {
@@ -214,6 +219,7 @@ impl Namespace {
             mount_time,
             skipped: SkippedKeys::default(),
             tables: Mutex::new(tables),
+            tag_cache: tags::TagCache::default(),
         }
     }
 

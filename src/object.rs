@@ -12,7 +12,7 @@ mod s3;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::ops::Range;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -85,16 +85,73 @@ pub struct ObjectHeaders {
     /// When a lifecycle rule of the store will delete the object (the `expiry-date` of
     /// S3's and MinIO's `x-amz-expiration` header); only HEAD and GET return it.
     pub expiration: Option<SystemTime>,
+    /// The storage class (`x-amz-storage-class`); `None` is STANDARD.
+    pub storage_class: Option<String>,
+    /// Where a restore of an archived object stands (`x-amz-restore`).
+    pub restore: Option<Restore>,
+    /// Tags a PUT or CreateMultipartUpload gives the new object (`x-amz-tagging`). HEAD
+    /// and GET never fill it: an object's tags come from [`ObjectClient::tags`].
+    pub tagging: Tags,
 }
 
-/// An expiration rule of the bucket's lifecycle configuration that selects objects by key
-/// prefix alone (rules on tags or sizes cannot be applied from a listing and are left out).
+/// A restore of an archived object, as `x-amz-restore` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// Asked for, not readable yet.
+    Ongoing,
+    /// Readable until then.
+    Until(SystemTime),
+}
+
+/// Storage classes whose objects GET refuses until they are restored.
+const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+
+impl ObjectHeaders {
+    /// Whether the object sits in an archive class and no restore of it is readable.
+    pub fn archived(&self) -> bool {
+        let archive = self
+            .storage_class
+            .as_deref()
+            .is_some_and(|c| ARCHIVE_CLASSES.contains(&c));
+        archive && !matches!(self.restore, Some(Restore::Until(_)))
+    }
+}
+
+/// Which objects a lifecycle rule selects: all of its conditions hold (S3's `And`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleFilter {
+    /// Keys start with it.
+    pub prefix: String,
+    /// The object carries each of these tags.
+    pub tags: Tags,
+    /// Stored size is larger than this.
+    pub larger_than: Option<u64>,
+    /// Stored size is smaller than this.
+    pub smaller_than: Option<u64>,
+}
+
+impl RuleFilter {
+    /// Whether it selects an object of `key` and stored `size` whose tags are `tags`;
+    /// `None` when that depends on tags that are not known.
+    pub fn selects(&self, key: &str, size: u64, tags: Option<&Tags>) -> Option<bool> {
+        let by_key = key.starts_with(&self.prefix)
+            && self.larger_than.is_none_or(|n| size > n)
+            && self.smaller_than.is_none_or(|n| size < n);
+        if !by_key || self.tags.is_empty() {
+            return Some(by_key);
+        }
+        let tags = tags?;
+        Some(self.tags.iter().all(|(k, v)| tags.get(k) == Some(v)))
+    }
+}
+
+/// An enabled expiration rule of the bucket's lifecycle configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiryRule {
     /// The rule's id.
     pub id: String,
-    /// Keys it applies to.
-    pub prefix: String,
+    /// Objects it applies to.
+    pub filter: RuleFilter,
     /// Objects expire this many days after LastModified (S3 rounds up to midnight UTC)...
     pub days: Option<u32>,
     /// ...or all at this time.
@@ -187,13 +244,31 @@ pub trait ObjectClient: Send + Sync + Debug {
     /// Abandons an upload and its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ObjectError>;
 
-    /// The enabled prefix-only expiration rules of the bucket's lifecycle configuration
-    /// (none when it has none); `Unsupported` where the server has no lifecycle API.
+    /// The enabled expiration rules of the bucket's lifecycle configuration (none when it
+    /// has none); `Unsupported` where the server has no lifecycle API.
     async fn expiry_rules(&self) -> Result<Vec<ExpiryRule>, ObjectError>;
 
-    /// Adds `rule` to the bucket's lifecycle configuration, replacing the rule with its
-    /// id and keeping every other rule as it is.
-    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError>;
+    /// Edits the bucket's lifecycle configuration: drops the rules whose id `replaced`
+    /// picks, then adds `rules`, each replacing the rule with its id. Every other rule
+    /// stays as it is.
+    async fn update_expiry_rules(
+        &self,
+        replaced: &(dyn for<'k> Fn(&'k str) -> bool + Send + Sync),
+        rules: Vec<ExpiryRule>,
+    ) -> Result<(), ObjectError>;
+
+    /// A presigned GET URL of `key`, valid for `ttl`: signed here, no request made. With
+    /// `content_encoding`, the response carries that Content-Encoding (S3's
+    /// `response-content-encoding`).
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        content_encoding: Option<&str>,
+    ) -> Result<String, ObjectError>;
+
+    /// Asks the store to restore an archived object for `days` (RestoreObject).
+    async fn restore(&self, key: &str, days: u32) -> Result<(), ObjectError>;
 
     /// Server-side copy of `from` to `to`, with `headers` replacing the metadata if given;
     /// returns the new object's ETag. With `if_match`, the store refuses

@@ -1,55 +1,97 @@
-//! Retention: when the store will delete an object. First match wins:
-//! 1. the object's own `x-amz-meta-rgrid-expires-at`;
-//! 2. the `x-amz-expiration` header S3 and MinIO send when a lifecycle rule applies;
-//! 3. the bucket's lifecycle rules (read at mount, refreshed in the background) applied
-//!    to LastModified, the earliest matching rule winning as in S3;
-//! 4. `--retention-days` after LastModified.
+//! Retention: when the store deletes an object, and the tiers rgrid asks it for.
 //!
-//! 1 and 2 come with HEAD only; 3 and 4 need nothing but a listing, so a listing decides
-//! with them and asks HEAD only about the objects they call expired.
+//! An object's expiry is what will delete it, and nothing else:
+//! 1. the store's `x-amz-expiration` header on HEAD (S3 and MinIO evaluate their own
+//!    rules, tags included, and say when);
+//! 2. else the bucket's lifecycle rules (read at mount, refreshed in the background) as
+//!    S3 evaluates them: prefix, tag and size filters, the earliest matching rule wins;
+//! 3. else it does not expire ([`Expiry::Never`]).
+//!
+//! What rgrid asks for is a tier, kept in the object's tag `rgrid-retention`: `<N>d` or
+//! `keep`. `rgrid-mount retention set` installs one lifecycle rule per tier and prefix,
+//! filtered on that tag, so changing the tag (PutObjectTagging: no copy, no new version)
+//! changes what the store does. `latest` marks the objects of the newest executions,
+//! which `retention apply --keep-latest` keeps whatever their age; the tier they return
+//! to waits in `rgrid-retention-tier`.
 
+pub mod apply;
+mod tiers;
+
+use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::artifact;
-use crate::object::{ExpiryRule, ObjectClient, ObjectError, ObjectHeaders};
+use crate::object::{ExpiryRule, ObjectClient, ObjectError, ObjectHeaders, Tags};
 
-const DAY: u64 = 86_400;
+pub use tiers::{describe, replaced_by_tiers, tier_rules, TIER_RULE};
 
-/// The rule `rgrid-mount retention set` writes for `prefix`: one per prefix, so that an
-/// execution's own retention sits beside the bucket-wide one.
-pub fn retention_rule(prefix: &str, days: u32) -> ExpiryRule {
-    ExpiryRule {
-        id: format!("rgrid-retention:{prefix}"),
-        prefix: prefix.to_owned(),
-        days: Some(days),
-        date: None,
+/// The tag that holds an object's tier.
+pub const TIER_TAG: &str = "rgrid-retention";
+/// The tier an object kept as one of the latest returns to.
+pub const RETURN_TAG: &str = "rgrid-retention-tier";
+
+/// A retention tier: how long rgrid asks the store to keep an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Deleted this many days after it was written (LastModified).
+    Days(u32),
+    /// Kept until deleted by hand.
+    Keep,
+    /// Kept while its execution is one of the latest (`retention apply --keep-latest`).
+    Latest,
+}
+
+/// A century: longer retentions are surely a typo.
+pub const MAX_DAYS: u32 = 36_525;
+
+impl Tier {
+    /// The tier a user names: `90`, `90d` or `keep`.
+    pub fn parse(text: &str) -> Option<Tier> {
+        let text = text.trim();
+        if text == "keep" {
+            return Some(Tier::Keep);
+        }
+        if text == "latest" {
+            return Some(Tier::Latest);
+        }
+        let days: u32 = text.strip_suffix('d').unwrap_or(text).parse().ok()?;
+        (1..=MAX_DAYS).contains(&days).then_some(Tier::Days(days))
+    }
+
+    /// The tier an object's tags ask for, if any.
+    pub fn of(tags: &Tags) -> Option<Tier> {
+        Tier::parse(tags.get(TIER_TAG)?)
+    }
+
+    /// The tag value: `30d`, `keep`, `latest`.
+    pub fn tag_value(self) -> String {
+        self.to_string()
+    }
+
+    /// What `user.rgrid.retention_days` shows: the days, or `keep` for an object kept.
+    pub fn shown(self) -> String {
+        match self {
+            Tier::Days(days) => days.to_string(),
+            Tier::Keep | Tier::Latest => "keep".into(),
+        }
     }
 }
 
-/// The rules as `rgrid-mount retention show` prints them, one per line.
-pub fn describe(rules: &[ExpiryRule]) -> String {
-    if rules.is_empty() {
-        return "no expiration rules: objects are kept until deleted\n".into();
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tier::Days(days) => write!(f, "{days}d"),
+            Tier::Keep => f.write_str("keep"),
+            Tier::Latest => f.write_str("latest"),
+        }
     }
-    rules
-        .iter()
-        .map(|r| {
-            let when = match (r.days, r.date) {
-                (Some(days), _) => format!("{days} days after they are written"),
-                (None, Some(date)) => format!("at {}", artifact::format_time(date)),
-                (None, None) => "never".into(),
-            };
-            format!("{}: objects under {:?} expire {when}\n", r.id, r.prefix)
-        })
-        .collect()
 }
 
 /// Retention settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionConfig {
-    /// Days an object lives when no rule or metadata says otherwise.
-    pub days: u32,
+    /// The tier objects written through the mount are tagged with (`--retention-days`).
+    pub tier: Tier,
     /// Opening a file this close to its expiry logs a warning.
     pub warning: Duration,
     /// How often the bucket's lifecycle rules are read again.
@@ -59,23 +101,53 @@ pub struct RetentionConfig {
 /// Where an expiry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpirySource {
-    /// `x-amz-meta-rgrid-expires-at`.
-    Metadata,
     /// `x-amz-expiration`.
     Header,
     /// A lifecycle rule of the bucket.
     Lifecycle,
-    /// `--retention-days`.
-    Default,
 }
 
-/// An object's expiry and its source.
+/// When the store deletes an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expiry {
-    /// When the store deletes the object.
-    pub at: SystemTime,
-    /// Which rule said so.
-    pub source: ExpirySource,
+pub enum Expiry {
+    /// Nothing deletes it.
+    Never,
+    /// Deleted at `at`, as `source` says.
+    At {
+        /// When.
+        at: SystemTime,
+        /// Who says so.
+        source: ExpirySource,
+    },
+}
+
+/// An object as the rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// Its key.
+    pub key: &'a str,
+    /// Stored size.
+    pub size: u64,
+    /// LastModified.
+    pub last_modified: SystemTime,
+}
+
+/// Why a tier cannot be set on an object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TierError {
+    /// No tier rule at all: the store would keep the object whatever its tag says.
+    #[error("the bucket has no retention tier rules (run `rgrid-mount retention set`)")]
+    NoTiers,
+    /// Tier rules exist, but none for this tier over this key.
+    #[error("no lifecycle rule deletes {key} after {tier}; tiers here: {available}")]
+    NoRule {
+        /// The object.
+        key: String,
+        /// The tier asked for.
+        tier: Tier,
+        /// The tiers that have rules over the key.
+        available: String,
+    },
 }
 
 /// The retention policy of one bucket.
@@ -123,8 +195,7 @@ impl Retention {
             Ok(n) => tracing::debug!("{n} lifecycle expiration rules in force"),
             Err(ObjectError::Unsupported { .. }) if told => {}
             Err(e @ ObjectError::Unsupported { .. }) => {
-                let days = self.config.days;
-                tracing::info!("no bucket lifecycle ({e}); objects are kept {days} days");
+                tracing::info!("no bucket lifecycle ({e}): objects do not expire");
                 return true;
             }
             Err(e) => tracing::warn!("reading the bucket lifecycle failed: {e}"),
@@ -137,62 +208,99 @@ impl Retention {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The expiry that a listing can tell (sources 3 and 4).
-    pub fn policy(&self, key: &str, last_modified: SystemTime) -> Expiry {
-        let rules = self.rules();
-        let by_rule = rules
-            .iter()
-            .filter(|r| key.starts_with(&r.prefix))
-            .filter_map(|r| r.expires_at(last_modified))
-            .min();
-        match by_rule {
-            Some(at) => Expiry {
+    /// The expiry the rules give `object` with tags `tags`; `None` when that depends on
+    /// tags not known (a tag-filtered rule could come first).
+    fn by_rules(&self, object: Subject<'_>, tags: Option<&Tags>) -> Option<Expiry> {
+        let mut earliest: Option<SystemTime> = None;
+        let mut doubtful: Option<SystemTime> = None;
+        for rule in self.rules().iter() {
+            let Some(at) = rule.expires_at(object.last_modified) else {
+                continue;
+            };
+            let slot = match rule.filter.selects(object.key, object.size, tags) {
+                Some(true) => &mut earliest,
+                Some(false) => continue,
+                None => &mut doubtful,
+            };
+            *slot = Some(slot.map_or(at, |t| t.min(at)));
+        }
+        match (earliest, doubtful) {
+            (Some(at), Some(maybe)) if maybe < at => None,
+            (None, Some(_)) => None,
+            (Some(at), _) => Some(Expiry::At {
                 at,
                 source: ExpirySource::Lifecycle,
-            },
-            None => Expiry {
-                at: last_modified
-                    .checked_add(Duration::from_secs(u64::from(self.config.days) * DAY))
-                    .unwrap_or(last_modified),
-                source: ExpirySource::Default,
-            },
+            }),
+            (None, None) => Some(Expiry::Never),
         }
     }
 
-    /// The expiry of an object, with its HEAD headers when known (all four sources).
+    /// Whether a rule that does not look at tags has deleted `object` already (or is
+    /// about to): true whatever its tags are, so a listing can tell.
+    pub fn past_rules(&self, object: Subject<'_>) -> bool {
+        let now = SystemTime::now();
+        self.rules().iter().any(|rule| {
+            rule.filter.selects(object.key, object.size, None) == Some(true)
+                && rule
+                    .expires_at(object.last_modified)
+                    .is_some_and(|at| at <= now)
+        })
+    }
+
+    /// The expiry of `object`, with its HEAD headers and its tags when known; `None`
+    /// when it cannot be told without them.
     pub fn expiry(
         &self,
-        key: &str,
-        last_modified: SystemTime,
+        object: Subject<'_>,
         headers: Option<&ObjectHeaders>,
-    ) -> Expiry {
-        if let Some(at) = headers.and_then(artifact::expires_at) {
-            return Expiry {
-                at,
-                source: ExpirySource::Metadata,
-            };
-        }
+        tags: Option<&Tags>,
+    ) -> Option<Expiry> {
         if let Some(at) = headers.and_then(|h| h.expiration) {
-            return Expiry {
+            return Some(Expiry::At {
                 at,
                 source: ExpirySource::Header,
-            };
+            });
         }
-        self.policy(key, last_modified)
+        self.by_rules(object, tags)
     }
 
-    /// Days an object is kept: as set on it, else by the rule that applies to it.
-    pub fn days(&self, key: &str, headers: Option<&ObjectHeaders>) -> u32 {
-        if let Some(days) = headers.and_then(artifact::retention_days) {
-            return days;
-        }
+    /// The tier new objects are tagged with.
+    pub fn default_tier(&self) -> Tier {
+        self.config.tier
+    }
+
+    /// Whether the store acts on `tier` for `key`: `keep` always (no rule deletes it by
+    /// its tag), a number of days only if a tier rule for it covers the key.
+    pub fn check_tier(&self, key: &str, tier: Tier) -> Result<(), TierError> {
         let rules = self.rules();
-        rules
+        let tiers: Vec<(Tier, &ExpiryRule)> = rules
             .iter()
-            .filter(|r| key.starts_with(&r.prefix))
-            .filter_map(|r| r.days)
-            .min()
-            .unwrap_or(self.config.days)
+            .filter_map(|r| Some((Tier::of(&r.filter.tags)?, r)))
+            .collect();
+        if tiers.is_empty() {
+            return Err(TierError::NoTiers);
+        }
+        if tier == Tier::Keep {
+            return Ok(());
+        }
+        let over_key: Vec<Tier> = tiers
+            .iter()
+            .filter(|(_, r)| key.starts_with(&r.filter.prefix))
+            .map(|(t, _)| *t)
+            .collect();
+        if over_key.contains(&tier) {
+            return Ok(());
+        }
+        let available: Vec<String> = over_key.iter().map(Tier::to_string).collect();
+        Err(TierError::NoRule {
+            key: key.to_owned(),
+            tier,
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
+        })
     }
 
     /// How close to expiry an open warns.
@@ -202,101 +310,4 @@ impl Retention {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::object::MemoryClient;
-
-    fn at(s: &str) -> SystemTime {
-        artifact::parse_time(s).unwrap()
-    }
-
-    async fn retention(rules: Vec<ExpiryRule>) -> Retention {
-        let client = MemoryClient::new();
-        for rule in rules {
-            client.put_expiry_rule(rule).await.unwrap();
-        }
-        let config = RetentionConfig {
-            days: 30,
-            warning: Duration::from_secs(2 * DAY),
-            refresh: Duration::from_secs(600),
-        };
-        let retention = Retention::new(Arc::new(client), config);
-        retention.load().await.unwrap();
-        retention
-    }
-
-    fn rule(id: &str, prefix: &str, days: Option<u32>, date: Option<&str>) -> ExpiryRule {
-        ExpiryRule {
-            id: id.into(),
-            prefix: prefix.into(),
-            days,
-            date: date.map(at),
-        }
-    }
-
-    #[tokio::test]
-    async fn first_source_that_knows_wins() {
-        let r = retention(vec![rule("logs", "executions/", Some(7), None)]).await;
-        let modified = at("2026-11-01T15:20:00Z");
-        let mut headers = ObjectHeaders::default();
-
-        let e = r.expiry("executions/e/outputs/x", modified, Some(&headers));
-        assert_eq!(
-            (e.at, e.source),
-            (at("2026-11-09T00:00:00Z"), ExpirySource::Lifecycle)
-        );
-        let e = r.expiry("other/x", modified, None);
-        assert_eq!(
-            (e.at, e.source),
-            (at("2026-12-01T15:20:00Z"), ExpirySource::Default)
-        );
-
-        headers.expiration = Some(at("2026-11-10T00:00:00Z"));
-        let e = r.expiry("executions/e/outputs/x", modified, Some(&headers));
-        assert_eq!(
-            (e.at, e.source),
-            (at("2026-11-10T00:00:00Z"), ExpirySource::Header)
-        );
-
-        let own = (
-            artifact::EXPIRES_AT.to_owned(),
-            "2027-01-01T00:00:00Z".to_owned(),
-        );
-        headers.user_metadata.extend([own]);
-        let e = r.expiry("executions/e/outputs/x", modified, Some(&headers));
-        assert_eq!(
-            (e.at, e.source),
-            (at("2027-01-01T00:00:00Z"), ExpirySource::Metadata)
-        );
-    }
-
-    #[tokio::test]
-    async fn the_earliest_matching_rule_wins_and_dates_apply_as_given() {
-        let r = retention(vec![
-            rule("long", "", Some(90), None),
-            rule("short", "executions/e1/", Some(1), None),
-            rule(
-                "cutoff",
-                "executions/e2/",
-                None,
-                Some("2026-11-05T00:00:00Z"),
-            ),
-        ])
-        .await;
-        let midnight = at("2026-11-01T00:00:00Z");
-        assert_eq!(
-            r.policy("executions/e1/x", midnight).at,
-            at("2026-11-02T00:00:00Z")
-        );
-        assert_eq!(
-            r.policy("executions/e2/x", midnight).at,
-            at("2026-11-05T00:00:00Z")
-        );
-        assert_eq!(
-            r.policy("elsewhere", midnight).at,
-            at("2027-01-30T00:00:00Z")
-        );
-        assert_eq!(r.days("executions/e1/x", None), 1);
-        assert_eq!(r.days("elsewhere", None), 90);
-    }
-}
+mod tests;

@@ -39,6 +39,35 @@ pub struct EmbeddedStore {
     pub secret_key: String,
     probe: Probe,
     server: tokio::task::JoinHandle<()>,
+    /// The lifecycle pass: deletes objects past their rule, every `lifecycle_every`.
+    lifecycle: tokio::task::JoinHandle<()>,
+    lifecycle_every: Arc<AtomicU64>,
+}
+
+/// How often the lifecycle pass runs unless told otherwise; MinIO's scanner takes
+/// minutes to come round, too.
+const LIFECYCLE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes what the lifecycle rules say is due, every `every` milliseconds (read each
+/// tick, so that a shorter period applies at once).
+fn lifecycle_pass(store: DiskStore, every: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tick = std::time::Duration::from_millis(100);
+        let mut since = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let every = std::time::Duration::from_millis(every.load(Ordering::Relaxed));
+            if since.elapsed() < every {
+                continue;
+            }
+            since = std::time::Instant::now();
+            let store = store.clone();
+            let deleted = tokio::task::spawn_blocking(move || store.expire()).await;
+            if let Ok(n @ 1..) = deleted {
+                tracing::info!("embedded store: lifecycle deleted {n} objects");
+            }
+        }
+    })
 }
 
 /// Sees every authenticated request before it runs: counts it by operation, and fails it
@@ -204,6 +233,8 @@ impl EmbeddedStore {
     ) -> io::Result<EmbeddedStore> {
         let store = DiskStore::open(root)?;
         store.ensure_bucket(bucket)?;
+        let lifecycle_every = Arc::new(AtomicU64::new(LIFECYCLE_EVERY.as_millis() as u64));
+        let lifecycle = lifecycle_pass(store.clone(), lifecycle_every.clone());
         let mut builder = S3ServiceBuilder::new(store);
         builder.set_auth(SimpleAuth::from_single(
             access_key.clone(),
@@ -245,7 +276,15 @@ impl EmbeddedStore {
             secret_key,
             probe,
             server,
+            lifecycle,
+            lifecycle_every,
         })
+    }
+
+    /// Runs the lifecycle pass every `every` from now on.
+    pub fn lifecycle_every(&self, every: std::time::Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        self.lifecycle_every.store(ms.max(1), Ordering::Relaxed);
     }
 
     /// Requests served so far for operation `op` (S3's name: "GetObject", "ListObjectsV2").
@@ -278,6 +317,7 @@ impl EmbeddedStore {
     /// Stops serving: the port closes and open connections are cut.
     pub fn stop(&self) {
         self.server.abort();
+        self.lifecycle.abort();
     }
 
     /// [`EmbeddedStore::stop`], returning once the port is closed.

@@ -41,6 +41,8 @@ pub struct WriteConfig {
     pub concurrency: usize,
     /// How often pending uploads are tried again.
     pub retry_interval: Duration,
+    /// Tags every object written gets from its creation: its retention tier.
+    pub tags: crate::object::Tags,
     /// Write-back (`--write-back`): close returns once the upload is journaled, and the
     /// upload runs in the background.
     pub write_back: bool,
@@ -118,6 +120,8 @@ pub struct Uploader {
     /// Held by a pass over the journal: the retry loop and a sync never replay the same
     /// spool at once.
     replaying: tokio::sync::Mutex<()>,
+    /// The store refused tags on new objects: they go up without.
+    untagged: std::sync::atomic::AtomicBool,
 }
 
 impl Uploader {
@@ -144,6 +148,7 @@ impl Uploader {
             config,
             board: Arc::default(),
             replaying: tokio::sync::Mutex::new(()),
+            untagged: Default::default(),
         }))
     }
 
@@ -365,8 +370,7 @@ impl Uploader {
         let etag = if size <= self.config.part_size {
             let body = self.slots.read(file, 0, size).await?;
             let etag = self
-                .client
-                .put(key, body.bytes.clone(), headers.clone())
+                .put_new(key, body.bytes.clone(), headers.clone())
                 .await?;
             self.board.sent(key, &entry.spool, size);
             etag
@@ -410,7 +414,7 @@ impl Uploader {
         parts: impl futures::Stream<Item = Result<SlotBody, UploadError>>,
     ) -> Result<(Option<String>, u64), UploadError> {
         let key = entry.key.as_str();
-        let upload_id = self.client.create_multipart(key, headers).await?;
+        let upload_id = self.start_multipart(key, headers).await?;
         let sent = AtomicU64::new(0);
         let uploads = parts.enumerate().map(|(i, part)| {
             let (upload_id, sent) = (&upload_id, &sent);
@@ -456,7 +460,7 @@ fn headers_for(key: &str, sha256: Option<&str>) -> ObjectHeaders {
             .map(|h| (artifact::SHA256.to_owned(), h.to_owned()))
             .into_iter()
             .collect(),
-        expiration: None,
+        ..ObjectHeaders::default()
     }
 }
 
@@ -495,6 +499,7 @@ mod send;
 mod slots;
 mod spool;
 mod stream;
+mod tagging;
 mod tree;
 
 pub use barrier::SyncFailure;

@@ -1,6 +1,6 @@
 //! Artifact metadata as extended attributes, and expiry, through a real mount with
-//! `getfattr`/`setfattr` as users run them. (Expiry from a bucket lifecycle rule is tested
-//! against a server that has lifecycle configuration, in tests/lifecycle.rs.)
+//! `getfattr`/`setfattr` as users run them. (Expiry and retention tiers are tested in
+//! tests/retention.rs.)
 
 mod common;
 
@@ -8,13 +8,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::{outcome, run, Mount, TestStore};
-use rgrid_mount::artifact::{format_time, parse_time};
+use common::{outcome, run, MotoServer, Mount, TestStore};
 use sha2::{Digest, Sha256};
-
-const DAY: u64 = 86_400;
 
 /// `getfattr -d` of `path`, as name → value.
 fn getfattr_all(path: &Path) -> BTreeMap<String, String> {
@@ -37,11 +34,6 @@ fn attr_tool(args: &[&str], path: &Path) -> Result<String, String> {
     outcome(Command::new(tool).args(args).arg("--").arg(path))
 }
 
-fn close_to(t: SystemTime, expected: SystemTime) -> bool {
-    let d = t.duration_since(expected).unwrap_or_else(|e| e.duration());
-    d < Duration::from_secs(120)
-}
-
 #[test]
 fn getfattr_shows_the_artifact_metadata() {
     let store = TestStore::start();
@@ -50,7 +42,6 @@ fn getfattr_shows_the_artifact_metadata() {
     fs::create_dir_all(&dir).unwrap();
     let data = b"id,value\n1,2\n".repeat(100);
     fs::write(dir.join("table.csv"), &data).unwrap();
-    let now = SystemTime::now();
 
     let attrs = getfattr_all(&dir.join("table.csv"));
     let sha: String = Sha256::digest(&data)
@@ -63,12 +54,20 @@ fn getfattr_shows_the_artifact_metadata() {
     assert_eq!(attrs["user.rgrid.compression"], "none");
     assert_eq!(attrs["user.rgrid.execution_id"], "e7");
     assert_eq!(attrs["user.rgrid.artifact_type"], "output");
-    assert_eq!(attrs["user.rgrid.retention_days"], "30");
+    assert_eq!(
+        attrs["user.rgrid.retention_days"], "30",
+        "the tier asked for"
+    );
+    assert_eq!(
+        attrs["user.rgrid.expires_at"], "never",
+        "no rule deletes it"
+    );
+    assert_eq!(attrs["user.rgrid.kind"], "data");
+    assert_eq!(attrs["user.rgrid.storage_class"], "STANDARD");
     assert!(!attrs["user.rgrid.etag"].is_empty());
-    let expires = parse_time(&attrs["user.rgrid.expires_at"]).expect("RFC 3339");
     assert!(
-        close_to(expires, now + Duration::from_secs(30 * DAY)),
-        "{attrs:?}"
+        !attrs.contains_key("user.rgrid.url"),
+        "a link is made when asked for, not listed"
     );
 
     let exec = getfattr_all(&mount.join("executions/e7"));
@@ -82,87 +81,136 @@ fn getfattr_shows_the_artifact_metadata() {
     assert!(other.contains("No such attribute"), "{other}");
     let read_only = attr_tool(&["-n", "user.rgrid.sha256", "-v", "0"], &file).unwrap_err();
     assert!(read_only.contains("Operation not permitted"), "{read_only}");
-    let bad = attr_tool(&["-n", "user.rgrid.expires_at", "-v", "soon"], &file).unwrap_err();
+    let set = attr_tool(
+        &["-n", "user.rgrid.expires_at", "-v", "2031-01-01T00:00:00Z"],
+        &file,
+    );
+    assert!(
+        set.unwrap_err().contains("Operation not permitted"),
+        "expiry follows the store's rules: set retention_days"
+    );
+    let bad = attr_tool(&["-n", "user.rgrid.retention_days", "-v", "soon"], &file).unwrap_err();
     assert!(bad.contains("Invalid argument"), "{bad}");
 }
 
 #[test]
-fn setfattr_changes_retention_in_the_store() {
+fn user_tags_round_trip_and_a_plain_client_sees_them() {
     let store = TestStore::start();
-    store.put("executions/e1/outputs/model.bin", vec![7u8; 4096]);
-    let key = "executions/e1/outputs/model.bin";
-    {
-        let mount = Mount::new(&store, &[]);
-        let file = mount.join(key);
-        let when = "2031-03-04T05:06:07Z";
-        attr_tool(&["-n", "user.rgrid.expires_at", "-v", when], &file).unwrap();
-        assert_eq!(getfattr_all(&file)["user.rgrid.expires_at"], when);
-        let (body, meta) = store.get(key).unwrap();
-        assert_eq!(body, vec![7u8; 4096], "the bytes stay");
-        assert_eq!(meta["rgrid-expires-at"], when);
-        // The same bytes, still readable through the mount after the rewrite.
-        assert_eq!(fs::read(&file).unwrap(), vec![7u8; 4096]);
-
-        attr_tool(&["-n", "user.rgrid.retention_days", "-v", "90"], &file).unwrap();
-        let attrs = getfattr_all(&file);
-        assert_eq!(attrs["user.rgrid.retention_days"], "90");
-        let expires = parse_time(&attrs["user.rgrid.expires_at"]).unwrap();
-        let expected = SystemTime::now() + Duration::from_secs(90 * DAY);
-        assert!(close_to(expires, expected), "{attrs:?}");
-    }
-    // A new mount reads it back from the store.
+    store.put("executions/e1/outputs/plot.png", vec![1u8; 64]);
+    let key = "executions/e1/outputs/plot.png";
     let mount = Mount::new(&store, &[]);
-    let attrs = getfattr_all(&mount.join(key));
-    assert_eq!(attrs["user.rgrid.retention_days"], "90");
-    let (_, meta) = store.get(key).unwrap();
-    assert_eq!(attrs["user.rgrid.expires_at"], meta["rgrid-expires-at"]);
-
-    attr_tool(&["-x", "user.rgrid.expires_at"], &mount.join(key)).unwrap();
-    let attrs = getfattr_all(&mount.join(key));
+    let file = mount.join(key);
+    let etag = getfattr_all(&file)["user.rgrid.etag"].clone();
+    attr_tool(&["-n", "user.rgrid.tag.team", "-v", "vision"], &file).unwrap();
+    attr_tool(&["-n", "user.rgrid.tag.run", "-v", "r-17 a/b"], &file).unwrap();
+    let attrs = getfattr_all(&file);
+    assert_eq!(attrs["user.rgrid.tag.team"], "vision");
+    assert_eq!(attrs["user.rgrid.tag.run"], "r-17 a/b");
+    assert_eq!(attrs["user.rgrid.kind"], "image");
+    assert_eq!(attrs["user.rgrid.etag"], etag, "no new version");
+    let tags = store.tags(key);
     assert_eq!(
-        attrs["user.rgrid.retention_days"], "30",
-        "back to the default"
+        (tags["team"].as_str(), tags["run"].as_str()),
+        ("vision", "r-17 a/b")
+    );
+    assert_eq!(store.get(key).unwrap().0, vec![1u8; 64], "the bytes stay");
+
+    attr_tool(&["-x", "user.rgrid.tag.team"], &file).unwrap();
+    assert!(!store.tags(key).contains_key("team"));
+    let gone = attr_tool(&["-x", "user.rgrid.tag.team"], &file).unwrap_err();
+    assert!(gone.contains("No such attribute"), "{gone}");
+    let reserved = attr_tool(
+        &["-n", "user.rgrid.tag.rgrid-retention", "-v", "keep"],
+        &file,
+    );
+    assert!(reserved.unwrap_err().contains("Operation not permitted"));
+    for i in 0..9 {
+        let name = format!("user.rgrid.tag.t{i}");
+        attr_tool(&["-n", &name, "-v", "x"], &file).unwrap();
+    }
+    let full = attr_tool(&["-n", "user.rgrid.tag.one-more", "-v", "x"], &file).unwrap_err();
+    assert!(full.contains("No space left"), "S3 keeps 10 tags: {full}");
+
+    // A new mount reads them from the store.
+    let fresh = Mount::new(&store, &[]);
+    assert_eq!(
+        getfattr_all(&fresh.join(key))["user.rgrid.tag.run"],
+        "r-17 a/b"
     );
 }
 
+/// `curl` of the link returns the stored bytes; a gzip-stored object's link serves them
+/// with `Content-Encoding: gzip`; past its time the link is refused.
 #[test]
-fn expired_objects_are_hidden_whatever_says_so() {
+fn the_share_link_serves_the_object_until_it_expires() {
     let store = TestStore::start();
-    let past = format_time(SystemTime::now() - Duration::from_secs(60));
-    let future = format_time(SystemTime::now() + Duration::from_secs(DAY));
-    let soon = format_time(SystemTime::now() + Duration::from_secs(3600));
-    store.put_with_meta("d/gone.txt", "x", &[("rgrid-expires-at", &past)]);
-    store.put_with_meta("d/kept.txt", "x", &[("rgrid-expires-at", &future)]);
-    store.put_with_meta("d/soon.txt", "x", &[("rgrid-expires-at", &soon)]);
-    store.put("d/plain.txt", "x");
+    let mount = Mount::new(&store, &["--compress", "always", "--share-link-ttl", "3"]);
+    let dir = mount.join("executions/e1/outputs");
+    fs::create_dir_all(&dir).unwrap();
+    let data = b"id,value\n1,2\n".repeat(1000);
+    fs::write(dir.join("t.csv"), &data).unwrap();
+    let url = run(Command::new("getfattr")
+        .args(["--only-values", "-n", "user.rgrid.url"])
+        .arg(dir.join("t.csv")));
+    assert!(url.starts_with(&store.endpoint), "{url}");
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    let gets = store.requests("GetObject");
+    let body = Command::new("curl")
+        .args(["-sf", "--compressed", &url])
+        .output()
+        .unwrap();
+    assert!(body.status.success(), "{body:?}");
+    assert_eq!(body.stdout, data, "decoded by the client");
+    let headers = run(Command::new("curl").args(["-sf", "-o", "/dev/null", "-D", "-", &url]));
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-encoding: gzip"),
+        "{headers}"
+    );
+    assert_eq!(
+        store.requests("GetObject"),
+        gets + 2,
+        "only curl asked the store"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let late = Command::new("curl").args(["-sf", &url]).output().unwrap();
+    assert!(!late.status.success(), "an expired link is refused");
+}
 
-    let names = |mount: &Mount| {
-        let mut names: Vec<String> = fs::read_dir(mount.join("d"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
-    // Default retention (30 days): only the object's own past expiry hides it. Its
-    // metadata comes with HEAD, so a lookup sees it; a listing carries no metadata.
-    let mount = Mount::new(&store, &[]);
-    let err = fs::metadata(mount.join("d/gone.txt")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
-    let listed = names(&mount);
-    for name in ["kept.txt", "plain.txt", "soon.txt"] {
-        assert!(listed.iter().any(|n| n == name), "{listed:?}");
-    }
-    assert_eq!(fs::read_to_string(mount.join("d/soon.txt")).unwrap(), "x");
-    assert!(mount.log().contains("deletes soon"), "{}", mount.log());
-    drop(mount);
+/// FEAT-004's ARCHIVED state: an object in an archive class fails open with EREMOTE and
+/// a log line saying how to restore it; `setfattr user.rgrid.restore` restores it, and
+/// then it reads. (moto keeps storage classes and restores at once.)
+#[test]
+fn an_archived_object_fails_open_until_restored() {
+    let moto = MotoServer::start();
+    let key = "executions/e1/outputs/old.bin";
+    let sdk = moto.sdk();
+    let put = sdk
+        .put_object()
+        .bucket(common::BUCKET)
+        .key(key)
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"cold bytes",
+        ))
+        .send();
+    moto.runtime.block_on(put).unwrap();
+    let mount = Mount::new(&moto, &[]);
+    let file = mount.join(key);
+    let err = fs::read(&file).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EREMOTE), "{err}");
+    let log = mount.log();
+    assert!(
+        log.contains(key) && log.contains("setfattr -n user.rgrid.restore"),
+        "{log}"
+    );
+    let attrs = getfattr_all(&file);
+    assert_eq!(attrs["user.rgrid.storage_class"], "GLACIER");
+    let bad = attr_tool(&["-n", "user.rgrid.restore", "-v", "soon"], &file).unwrap_err();
+    assert!(bad.contains("Invalid argument"), "{bad}");
 
-    // --retention-days 0: objects without their own expiry are past it at once; the
-    // listing asks HEAD about those only, and their own metadata decides.
-    let mount = Mount::new(&store, &["--retention-days", "0"]);
-    assert_eq!(names(&mount), ["kept.txt", "soon.txt"]);
-    let fresh = Mount::new(&store, &["--retention-days", "0"]);
-    let err = fs::metadata(fresh.join("d/plain.txt")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
-    assert!(fs::metadata(fresh.join("d/kept.txt")).is_ok());
+    attr_tool(&["-n", "user.rgrid.restore", "-v", "2"], &file).unwrap();
+    assert!(getfattr_all(&file).contains_key("user.rgrid.restore"));
+    assert_eq!(fs::read(&file).unwrap(), b"cold bytes");
 }

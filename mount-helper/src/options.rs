@@ -42,6 +42,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("read_part_size", Takes::Value),
     ("region", Takes::Value),
     ("retention_days", Takes::Value),
+    ("share_link_ttl", Takes::Value),
     ("uid", Takes::Value),
     ("upload_concurrency", Takes::Value),
     ("upload_part_size", Takes::Value),

@@ -6,6 +6,7 @@ use super::FileHandle;
 use crate::namespace::{BadName, NamespaceError};
 use crate::object::ObjectError;
 use crate::readahead::ReadError;
+use crate::retention::TierError;
 use crate::upload::UploadError;
 use crate::view::ViewError;
 
@@ -69,6 +70,17 @@ pub enum FsError {
     /// A barrier (fsync) found an upload that did not reach the store, for this reason.
     #[error("upload failed: {0}")]
     UploadFailed(String),
+    /// The object is in an archive storage class and not restored.
+    #[error("{key} is archived ({class}) and not restored yet; to restore it: setfattr -n user.rgrid.restore -v DAYS FILE")]
+    Archived {
+        /// Its key.
+        key: String,
+        /// Its storage class.
+        class: String,
+    },
+    /// A retention tier the store would not act on.
+    #[error(transparent)]
+    Retention(#[from] TierError),
 }
 
 impl From<BadName> for FsError {
@@ -96,6 +108,7 @@ impl FsError {
                 NamespaceError::IsADirectory => libc::EISDIR,
                 NamespaceError::InvalidName(why) => name_errno(*why),
                 NamespaceError::ReadOnly => libc::EROFS,
+                NamespaceError::TooManyTags => libc::ENOSPC,
                 NamespaceError::Object(e) => object_errno(e),
             },
             FsError::View(ViewError::Read(e)) | FsError::Read(e) => read_errno(e),
@@ -118,6 +131,9 @@ impl FsError {
             FsError::AccessDenied => libc::EACCES,
             FsError::Range => libc::ERANGE,
             FsError::UploadFailed(_) => libc::EIO,
+            FsError::Archived { .. } => libc::EREMOTE,
+            FsError::Retention(TierError::NoTiers) => libc::ENOTSUP,
+            FsError::Retention(TierError::NoRule { .. }) => libc::EINVAL,
         }
     }
 
@@ -146,7 +162,8 @@ impl FsError {
             | FsError::View(_)
             | FsError::Upload(_)
             | FsError::Io(_)
-            | FsError::UploadFailed(_) => Severity::Warn,
+            | FsError::UploadFailed(_)
+            | FsError::Archived { .. } => Severity::Warn,
             FsError::BadHandle(_) => Severity::Warn,
             FsError::ReadOnly
             | FsError::Exists
@@ -158,7 +175,8 @@ impl FsError {
             | FsError::InvalidValue
             | FsError::Busy
             | FsError::AccessDenied
-            | FsError::Range => Severity::Debug,
+            | FsError::Range
+            | FsError::Retention(_) => Severity::Debug,
         }
     }
 }

@@ -447,7 +447,7 @@ impl RgridFs {
         self.write_backs.forget(writer.ino);
         // Superseded: another writer's newer close of the file went up instead.
         if let Sent::Stored(uploaded) = sent {
-            self.after_upload(writer.ino, uploaded).await;
+            self.after_upload(writer.ino, *uploaded).await;
         }
         Ok(())
     }

@@ -1,18 +1,25 @@
-//! Extended attributes of [`RgridFs`]: the artifact metadata under `user.rgrid.*` (expiry,
-//! SHA-256, ETag, stored size, content type, compression, execution and artifact type),
-//! read from the object's metadata (one HEAD per version, kept with the inode) and from
-//! its key. `expires_at` and `retention_days` can be set on a writable file: the store
-//! then gets the object's metadata rewritten, pinned to the version read, so that a
-//! concurrent writer's object never gets our metadata.
+//! Extended attributes of [`RgridFs`]: the artifact metadata under `user.rgrid.*`, read
+//! from the object's HEAD (once per version, kept with the inode), its tags (once per
+//! version and metadata TTL), its key, and the bucket's lifecycle rules:
+//!
+//! - `expires_at`: when the store deletes it (`never` when nothing does), absent when
+//!   that cannot be told (its tags unreadable while a tag rule could apply);
+//! - `retention_days`: the tier asked for (`30`, `keep`), settable (see `set.rs`);
+//! - `tag.NAME`: the object's own S3 tags, settable; `kind`, `storage_class`, `restore`,
+//!   `sha256`, `etag`, `stored_size`, `content_type`, `compression`, `execution_id`,
+//!   `artifact_type`, `upload_state`;
+//! - `url`, asked for by name and never listed: a presigned GET link.
+
+mod set;
 
 use std::ffi::OsStr;
-use std::time::{Duration, SystemTime};
 
 use super::control::{STATUS, SYNC};
-use super::{lock, Caller, FsError, RgridFs, XattrValue};
-use crate::artifact;
+use super::{Caller, FsError, RgridFs, XattrValue};
+use crate::artifact::{self, ArtifactKind, Compression};
 use crate::namespace::{InodeKind, InodeNo, Node};
-use crate::object::ObjectHeaders;
+use crate::object::{ObjectError, Restore, Tags};
+use crate::retention::{Expiry, Subject, Tier};
 use crate::upload::UploadState;
 
 const EXPIRES_AT: &str = "user.rgrid.expires_at";
@@ -25,49 +32,115 @@ const COMPRESSION: &str = "user.rgrid.compression";
 const EXECUTION_ID: &str = "user.rgrid.execution_id";
 const ARTIFACT_TYPE: &str = "user.rgrid.artifact_type";
 const UPLOAD_STATE: &str = "user.rgrid.upload_state";
+const KIND: &str = "user.rgrid.kind";
+const STORAGE_CLASS: &str = "user.rgrid.storage_class";
+const RESTORE: &str = "user.rgrid.restore";
+const URL: &str = "user.rgrid.url";
+/// The object's S3 tags, one attribute each.
+const TAG: &str = "user.rgrid.tag.";
 
-/// A century: longer retentions are surely a typo.
-const MAX_RETENTION_DAYS: u32 = 36_525;
+/// Tags rgrid itself keeps (hash, tier): shown under their own names, not as `tag.*`.
+const RESERVED_TAGS: &str = "rgrid-";
 
 /// Our namespace; other names are not ours to set.
 const OURS: &str = "user.rgrid.";
 
 impl RgridFs {
     /// The attributes `ino` has, with their values.
-    async fn xattrs(&self, ino: InodeNo) -> Result<Vec<(&'static str, String)>, FsError> {
+    async fn xattrs(&self, ino: InodeNo) -> Result<Vec<(String, String)>, FsError> {
         let node = self.namespace.describe(ino).await?;
-        let mut out = Vec::new();
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut push = |name: &str, value: String| out.push((name.to_owned(), value));
         let execution = artifact::execution_of(&node.key);
         if let Some((id, _)) = execution {
-            out.push((EXECUTION_ID, id.to_owned()));
+            push(EXECUTION_ID, id.to_owned());
         }
         if node.kind == InodeKind::Directory {
             return Ok(out);
         }
         if let Some((_, Some(kind))) = execution {
-            out.push((ARTIFACT_TYPE, kind.name().to_owned()));
+            push(ARTIFACT_TYPE, kind.name().to_owned());
         }
         let headers = node.headers.as_deref();
-        let expiry = self.retention.expiry(&node.key, node.mtime, headers);
-        out.push((EXPIRES_AT, artifact::format_time(expiry.at)));
-        let days = self.retention.days(&node.key, headers);
-        out.push((RETENTION_DAYS, days.to_string()));
-        let compression = headers.map_or(artifact::Compression::None, artifact::compression);
-        out.push((COMPRESSION, compression.name().to_owned()));
+        let content_type = headers.and_then(|h| h.content_type.as_deref());
+        push(
+            KIND,
+            ArtifactKind::of(&node.key, content_type).name().into(),
+        );
+        let compression = headers.map_or(Compression::None, artifact::compression);
+        push(COMPRESSION, compression.name().to_owned());
         if let Some(sha) = headers.and_then(artifact::sha256) {
-            out.push((SHA256, sha.to_owned()));
+            push(SHA256, sha.to_owned());
         }
-        if let Some(content_type) = headers.and_then(|h| h.content_type.clone()) {
-            out.push((CONTENT_TYPE, content_type));
-        }
-        if let Some(etag) = &node.etag {
-            out.push((ETAG, etag.trim_matches('"').to_owned()));
-            out.push((STORED_SIZE, node.stored_size.to_string()));
+        if let Some(content_type) = content_type {
+            push(CONTENT_TYPE, content_type.to_owned());
         }
         if let Some(state) = self.upload_state(&node) {
-            out.push((UPLOAD_STATE, state));
+            push(UPLOAD_STATE, state);
+        }
+        if node.etag.is_none() {
+            // Not in the store yet: the tier it will be asked for, nothing more.
+            push(RETENTION_DAYS, self.retention.default_tier().shown());
+            return Ok(out);
+        }
+        let etag = node.etag.as_deref().unwrap_or_default();
+        push(ETAG, etag.trim_matches('"').to_owned());
+        push(STORED_SIZE, node.stored_size.to_string());
+        if let Some(headers) = headers {
+            let class = headers.storage_class.as_deref().unwrap_or("STANDARD");
+            push(STORAGE_CLASS, class.to_owned());
+            match headers.restore {
+                Some(Restore::Ongoing) => push(RESTORE, "ongoing".into()),
+                Some(Restore::Until(t)) => push(RESTORE, artifact::format_time(t)),
+                None => {}
+            }
+        }
+        let tags = self.stored_tags(&node).await;
+        out.extend(self.retention_xattrs(&node, tags.as_ref()));
+        for (key, value) in tags.iter().flatten() {
+            if !key.starts_with(RESERVED_TAGS) {
+                out.push((format!("{TAG}{key}"), value.clone()));
+            }
         }
         Ok(out)
+    }
+
+    /// The tags of a stored file; `None` when they cannot be read (no tagging here, or
+    /// the store failed): what depends on them is then left out, not guessed.
+    async fn stored_tags(&self, node: &Node) -> Option<Tags> {
+        match self.namespace.tags(&node.object_id()).await {
+            Ok(tags) => Some(tags.as_ref().clone()),
+            Err(e) => {
+                if !matches!(
+                    e,
+                    crate::namespace::NamespaceError::Object(ObjectError::Unsupported { .. })
+                ) {
+                    tracing::debug!(key = %node.key, "tags not read: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    /// `expires_at` and `retention_days` of a stored file with `tags`.
+    fn retention_xattrs(&self, node: &Node, tags: Option<&Tags>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let object = Subject {
+            key: &node.key,
+            size: node.stored_size,
+            last_modified: node.mtime,
+        };
+        match self.retention.expiry(object, node.headers.as_deref(), tags) {
+            Some(Expiry::Never) => out.push((EXPIRES_AT.to_owned(), "never".to_owned())),
+            Some(Expiry::At { at, .. }) => {
+                out.push((EXPIRES_AT.to_owned(), artifact::format_time(at)));
+            }
+            None => {}
+        }
+        if let Some(tier) = tags.and_then(Tier::of) {
+            out.push((RETENTION_DAYS.to_owned(), tier.shown()));
+        }
+        out
     }
 
     /// Where the upload of a file written through this mount stands: `pending` while it
@@ -87,6 +160,21 @@ impl RgridFs {
             }
             Some(r) => Some(r.state.to_string()),
         }
+    }
+
+    /// A presigned GET link of file `ino`, valid for the configured time. A gzip-stored
+    /// object's link serves its stored (compressed) bytes with `Content-Encoding: gzip`,
+    /// so that browsers and `curl --compressed` decode them.
+    async fn share_link(&self, ino: InodeNo) -> Result<String, FsError> {
+        let node = self.namespace.describe(ino).await?;
+        if node.kind != InodeKind::File || node.etag.is_none() {
+            return Err(FsError::NoAttribute);
+        }
+        let headers = node.headers.as_deref();
+        let gzip = headers.map(artifact::compression) == Some(Compression::Gzip);
+        let encoding = gzip.then_some("gzip");
+        let ttl = self.config.share_link_ttl;
+        Ok(self.namespace.share_link(&node.key, ttl, encoding).await?)
     }
 
     /// listxattr: the names, each ending in NUL, for a buffer of `size`.
@@ -118,106 +206,11 @@ impl RgridFs {
                 _ => {}
             }
         }
-        let value = self
-            .xattrs(ino)
-            .await?
-            .into_iter()
-            .find(|(n, _)| *n == name);
+        if name == URL {
+            return XattrValue::fit(self.share_link(ino).await?.into_bytes(), size);
+        }
+        let value = self.xattrs(ino).await?.into_iter().find(|(n, _)| n == name);
         let value = value.map(|(_, v)| v.into_bytes());
         XattrValue::fit(value.ok_or(FsError::NoAttribute)?, size)
-    }
-
-    /// setxattr: `expires_at` (RFC 3339) and `retention_days` of a file change its
-    /// retention; the other `user.rgrid.*` names are read-only (EPERM); names outside
-    /// our namespace are not supported (so that `cp -a` carries on without them).
-    pub async fn setxattr(&self, ino: InodeNo, name: &OsStr, value: &[u8]) -> Result<(), FsError> {
-        let name = name.to_str().unwrap_or("");
-        if !name.starts_with(OURS) {
-            return Err(FsError::NotSupported);
-        }
-        self.writable(&[ino])?;
-        let value = std::str::from_utf8(value).map_err(|_| FsError::InvalidValue)?;
-        let (expires_at, days) = match name {
-            EXPIRES_AT => (
-                artifact::parse_time(value).ok_or(FsError::InvalidValue)?,
-                None,
-            ),
-            RETENTION_DAYS => {
-                let days: u32 = value.trim().parse().map_err(|_| FsError::InvalidValue)?;
-                if days > MAX_RETENTION_DAYS {
-                    return Err(FsError::InvalidValue);
-                }
-                let kept = Duration::from_secs(u64::from(days) * 86_400);
-                (SystemTime::now() + kept, Some(days))
-            }
-            _ => return Err(FsError::NotPermitted),
-        };
-        let node = self.stored_file(ino).await?;
-        let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
-        let meta = &mut headers.user_metadata;
-        meta.insert(
-            artifact::EXPIRES_AT.to_owned(),
-            artifact::format_time(expires_at),
-        );
-        match days {
-            Some(days) => meta.insert(artifact::RETENTION_DAYS.to_owned(), days.to_string()),
-            None => meta.remove(artifact::RETENTION_DAYS),
-        };
-        self.rewrite_metadata(&node, headers).await
-    }
-
-    /// removexattr: drops a retention set on the file, so that the bucket's policy applies.
-    pub async fn removexattr(&self, ino: InodeNo, name: &OsStr) -> Result<(), FsError> {
-        let name = name.to_str().unwrap_or("");
-        if !name.starts_with(OURS) {
-            return Err(FsError::NoAttribute);
-        }
-        self.writable(&[ino])?;
-        if name != EXPIRES_AT && name != RETENTION_DAYS {
-            return Err(FsError::NotPermitted);
-        }
-        let node = self.stored_file(ino).await?;
-        let mut headers = node.headers.as_deref().cloned().unwrap_or_default();
-        let meta = &mut headers.user_metadata;
-        let had = meta.remove(artifact::EXPIRES_AT).is_some();
-        let had = meta.remove(artifact::RETENTION_DAYS).is_some() || had;
-        if !had {
-            return Err(FsError::NoAttribute);
-        }
-        self.rewrite_metadata(&node, headers).await
-    }
-
-    /// File `ino` as the store holds it, with its headers.
-    async fn stored_file(&self, ino: InodeNo) -> Result<Node, FsError> {
-        let node = self.namespace.describe(ino).await?;
-        // Being written here: its upload would drop metadata rewritten now.
-        let being_written = self.namespace.is_local(ino);
-        match (node.kind, &node.etag) {
-            (InodeKind::Directory | InodeKind::Symlink, _) => Err(FsError::NotPermitted),
-            (InodeKind::File, None) => Err(FsError::Busy),
-            (InodeKind::File, Some(_)) if being_written => Err(FsError::Busy),
-            (InodeKind::File, Some(_)) => Ok(node),
-        }
-    }
-
-    /// Replaces the metadata of `node`'s object (same bytes, pinned to its version).
-    pub(super) async fn rewrite_metadata(
-        &self,
-        node: &Node,
-        headers: ObjectHeaders,
-    ) -> Result<(), FsError> {
-        let new_etag = self
-            .writable(&[node.ino])?
-            .rewrite_metadata(&node.object_id(), node.stored_size, headers.clone())
-            .await?;
-        // A page cache that holds these bytes holds them under the new version too.
-        let mut cached = lock(&self.cached_versions);
-        if cached.get(&node.ino) == Some(&node.etag) {
-            cached.insert(node.ino, new_etag.clone());
-        }
-        drop(cached);
-        self.namespace
-            .rewritten(node.ino, node.etag.as_deref(), new_etag, headers);
-        Ok(())
     }
 }

@@ -1,11 +1,11 @@
 //! Directory listings: every page of a delimited LIST, with the entries this mount made
-//! merged in, expired objects left out, and a HEAD per file for small directories.
+//! merged in, objects past a lifecycle rule left out, and a HEAD per file for small directories.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use super::lookup::file_found;
+use super::lookup::{file_found, subject};
 use super::tables::Found;
 use super::{check_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::object::ObjectError;
@@ -92,9 +92,6 @@ impl Namespace {
     ) -> Result<BTreeMap<String, Found>, NamespaceError> {
         let mut entries = BTreeMap::new();
         let mut token = None;
-        let now = SystemTime::now();
-        // Past expiry by the bucket's policy: only their own metadata can keep them.
-        let mut doubtful = Vec::new();
         loop {
             let page = self
                 .client
@@ -111,14 +108,13 @@ impl Namespace {
                 if !self.showable(name, &object.key) {
                     continue;
                 }
-                let policy = self.retention.policy(&object.key, object.last_modified);
-                if policy.at <= now {
-                    doubtful.push((name.to_owned(), object.key));
-                } else {
-                    entries
-                        .entry(name.to_owned())
-                        .or_insert_with(|| file_found(object, None));
+                if self.retention.past_rules(subject(&object)) {
+                    tracing::debug!(key = %object.key, "past a lifecycle rule, hidden");
+                    continue;
                 }
+                entries
+                    .entry(name.to_owned())
+                    .or_insert_with(|| file_found(object, None));
             }
             for dir_prefix in page.prefixes {
                 let name = dir_prefix
@@ -139,10 +135,11 @@ impl Namespace {
             }
         }
         let files = entries.values().filter(|f| f.kind == InodeKind::File);
-        if files.count() + doubtful.len() <= self.config.listing_heads {
-            doubtful.extend(self.undescribed(dir, &entries));
+        let mut described = Vec::new();
+        if files.count() <= self.config.listing_heads {
+            described = self.undescribed(dir, &entries);
         }
-        for (name, found) in self.described(doubtful).await {
+        for (name, found) in self.described(described).await {
             match found {
                 Some(Some(found))
                     if entries.get(&name).is_none_or(|f| f.kind == InodeKind::File) =>

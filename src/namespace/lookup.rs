@@ -8,6 +8,7 @@ use super::tables::{self, Found, Inode, Tables};
 use super::{check_key, check_name, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::artifact::{self, Compression, KeptAttrs};
 use crate::object::{ObjectError, ObjectHeaders, ObjectInfo, ObjectMeta};
+use crate::retention::Subject;
 
 impl Namespace {
     /// The entry `name` in directory `parent`; counts one kernel reference.
@@ -202,16 +203,16 @@ impl Namespace {
         Ok(info)
     }
 
-    /// Whether the object is past its expiry: the store is about to delete it, so it is
-    /// shown as already gone.
+    /// Whether the object is past its expiry, as far as HEAD and the rules tell without
+    /// its tags: the store is about to delete it, so it is shown as already gone.
     pub(super) fn expired(&self, info: &ObjectInfo) -> bool {
-        let meta = &info.meta;
-        let expiry = self
-            .retention
-            .expiry(&meta.key, meta.last_modified, Some(&info.headers));
-        let gone = expiry.at <= SystemTime::now();
+        let by_header = info
+            .headers
+            .expiration
+            .is_some_and(|at| at <= SystemTime::now());
+        let gone = by_header || self.retention.past_rules(subject(&info.meta));
         if gone {
-            tracing::debug!(key = %meta.key, source = ?expiry.source, "expired, hidden");
+            tracing::debug!(key = %info.meta.key, "expired, hidden");
         }
         gone
     }
@@ -223,6 +224,15 @@ fn view_size(meta: &ObjectMeta, headers: &ObjectHeaders) -> u64 {
     match artifact::compression(headers) {
         Compression::Gzip => artifact::original_size(headers).unwrap_or(meta.size),
         Compression::None => meta.size,
+    }
+}
+
+/// An object as the retention rules see it.
+pub(super) fn subject(meta: &ObjectMeta) -> Subject<'_> {
+    Subject {
+        key: &meta.key,
+        size: meta.size,
+        last_modified: meta.last_modified,
     }
 }
 

@@ -18,7 +18,7 @@ fn namespace(keys: &[&str]) -> (Namespace, MemoryClient) {
         listing_heads: 0,
     };
     let retention = RetentionConfig {
-        days: 30,
+        tier: crate::retention::Tier::Days(30),
         warning: Duration::from_secs(3600),
         refresh: Duration::from_secs(600),
     };

@@ -36,10 +36,12 @@ pub enum Operation {
     Multipart,
     /// `copy`
     Copy,
-    /// `expiry_rules`, `put_expiry_rule`
+    /// `expiry_rules`, `update_expiry_rules`
     Lifecycle,
     /// `tags`, `set_tags`
     Tagging,
+    /// `restore`
+    Restore,
 }
 
 #[derive(Debug, Clone)]
@@ -101,14 +103,15 @@ impl MemoryClient {
     }
 
     /// Stores `data` under `key`, replacing any earlier version; returns the new ETag.
-    pub fn insert(&self, key: &str, data: impl Into<Bytes>, headers: ObjectHeaders) -> String {
+    /// The tags given in `headers.tagging` are the object's tag set.
+    pub fn insert(&self, key: &str, data: impl Into<Bytes>, mut headers: ObjectHeaders) -> String {
         let etag = format!("\"v{}\"", self.versions.fetch_add(1, Ordering::Relaxed));
         let object = StoredObject {
             data: data.into(),
+            tags: std::mem::take(&mut headers.tagging),
             headers,
             last_modified: SystemTime::now(),
             etag: etag.clone(),
-            tags: Tags::new(),
         };
         self.lock().objects.insert(key.to_owned(), object);
         etag
@@ -398,10 +401,38 @@ impl ObjectClient for MemoryClient {
             .clone())
     }
 
-    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError> {
+    async fn update_expiry_rules(
+        &self,
+        replaced: &(dyn for<'k> Fn(&'k str) -> bool + Send + Sync),
+        rules: Vec<ExpiryRule>,
+    ) -> Result<(), ObjectError> {
         let mut state = self.begin(Operation::Lifecycle, "bucket")?;
-        state.expiry_rules.retain(|r| r.id != rule.id);
-        state.expiry_rules.push(rule);
+        state.expiry_rules.retain(|r| {
+            let dropped = replaced(&r.id);
+            !dropped && !rules.iter().any(|new| new.id == r.id)
+        });
+        state.expiry_rules.extend(rules);
+        Ok(())
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        _ttl: Duration,
+        _content_encoding: Option<&str>,
+    ) -> Result<String, ObjectError> {
+        Err(ObjectError::Unsupported {
+            target: key.into(),
+            message: "an in-memory bucket has no URL".into(),
+        })
+    }
+
+    async fn restore(&self, key: &str, days: u32) -> Result<(), ObjectError> {
+        let mut state = self.begin(Operation::Restore, key)?;
+        let object = state.objects.get_mut(key);
+        let object = object.ok_or_else(|| ObjectError::NotFound { key: key.into() })?;
+        let until = SystemTime::now() + Duration::from_secs(u64::from(days) * 86_400);
+        object.headers.restore = Some(crate::object::Restore::Until(until));
         Ok(())
     }
 

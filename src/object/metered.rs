@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -151,9 +151,27 @@ impl ObjectClient for MeteredClient {
         observe("PutObjectTagging", self.inner.set_tags(key, tags)).await
     }
 
-    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError> {
-        let put = self.inner.put_expiry_rule(rule);
+    async fn update_expiry_rules(
+        &self,
+        replaced: &(dyn for<'k> Fn(&'k str) -> bool + Send + Sync),
+        rules: Vec<ExpiryRule>,
+    ) -> Result<(), ObjectError> {
+        let put = self.inner.update_expiry_rules(replaced, rules);
         observe("PutBucketLifecycleConfiguration", put).await
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        content_encoding: Option<&str>,
+    ) -> Result<String, ObjectError> {
+        // Signed here: no request to count.
+        self.inner.presign_get(key, ttl, content_encoding).await
+    }
+
+    async fn restore(&self, key: &str, days: u32) -> Result<(), ObjectError> {
+        observe("RestoreObject", self.inner.restore(key, days)).await
     }
 
     async fn copy(

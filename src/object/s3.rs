@@ -16,13 +16,17 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, MetadataDirective, Tag, Tagging,
+    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, GlacierJobParameters,
+    LifecycleRule, MetadataDirective, RestoreRequest, Tag, Tagging, Tier,
 };
 use bytes::Bytes;
 use futures::StreamExt;
+
+mod lifecycle;
+use lifecycle::{expiry_date, expiry_rule, lifecycle_rule, restore_state};
 
 use super::{
     ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
@@ -189,61 +193,6 @@ fn system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// The expiry date of an `x-amz-expiration` header:
-/// `expiry-date="Fri, 23 Dec 2012 00:00:00 GMT", rule-id="..."`.
-fn expiry_date(header: &str) -> Option<SystemTime> {
-    let (_, rest) = header.split_once("expiry-date=\"")?;
-    let (date, _) = rest.split_once('"')?;
-    let date = DateTime::from_str(date, DateTimeFormat::HttpDate).ok()?;
-    SystemTime::try_from(date).ok()
-}
-
-/// Our view of an SDK rule, if it is an enabled expiration selecting by prefix alone.
-fn expiry_rule(rule: &LifecycleRule) -> Option<ExpiryRule> {
-    if *rule.status() != ExpirationStatus::Enabled {
-        return None;
-    }
-    let expiration = rule.expiration()?;
-    #[allow(deprecated)] // the rule-level Prefix is deprecated, and still what many set
-    let prefix = match rule.filter() {
-        Some(f) if f.tag().is_some() || f.and().is_some() => return None,
-        Some(f) if f.object_size_greater_than().is_some() => return None,
-        Some(f) if f.object_size_less_than().is_some() => return None,
-        Some(f) => f.prefix().unwrap_or(""),
-        None => rule.prefix().unwrap_or(""),
-    };
-    let days = expiration.days().and_then(|d| u32::try_from(d).ok());
-    let date = expiration
-        .date()
-        .and_then(|d| SystemTime::try_from(*d).ok());
-    (days.is_some() || date.is_some()).then(|| ExpiryRule {
-        id: rule.id().unwrap_or("").to_owned(),
-        prefix: prefix.to_owned(),
-        days,
-        date,
-    })
-}
-
-fn lifecycle_rule(rule: &ExpiryRule) -> Result<LifecycleRule, ObjectError> {
-    let mut expiration = LifecycleExpiration::builder();
-    if let Some(days) = rule.days {
-        expiration = expiration.days(i32::try_from(days).unwrap_or(i32::MAX));
-    }
-    if let Some(date) = rule.date {
-        expiration = expiration.date(DateTime::from(date));
-    }
-    LifecycleRule::builder()
-        .id(&rule.id)
-        .status(ExpirationStatus::Enabled)
-        .filter(LifecycleRuleFilter::builder().prefix(&rule.prefix).build())
-        .expiration(expiration.build())
-        .build()
-        .map_err(|e| ObjectError::Other {
-            target: rule.id.clone(),
-            message: e.to_string(),
-        })
-}
-
 fn size(s: Option<i64>) -> u64 {
     s.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
 }
@@ -298,6 +247,9 @@ impl ObjectClient for S3Client {
             content_encoding: out.content_encoding().map(str::to_owned),
             user_metadata: out.metadata().cloned().unwrap_or_default(),
             expiration: out.expiration().and_then(expiry_date),
+            storage_class: out.storage_class().map(|c| c.as_str().to_owned()),
+            restore: out.restore().and_then(restore_state),
+            tagging: Tags::new(),
         };
         Ok(ObjectInfo { meta, headers })
     }
@@ -384,6 +336,7 @@ impl ObjectClient for S3Client {
             .set_content_type(headers.content_type)
             .set_content_encoding(headers.content_encoding)
             .set_metadata(Some(headers.user_metadata))
+            .set_tagging(tagging_query(&headers.tagging))
             .customize();
         let out = if self.unsigned_bodies {
             out.disable_payload_signing()
@@ -455,6 +408,7 @@ impl ObjectClient for S3Client {
             .set_content_type(headers.content_type)
             .set_content_encoding(headers.content_encoding)
             .set_metadata(Some(headers.user_metadata))
+            .set_tagging(tagging_query(&headers.tagging))
             .send()
             .await
             .map_err(|e| classify(e, key))?;
@@ -543,24 +497,65 @@ impl ObjectClient for S3Client {
             .collect())
     }
 
-    async fn put_expiry_rule(&self, rule: ExpiryRule) -> Result<(), ObjectError> {
-        let mut rules = self.lifecycle_rules().await?;
-        rules.retain(|r| r.id() != Some(rule.id.as_str()));
-        rules.push(lifecycle_rule(&rule)?);
-        let config = BucketLifecycleConfiguration::builder()
-            .set_rules(Some(rules))
+    async fn update_expiry_rules(
+        &self,
+        replaced: &(dyn for<'k> Fn(&'k str) -> bool + Send + Sync),
+        rules: Vec<ExpiryRule>,
+    ) -> Result<(), ObjectError> {
+        let mut kept = self.lifecycle_rules().await?;
+        kept.retain(|r| {
+            let id = r.id().unwrap_or("");
+            let dropped = replaced(id);
+            !dropped && !rules.iter().any(|new| new.id == id)
+        });
+        for rule in &rules {
+            kept.push(lifecycle_rule(rule)?);
+        }
+        self.put_lifecycle_rules(kept).await
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        content_encoding: Option<&str>,
+    ) -> Result<String, ObjectError> {
+        let config = PresigningConfig::expires_in(ttl).map_err(|e| ObjectError::Other {
+            target: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_response_content_encoding(content_encoding.map(str::to_owned))
+            .presigned(config)
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(request.uri().to_owned())
+    }
+
+    async fn restore(&self, key: &str, days: u32) -> Result<(), ObjectError> {
+        let job = GlacierJobParameters::builder()
+            .tier(Tier::Standard)
             .build()
             .map_err(|e| ObjectError::Other {
-                target: self.bucket.clone(),
+                target: key.to_owned(),
                 message: e.to_string(),
             })?;
+        let request = RestoreRequest::builder()
+            .days(i32::try_from(days).unwrap_or(i32::MAX))
+            .glacier_job_parameters(job)
+            .build();
         self.client
-            .put_bucket_lifecycle_configuration()
+            .restore_object()
             .bucket(&self.bucket)
-            .lifecycle_configuration(config)
+            .key(key)
+            .restore_request(request)
             .send()
             .await
-            .map_err(|e| classify(e, &self.bucket))?;
+            .map_err(|e| classify(e, key))?;
         Ok(())
     }
 
@@ -594,6 +589,34 @@ impl ObjectClient for S3Client {
 }
 
 impl S3Client {
+    /// Replaces the bucket's lifecycle configuration with `rules` (none deletes it).
+    async fn put_lifecycle_rules(&self, rules: Vec<LifecycleRule>) -> Result<(), ObjectError> {
+        if rules.is_empty() {
+            self.client
+                .delete_bucket_lifecycle()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .map_err(|e| classify(e, &self.bucket))?;
+            return Ok(());
+        }
+        let config = BucketLifecycleConfiguration::builder()
+            .set_rules(Some(rules))
+            .build()
+            .map_err(|e| ObjectError::Other {
+                target: self.bucket.clone(),
+                message: e.to_string(),
+            })?;
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .lifecycle_configuration(config)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.bucket))?;
+        Ok(())
+    }
+
     /// Every rule of the bucket's lifecycle configuration, as the SDK has them; none when
     /// the bucket has no configuration.
     async fn lifecycle_rules(&self) -> Result<Vec<LifecycleRule>, ObjectError> {
@@ -612,14 +635,29 @@ impl S3Client {
     }
 }
 
-/// CopySource is a URL path: each key byte outside the unreserved set is %-encoded.
-fn url_encode_key(key: &str) -> String {
-    key.bytes()
+/// The `x-amz-tagging` value of a tag set (a URL query); `None` for no tags.
+fn tagging_query(tags: &Tags) -> Option<String> {
+    let pairs: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k, false), percent_encode(v, false)))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("&"))
+}
+
+/// Each byte outside the unreserved set %-encoded; `/` kept when `keep_slash`.
+fn percent_encode(text: &str, keep_slash: bool) -> String {
+    text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
+            b'/' if keep_slash => "/".to_owned(),
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// CopySource is a URL path: each key byte outside the unreserved set is %-encoded.
+fn url_encode_key(key: &str) -> String {
+    percent_encode(key, true)
 }

@@ -64,12 +64,13 @@ struct Entry {
 
 type Index = BTreeMap<String, Entry>;
 
-/// An S3 server's storage over one directory: buckets are its subdirectories.
-#[derive(Debug)]
+/// An S3 server's storage over one directory: buckets are its subdirectories. Clones
+/// share the store (the lifecycle pass runs on one).
+#[derive(Debug, Clone)]
 pub struct DiskStore {
     root: PathBuf,
-    buckets: RwLock<HashMap<String, Arc<RwLock<Index>>>>,
-    tmp_counter: AtomicU64,
+    buckets: Arc<RwLock<HashMap<String, Arc<RwLock<Index>>>>>,
+    tmp_counter: Arc<AtomicU64>,
 }
 
 fn internal_err(e: impl std::fmt::Display) -> s3s::S3Error {
@@ -120,8 +121,8 @@ impl DiskStore {
         }
         Ok(DiskStore {
             root: root.to_owned(),
-            buckets: RwLock::new(buckets),
-            tmp_counter: AtomicU64::new(0),
+            buckets: Arc::new(RwLock::new(buckets)),
+            tmp_counter: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -274,9 +275,14 @@ impl DiskStore {
         std::fs::write(self.meta_path(bucket, &entry.key), sidecar).map_err(internal_err)
     }
 
-    fn remove(&self, bucket: &str, key: &str) -> S3Result<()> {
+    /// Deletes `key`; with `etag`, only that version (a newer one stays).
+    fn remove(&self, bucket: &str, key: &str, etag: Option<&str>) -> S3Result<()> {
         let index = self.bucket(bucket)?;
         let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+        let other_version = |e: &Entry| etag.is_some_and(|etag| e.etag != etag);
+        if index.get(key).is_none_or(other_version) {
+            return Ok(());
+        }
         let Some(entry) = index.remove(key) else {
             return Ok(());
         };
@@ -504,13 +510,14 @@ impl S3 for DiskStore {
             &req.input.key,
             req.input.if_match.as_ref(),
         )?;
+        let expiration = self.expiration(&req.input.bucket, &entry);
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: Some(entry.size as i64),
             content_type: entry.content_type,
             content_encoding: entry.content_encoding,
             e_tag: Some(ETag::Strong(entry.etag)),
             last_modified: Some(Timestamp::from(entry.mtime)),
-            expiration: self.expiration(&req.input.bucket, &entry.key, entry.mtime),
+            expiration,
             metadata: Some(entry.metadata),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
@@ -570,15 +577,17 @@ impl S3 for DiskStore {
             .map_err(internal_err)?;
         let len = range.end - range.start;
         let body = ReaderStream::with_capacity(file.take(len), READ_CHUNK);
+        let expiration = self.expiration(&input.bucket, &entry);
         Ok(S3Response::new(dto::GetObjectOutput {
             body: Some(dto::StreamingBlob::wrap(body)),
             content_length: Some(len as i64),
             content_range,
             content_type: entry.content_type,
-            content_encoding: entry.content_encoding,
+            expiration,
+            // A presigned link may ask for its own (S3's response-content-encoding).
+            content_encoding: input.response_content_encoding.or(entry.content_encoding),
             e_tag: Some(ETag::Strong(entry.etag)),
             last_modified: Some(Timestamp::from(entry.mtime)),
-            expiration: self.expiration(&input.bucket, &entry.key, entry.mtime),
             metadata: Some(entry.metadata),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
@@ -601,7 +610,7 @@ impl S3 for DiskStore {
             content_type: input.content_type,
             content_encoding: input.content_encoding,
             metadata: input.metadata.unwrap_or_default(),
-            tags: BTreeMap::new(),
+            tags: tagging::tagging_header(input.tagging.as_deref())?,
         };
         let result = self.commit(&input.bucket, &tmp, entry);
         if result.is_err() {
@@ -618,7 +627,7 @@ impl S3 for DiskStore {
         &self,
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
-        self.remove(&req.input.bucket, &req.input.key)?;
+        self.remove(&req.input.bucket, &req.input.key, None)?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
     }
 

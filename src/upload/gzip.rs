@@ -72,8 +72,7 @@ impl Uploader {
                 let stored = first.len() as u64;
                 let body = self.slots.hold(first).await?;
                 let etag = self
-                    .client
-                    .put(&entry.key, body.bytes.clone(), headers.clone())
+                    .put_new(&entry.key, body.bytes.clone(), headers.clone())
                     .await?;
                 self.board.sent(&entry.key, &entry.spool, stored);
                 (etag, stored)

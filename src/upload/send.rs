@@ -20,7 +20,7 @@ use super::{JournalEntry, PartStream, UploadError, Uploaded, Uploader};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
     /// In the store.
-    Stored(Uploaded),
+    Stored(Box<Uploaded>),
     /// Dropped unsent: the file was unlinked, or a newer version of it closed.
     Superseded,
 }
@@ -91,7 +91,7 @@ impl Uploader {
             return self
                 .send_locked(&entry, stream.take())
                 .await
-                .map(Sent::Stored);
+                .map(|u| Sent::Stored(Box::new(u)));
         }
     }
 

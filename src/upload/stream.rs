@@ -19,7 +19,6 @@ use tokio::task::JoinHandle;
 
 use super::{headers_for, hex_digest, JournalEntry, UploadError, Uploaded, Uploader};
 use crate::artifact;
-use crate::object::Tags;
 
 type PartTask = JoinHandle<Result<(u32, String), UploadError>>;
 
@@ -113,7 +112,7 @@ impl Uploader {
             let mut headers = headers_for(&s.key, None);
             let marker = (artifact::SHA256_IN_TAG.to_owned(), "tag".to_owned());
             headers.user_metadata.extend([marker]);
-            s.upload_id = Some(self.client.create_multipart(&s.key, headers).await?);
+            s.upload_id = Some(self.start_multipart(&s.key, headers).await?);
         }
         while s.in_flight.len() >= self.config.concurrency {
             let Some(task) = s.in_flight.pop_front() else {
@@ -197,8 +196,7 @@ impl Uploader {
     /// where the store has no tagging, a copy onto itself pinned to that version (a
     /// writer that replaced the object meanwhile must not get our hash). Returns the
     /// ETag of the object that carries it. The tag set it writes is the object's whole
-    /// set: a new object has no other tag yet (tags given at creation, such as a
-    /// retention tier, must be written here beside it).
+    /// set: a new object has only the tags it was created with, written here beside it.
     async fn record_sha256(
         &self,
         entry: &JournalEntry,
@@ -206,7 +204,8 @@ impl Uploader {
     ) -> Result<Option<String>, UploadError> {
         if let Some(etag) = &etag {
             let value = artifact::sha256_tag(&entry.sha256, etag);
-            let tags = Tags::from([(artifact::SHA256.to_owned(), value)]);
+            let mut tags = self.new_tags();
+            tags.insert(artifact::SHA256.to_owned(), value);
             match self.client.set_tags(&entry.key, tags).await {
                 Ok(()) => return Ok(Some(etag.clone())),
                 Err(e) => {

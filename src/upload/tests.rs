@@ -33,6 +33,7 @@ fn uploader_config(part_size: u64) -> WriteConfig {
         part_size,
         concurrency: 3,
         retry_interval: Duration::from_secs(3600),
+        tags: [("rgrid-retention".to_owned(), "30d".to_owned())].into(),
         write_back: false,
         max_pending: 1 << 30,
         compress: CompressPolicy {
@@ -45,7 +46,7 @@ fn uploader_config(part_size: u64) -> WriteConfig {
 /// The object an upload made; panics if it was superseded.
 fn stored_as(sent: Sent) -> Uploaded {
     match sent {
-        Sent::Stored(uploaded) => uploaded,
+        Sent::Stored(uploaded) => *uploaded,
         Sent::Superseded => panic!("superseded"),
     }
 }

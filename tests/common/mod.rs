@@ -50,6 +50,11 @@ impl TestStore {
         }
     }
 
+    /// Runs the store's lifecycle pass every `every`.
+    pub fn lifecycle_every(&self, every: Duration) {
+        self.store.as_ref().unwrap().lifecycle_every(every);
+    }
+
     /// Starts the store again over the same directory, port and credentials.
     pub fn restart(&mut self) {
         self.stop();

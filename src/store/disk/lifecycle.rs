@@ -1,7 +1,9 @@
-//! Bucket lifecycle configuration of the embedded store, as MinIO keeps it: stored as
-//! given (`.rgrid-store/lifecycle.json`), and applied only as S3's `x-amz-expiration`
-//! header on HEAD and GET. Nothing is deleted: the store is for demos and tests, and a
-//! deletion would be a surprise there.
+//! Bucket lifecycle of the embedded store, as MinIO has it: the configuration stored as
+//! given (`.rgrid-store/lifecycle.json`), each object's expiry sent as S3's
+//! `x-amz-expiration` on HEAD and GET, and a background pass ([`DiskStore::expire`])
+//! that deletes the objects past their rule, so that `--local` behaves as production
+//! does. Rules select by prefix, tags and size, and the earliest one wins, as in S3; the
+//! evaluation is the mount's own ([`crate::object::RuleFilter`]).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -9,8 +11,8 @@ use std::time::SystemTime;
 use s3s::dto::{self, Timestamp, TimestampFormat};
 use s3s::{s3_error, S3Result};
 
-use super::{internal_err, DiskStore, INTERNAL};
-use crate::artifact;
+use super::{internal_err, DiskStore, Entry, INTERNAL};
+use crate::object::{ExpiryRule, RuleFilter, Tags};
 
 impl DiskStore {
     fn lifecycle_path(&self, bucket: &str) -> S3Result<PathBuf> {
@@ -53,21 +55,17 @@ impl DiskStore {
         }
     }
 
-    /// The `x-amz-expiration` value of `key`, last modified at `mtime`: the earliest of the
-    /// enabled expiration rules that select it by prefix.
-    pub(super) fn expiration(&self, bucket: &str, key: &str, mtime: SystemTime) -> Option<String> {
-        let config = self.lifecycle(bucket).ok()?;
-        let (at, id) = config
-            .rules
-            .iter()
-            .filter(|rule| prefix_rule(rule).is_some_and(|prefix| key.starts_with(prefix)))
-            .filter_map(|rule| {
-                Some((
-                    expires_at(rule, mtime)?,
-                    rule.id.clone().unwrap_or_default(),
-                ))
-            })
-            .min_by_key(|(at, _)| *at)?;
+    /// The enabled expiration rules of the bucket (none without a configuration).
+    fn expiry_rules(&self, bucket: &str) -> Vec<ExpiryRule> {
+        let Ok(config) = self.lifecycle(bucket) else {
+            return Vec::new();
+        };
+        config.rules.iter().filter_map(expiry_rule).collect()
+    }
+
+    /// The `x-amz-expiration` value of `entry`: the earliest rule that selects it.
+    pub(super) fn expiration(&self, bucket: &str, entry: &Entry) -> Option<String> {
+        let (at, id) = earliest(&self.expiry_rules(bucket), entry)?;
         let mut date = Vec::new();
         Timestamp::from(at)
             .format(TimestampFormat::HttpDate, &mut date)
@@ -75,32 +73,109 @@ impl DiskStore {
         let date = String::from_utf8(date).ok()?;
         Some(format!("expiry-date=\"{date}\", rule-id=\"{id}\""))
     }
+
+    /// One lifecycle pass over every bucket: deletes each object whose rule has passed
+    /// (only the version the rule judged: one written since stays). Returns how many.
+    pub fn expire(&self) -> usize {
+        let buckets: Vec<String> = {
+            let buckets = self.buckets.read().unwrap_or_else(|e| e.into_inner());
+            buckets.keys().cloned().collect()
+        };
+        let now = SystemTime::now();
+        let mut deleted = 0;
+        for bucket in buckets {
+            let rules = self.expiry_rules(&bucket);
+            if rules.is_empty() {
+                continue;
+            }
+            let Ok(index) = self.bucket(&bucket) else {
+                continue;
+            };
+            let due: Vec<(String, String)> = {
+                let index = index.read().unwrap_or_else(|e| e.into_inner());
+                index
+                    .values()
+                    .filter(|e| earliest(&rules, e).is_some_and(|(at, _)| at <= now))
+                    .map(|e| (e.key.clone(), e.etag.clone()))
+                    .collect()
+            };
+            for (key, etag) in due {
+                match self.remove(&bucket, &key, Some(&etag)) {
+                    Ok(()) => deleted += 1,
+                    Err(e) => tracing::warn!(bucket, key, "lifecycle delete failed: {e:?}"),
+                }
+            }
+        }
+        deleted
+    }
 }
 
-/// The prefix of an enabled expiration rule that selects by prefix alone.
-fn prefix_rule(rule: &dto::LifecycleRule) -> Option<&str> {
+/// When the earliest of `rules` that selects `entry` deletes it, and that rule's id.
+fn earliest(rules: &[ExpiryRule], entry: &Entry) -> Option<(SystemTime, String)> {
+    let tags: &Tags = &entry.tags;
+    rules
+        .iter()
+        .filter(|r| r.filter.selects(&entry.key, entry.size, Some(tags)) == Some(true))
+        .filter_map(|r| Some((r.expires_at(entry.mtime)?, r.id.clone())))
+        .min_by_key(|(at, _)| *at)
+}
+
+fn tags_of(set: Option<&dto::TagSet>) -> Tags {
+    set.into_iter()
+        .flatten()
+        .map(|t| {
+            let key = t.key.clone().unwrap_or_default();
+            (key, t.value.clone().unwrap_or_default())
+        })
+        .collect()
+}
+
+fn size_bound(n: Option<i64>) -> Option<u64> {
+    n.and_then(|n| u64::try_from(n).ok())
+}
+
+/// Which objects a stored rule selects: its filter (a prefix, a tag, sizes, or their
+/// `And`), or the rule-level prefix older clients set.
+fn filter_of(rule: &dto::LifecycleRule) -> RuleFilter {
+    #[allow(deprecated)]
+    let Some(f) = &rule.filter
+    else {
+        return RuleFilter {
+            prefix: rule.prefix.clone().unwrap_or_default(),
+            ..RuleFilter::default()
+        };
+    };
+    if let Some(and) = &f.and {
+        return RuleFilter {
+            prefix: and.prefix.clone().unwrap_or_default(),
+            tags: tags_of(and.tags.as_ref()),
+            larger_than: size_bound(and.object_size_greater_than),
+            smaller_than: size_bound(and.object_size_less_than),
+        };
+    }
+    let tag = f.tag.as_ref().map(|t| vec![t.clone()]);
+    RuleFilter {
+        prefix: f.prefix.clone().unwrap_or_default(),
+        tags: tags_of(tag.as_ref()),
+        larger_than: size_bound(f.object_size_greater_than),
+        smaller_than: size_bound(f.object_size_less_than),
+    }
+}
+
+/// A stored rule as the mount's model has it, if it is an enabled expiration.
+fn expiry_rule(rule: &dto::LifecycleRule) -> Option<ExpiryRule> {
     if rule.status.as_str() != dto::ExpirationStatus::ENABLED {
         return None;
     }
-    match &rule.filter {
-        Some(f) if f.tag.is_some() || f.and.is_some() => None,
-        Some(f) if f.object_size_greater_than.is_some() || f.object_size_less_than.is_some() => {
-            None
-        }
-        Some(f) => Some(f.prefix.as_deref().unwrap_or_default()),
-        None => Some(rule.prefix.as_deref().unwrap_or_default()),
-    }
-}
-
-/// When `rule` deletes an object last modified at `mtime`: its date, or its days counted
-/// as S3 counts them.
-fn expires_at(rule: &dto::LifecycleRule, mtime: SystemTime) -> Option<SystemTime> {
     let expiration = rule.expiration.as_ref()?;
-    if let Some(date) = expiration.date.as_ref() {
-        return system_time(date);
-    }
-    let days = u32::try_from(expiration.days?).ok()?;
-    artifact::lifecycle_expiry(mtime, days)
+    let days = expiration.days.and_then(|d| u32::try_from(d).ok());
+    let date = expiration.date.as_ref().and_then(system_time);
+    (days.is_some() || date.is_some()).then(|| ExpiryRule {
+        id: rule.id.clone().unwrap_or_default(),
+        filter: filter_of(rule),
+        days,
+        date,
+    })
 }
 
 /// s3s converts only into its timestamps; out goes through epoch seconds.

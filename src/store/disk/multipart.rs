@@ -21,6 +21,9 @@ struct PendingUpload {
     content_type: Option<String>,
     content_encoding: Option<String>,
     metadata: std::collections::HashMap<String, String>,
+    /// Tags given at creation (`x-amz-tagging`).
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
 }
 
 impl PendingUpload {
@@ -34,7 +37,7 @@ impl PendingUpload {
             content_type: self.content_type,
             content_encoding: self.content_encoding,
             metadata: self.metadata,
-            tags: Default::default(),
+            tags: self.tags,
         }
     }
 }
@@ -70,6 +73,7 @@ impl DiskStore {
             content_type: input.content_type,
             content_encoding: input.content_encoding,
             metadata: input.metadata.unwrap_or_default(),
+            tags: super::tagging::tagging_header(input.tagging.as_deref())?,
         };
         let json = serde_json::to_vec(&pending).map_err(internal_err)?;
         tokio::fs::create_dir_all(&dir)

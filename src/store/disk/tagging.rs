@@ -41,6 +41,45 @@ impl DiskStore {
     }
 }
 
+/// The tag set an `x-amz-tagging` header gives a new object: a URL query,
+/// `k1=v1&k2=v2`, within S3's limits.
+pub(super) fn tagging_header(header: Option<&str>) -> S3Result<BTreeMap<String, String>> {
+    let Some(header) = header.filter(|h| !h.is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut set = dto::TagSet::new();
+    for pair in header.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (percent_decoded(key)?, percent_decoded(value)?);
+        set.push(dto::Tag {
+            key: Some(key),
+            value: Some(value),
+        });
+    }
+    checked_tags(set)
+}
+
+/// `%XX` and `+` of a URL query decoded.
+fn percent_decoded(text: &str) -> S3Result<String> {
+    let bad = || {
+        s3_error!(InvalidTag, "The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query parameters without tag name duplicates.")
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
 /// A tag set as S3 accepts it: within its limits, no key twice.
 fn checked_tags(set: dto::TagSet) -> S3Result<BTreeMap<String, String>> {
     if set.len() > MAX_TAGS {
@@ -94,5 +133,16 @@ mod tests {
         assert!(checked_tags(vec![tag("a", &"v".repeat(257))]).is_err());
         let eleven = (0..11).map(|i| tag(&i.to_string(), "x")).collect();
         assert!(checked_tags(eleven).is_err());
+    }
+
+    #[test]
+    fn tagging_headers_decode_as_url_queries() {
+        let tags = tagging_header(Some("rgrid-retention=30d&team=ml%2Fvision&e=")).unwrap();
+        assert_eq!(tags["rgrid-retention"], "30d");
+        assert_eq!(tags["team"], "ml/vision");
+        assert_eq!(tags["e"], "");
+        assert!(tagging_header(None).unwrap().is_empty());
+        assert!(tagging_header(Some("a=%zz")).is_err());
+        assert!(tagging_header(Some("a=1&a=2")).is_err());
     }
 }

@@ -1,0 +1,134 @@
+use super::*;
+use crate::artifact;
+use crate::object::{MemoryClient, RuleFilter};
+
+const DAY: u64 = 86_400;
+
+fn at(s: &str) -> SystemTime {
+    artifact::parse_time(s).unwrap()
+}
+
+async fn retention(rules: Vec<ExpiryRule>) -> Retention {
+    let client = MemoryClient::new();
+    client.update_expiry_rules(&|_| false, rules).await.unwrap();
+    let config = RetentionConfig {
+        tier: Tier::Days(30),
+        warning: Duration::from_secs(2 * DAY),
+        refresh: Duration::from_secs(600),
+    };
+    let retention = Retention::new(Arc::new(client), config);
+    retention.load().await.unwrap();
+    retention
+}
+
+fn rule(id: &str, prefix: &str, days: Option<u32>, date: Option<&str>) -> ExpiryRule {
+    ExpiryRule {
+        id: id.into(),
+        filter: RuleFilter {
+            prefix: prefix.into(),
+            ..RuleFilter::default()
+        },
+        days,
+        date: date.map(at),
+    }
+}
+
+fn subject(key: &str, last_modified: SystemTime) -> Subject<'_> {
+    Subject {
+        key,
+        size: 10,
+        last_modified,
+    }
+}
+
+fn lifecycle(s: &str) -> Option<Expiry> {
+    Some(Expiry::At {
+        at: at(s),
+        source: ExpirySource::Lifecycle,
+    })
+}
+
+#[tokio::test]
+async fn the_header_comes_first_then_rules_then_never() {
+    let r = retention(vec![rule("logs", "executions/", Some(7), None)]).await;
+    let modified = at("2026-11-01T15:20:00Z");
+    let mut headers = ObjectHeaders::default();
+    let e = r.expiry(
+        subject("executions/e/outputs/x", modified),
+        Some(&headers),
+        None,
+    );
+    assert_eq!(e, lifecycle("2026-11-09T00:00:00Z"));
+    let e = r.expiry(subject("other/x", modified), None, None);
+    assert_eq!(e, Some(Expiry::Never), "no rule, no guess");
+
+    headers.expiration = Some(at("2026-11-10T00:00:00Z"));
+    let e = r.expiry(
+        subject("executions/e/outputs/x", modified),
+        Some(&headers),
+        None,
+    );
+    assert_eq!(
+        e,
+        Some(Expiry::At {
+            at: at("2026-11-10T00:00:00Z"),
+            source: ExpirySource::Header
+        })
+    );
+}
+
+#[tokio::test]
+async fn tier_rules_need_the_tags_and_the_earliest_wins() {
+    let mut rules = tier_rules("executions/", &[30, 90]);
+    rules.push(rule(
+        "cutoff",
+        "executions/e2/",
+        None,
+        Some("2026-11-05T00:00:00Z"),
+    ));
+    let r = retention(rules).await;
+    let midnight = at("2026-11-01T00:00:00Z");
+    let tagged = |tier: &str| Tags::from([(TIER_TAG.to_owned(), tier.to_owned())]);
+    let e1 = subject("executions/e1/x", midnight);
+    assert_eq!(r.expiry(e1, None, None), None, "unknown without tags");
+    assert_eq!(
+        r.expiry(e1, None, Some(&tagged("90d"))),
+        lifecycle("2027-01-30T00:00:00Z")
+    );
+    assert_eq!(
+        r.expiry(e1, None, Some(&tagged("keep"))),
+        Some(Expiry::Never)
+    );
+    assert_eq!(r.expiry(e1, None, Some(&Tags::new())), Some(Expiry::Never));
+    // The date rule comes before any tier: known without tags.
+    let e2 = subject("executions/e2/x", midnight);
+    assert_eq!(r.expiry(e2, None, None), lifecycle("2026-11-05T00:00:00Z"));
+    assert!(!r.past_rules(e1));
+    assert!(r.past_rules(e2), "past its date whatever its tags");
+}
+
+#[tokio::test]
+async fn a_tier_is_accepted_only_where_a_rule_acts_on_it() {
+    let none = retention(vec![rule("old", "", Some(30), None)]).await;
+    assert_eq!(
+        none.check_tier("executions/e/x", Tier::Keep),
+        Err(TierError::NoTiers)
+    );
+    let r = retention(tier_rules("executions/", &[30, 90])).await;
+    assert_eq!(r.check_tier("executions/e/x", Tier::Days(90)), Ok(()));
+    assert_eq!(r.check_tier("executions/e/x", Tier::Keep), Ok(()));
+    let err = r.check_tier("executions/e/x", Tier::Days(45)).unwrap_err();
+    assert!(err.to_string().contains("30d, 90d"), "{err}");
+    assert!(r.check_tier("other/x", Tier::Days(30)).is_err());
+}
+
+#[test]
+fn tiers_parse_as_users_write_them() {
+    assert_eq!(Tier::parse("90"), Some(Tier::Days(90)));
+    assert_eq!(Tier::parse(" 30d\n"), Some(Tier::Days(30)));
+    assert_eq!(Tier::parse("keep"), Some(Tier::Keep));
+    assert_eq!(Tier::parse("0"), None);
+    assert_eq!(Tier::parse("99999999"), None);
+    assert_eq!(Tier::Days(7).tag_value(), "7d");
+    assert_eq!(Tier::Latest.shown(), "keep");
+}
