@@ -180,12 +180,15 @@ fn the_share_link_serves_the_object_until_it_expires() {
 
 /// FEAT-004's ARCHIVED state: an object in an archive class fails open with EREMOTE and
 /// a log line saying how to restore it; `setfattr user.rgrid.restore` restores it, and
-/// then it reads. (moto keeps storage classes and restores at once.)
-#[test]
-fn an_archived_object_fails_open_until_restored() {
-    let moto = MotoServer::start();
+/// then it reads. (moto and the embedded store restore at once.)
+fn an_archived_object_fails_open_until_restored(server: &dyn common::Endpoint) {
     let key = "executions/e1/outputs/old.bin";
-    let sdk = moto.sdk();
+    let (access, secret) = server.keys();
+    let sdk = common::sdk_client(server.url(), access, secret);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let put = sdk
         .put_object()
         .bucket(common::BUCKET)
@@ -195,8 +198,8 @@ fn an_archived_object_fails_open_until_restored() {
             b"cold bytes",
         ))
         .send();
-    moto.runtime.block_on(put).unwrap();
-    let mount = Mount::new(&moto, &[]);
+    runtime.block_on(put).unwrap();
+    let mount = Mount::new(server, &[]);
     let file = mount.join(key);
     let err = fs::read(&file).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EREMOTE), "{err}");
@@ -213,4 +216,14 @@ fn an_archived_object_fails_open_until_restored() {
     attr_tool(&["-n", "user.rgrid.restore", "-v", "2"], &file).unwrap();
     assert!(getfattr_all(&file).contains_key("user.rgrid.restore"));
     assert_eq!(fs::read(&file).unwrap(), b"cold bytes");
+}
+
+#[test]
+fn an_archived_object_on_moto_fails_open_until_restored() {
+    an_archived_object_fails_open_until_restored(&MotoServer::start());
+}
+
+#[test]
+fn an_archived_object_on_the_embedded_store_fails_open_until_restored() {
+    an_archived_object_fails_open_until_restored(&TestStore::start());
 }

@@ -23,6 +23,7 @@ use s3s::dto::{self, ETag, ETagCondition, Timestamp};
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
 
+mod archive;
 mod lifecycle;
 mod multipart;
 mod tagging;
@@ -60,6 +61,12 @@ struct Entry {
     /// The S3 tag set.
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// Its storage class, when not STANDARD.
+    #[serde(default)]
+    storage_class: Option<String>,
+    /// An archived object's restored copy is readable until then.
+    #[serde(default)]
+    restored_until: Option<SystemTime>,
 }
 
 type Index = BTreeMap<String, Entry>;
@@ -364,6 +371,8 @@ fn scan_plain(top: &Path, dir: &Path, index: &mut Index) -> io::Result<()> {
                 content_encoding: None,
                 metadata: HashMap::new(),
                 tags: BTreeMap::new(),
+                storage_class: None,
+                restored_until: None,
             };
             index.insert(key, entry);
         }
@@ -511,7 +520,11 @@ impl S3 for DiskStore {
             req.input.if_match.as_ref(),
         )?;
         let expiration = self.expiration(&req.input.bucket, &entry);
+        let restore = archive::restore_header(&entry);
+        let storage_class = entry.storage_class.clone().map(dto::StorageClass::from);
         Ok(S3Response::new(dto::HeadObjectOutput {
+            restore,
+            storage_class,
             content_length: Some(entry.size as i64),
             content_type: entry.content_type,
             content_encoding: entry.content_encoding,
@@ -563,6 +576,7 @@ impl S3 for DiskStore {
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let input = req.input;
         let (entry, file) = self.opened(&input.bucket, &input.key, input.if_match.as_ref())?;
+        archive::check_readable(&entry)?;
         let (range, content_range) = match &input.range {
             None => (0..entry.size, None),
             Some(r) => {
@@ -611,6 +625,8 @@ impl S3 for DiskStore {
             content_encoding: input.content_encoding,
             metadata: input.metadata.unwrap_or_default(),
             tags: tagging::tagging_header(input.tagging.as_deref())?,
+            storage_class: archive::class_of(input.storage_class),
+            restored_until: None,
         };
         let result = self.commit(&input.bucket, &tmp, entry);
         if result.is_err() {
@@ -712,6 +728,16 @@ impl S3 for DiskStore {
         let input = req.input;
         self.replace_tags(&input.bucket, &input.key, input.tagging.tag_set)?;
         Ok(S3Response::new(dto::PutObjectTaggingOutput::default()))
+    }
+
+    async fn restore_object(
+        &self,
+        req: S3Request<dto::RestoreObjectInput>,
+    ) -> S3Result<S3Response<dto::RestoreObjectOutput>> {
+        let input = req.input;
+        let days = input.restore_request.and_then(|r| r.days).unwrap_or(1);
+        self.restore(&input.bucket, &input.key, days)?;
+        Ok(S3Response::new(dto::RestoreObjectOutput::default()))
     }
 
     async fn list_objects_v2(

@@ -24,6 +24,9 @@ struct PendingUpload {
     /// Tags given at creation (`x-amz-tagging`).
     #[serde(default)]
     tags: std::collections::BTreeMap<String, String>,
+    /// The storage class asked for, when not STANDARD.
+    #[serde(default)]
+    storage_class: Option<String>,
 }
 
 impl PendingUpload {
@@ -38,6 +41,8 @@ impl PendingUpload {
             content_encoding: self.content_encoding,
             metadata: self.metadata,
             tags: self.tags,
+            storage_class: self.storage_class,
+            restored_until: None,
         }
     }
 }
@@ -74,6 +79,7 @@ impl DiskStore {
             content_encoding: input.content_encoding,
             metadata: input.metadata.unwrap_or_default(),
             tags: super::tagging::tagging_header(input.tagging.as_deref())?,
+            storage_class: super::archive::class_of(input.storage_class),
         };
         let json = serde_json::to_vec(&pending).map_err(internal_err)?;
         tokio::fs::create_dir_all(&dir)

@@ -15,6 +15,8 @@ fn index_of(keys: &[&str]) -> Index {
                 content_encoding: None,
                 metadata: HashMap::new(),
                 tags: BTreeMap::new(),
+                storage_class: None,
+                restored_until: None,
             };
             ((*k).to_owned(), entry)
         })
