@@ -390,8 +390,8 @@ pub fn original_size(headers: &ObjectHeaders) -> Option<u64> {
         .ok()
 }
 
-/// The latest time RFC 3339 can write: 9999-12-31T23:59:59Z.
-fn last_time() -> SystemTime {
+/// The latest time RFC 3339 (and an HTTP date) can write: 9999-12-31T23:59:59Z.
+pub fn last_time() -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799)
 }
 

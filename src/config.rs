@@ -207,8 +207,7 @@ impl StoreArgs {
     }
 }
 
-/// The certificates of a CA bundle file, checked to hold at least one.
-/// A `--retention-days` value.
+/// A `--retention-days` or `--default` value: days or `keep`.
 fn parse_tier(text: &str) -> Result<Tier, String> {
     match Tier::parse(text) {
         Some(Tier::Latest) | None => Err(format!(
@@ -219,6 +218,7 @@ fn parse_tier(text: &str) -> Result<Tier, String> {
     }
 }
 
+/// The certificates of a CA bundle file, checked to hold at least one.
 fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
     let pem =
         std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?;
@@ -288,9 +288,10 @@ pub enum RetentionAction {
         /// The tier of objects that have none: days or `keep`.
         #[arg(long, value_name = "DAYS|keep", default_value = "30", value_parser = parse_tier)]
         default: Tier,
-        /// Keep the objects of the N most recent executions (0: none).
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_latest: usize,
+        /// Keep the objects of the N most recent executions; those of older ones go
+        /// back to their tier. Without it, what earlier runs kept stays kept.
+        #[arg(long, value_name = "N")]
+        keep_latest: Option<usize>,
         /// Keys it looks at.
         #[arg(long, default_value = "executions/")]
         prefix: String,

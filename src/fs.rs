@@ -356,7 +356,7 @@ impl RgridFs {
     }
 
     /// Logs, once per key, that the file being opened expires within the warning period.
-    /// Only an expiry known without the tags counts: opens make no request for them.
+    /// Opens make no request for it: the tags count if this mount has them.
     fn warn_if_expiring(&self, node: &Node) {
         let object = Subject {
             key: &node.key,

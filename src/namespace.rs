@@ -197,6 +197,8 @@ pub struct Namespace {
     skipped: SkippedKeys,
     tables: Mutex<Tables>,
     tag_cache: tags::TagCache,
+    /// Held by a tag edit (read, change, write).
+    tag_edits: tokio::sync::Mutex<()>,
 }
 
 impl Namespace {
@@ -220,6 +222,7 @@ impl Namespace {
             skipped: SkippedKeys::default(),
             tables: Mutex::new(tables),
             tag_cache: tags::TagCache::default(),
+            tag_edits: tokio::sync::Mutex::new(()),
         }
     }
 

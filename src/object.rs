@@ -89,6 +89,9 @@ pub struct ObjectHeaders {
     pub storage_class: Option<String>,
     /// Where a restore of an archived object stands (`x-amz-restore`).
     pub restore: Option<Restore>,
+    /// The archive tier of an INTELLIGENT_TIERING object (`x-amz-archive-status`:
+    /// ARCHIVE_ACCESS, DEEP_ARCHIVE_ACCESS), which GET refuses as it does GLACIER.
+    pub archive_status: Option<String>,
     /// Tags a PUT or CreateMultipartUpload gives the new object (`x-amz-tagging`). HEAD
     /// and GET never fill it: an object's tags come from [`ObjectClient::tags`].
     pub tagging: Tags,
@@ -107,13 +110,15 @@ pub enum Restore {
 const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
 
 impl ObjectHeaders {
-    /// Whether the object sits in an archive class and no restore of it is readable.
+    /// Whether the object is in an archive (class or tier), restored or not.
+    pub fn in_archive(&self) -> bool {
+        let class = self.storage_class.as_deref();
+        class.is_some_and(|c| ARCHIVE_CLASSES.contains(&c)) || self.archive_status.is_some()
+    }
+
+    /// Whether the object is in an archive and no restore of it is readable.
     pub fn archived(&self) -> bool {
-        let archive = self
-            .storage_class
-            .as_deref()
-            .is_some_and(|c| ARCHIVE_CLASSES.contains(&c));
-        archive && !matches!(self.restore, Some(Restore::Until(_)))
+        self.in_archive() && !matches!(self.restore, Some(Restore::Until(_)))
     }
 }
 

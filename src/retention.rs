@@ -58,9 +58,20 @@ impl Tier {
         (1..=MAX_DAYS).contains(&days).then_some(Tier::Days(days))
     }
 
-    /// The tier an object's tags ask for, if any.
+    /// The tier an object's tags ask for, if any: the value exactly as a rule's tag
+    /// filter would match it (`30d`, `keep`, `latest`).
     pub fn of(tags: &Tags) -> Option<Tier> {
-        Tier::parse(tags.get(TIER_TAG)?)
+        Tier::from_tag(tags.get(TIER_TAG)?)
+    }
+
+    /// The tier a tag value names, exactly: S3 matches tag filters byte for byte.
+    pub fn from_tag(value: &str) -> Option<Tier> {
+        let tier = match value {
+            "keep" => Tier::Keep,
+            "latest" => Tier::Latest,
+            _ => Tier::parse(value.strip_suffix('d')?)?,
+        };
+        (tier.tag_value() == value).then_some(tier)
     }
 
     /// The tag value: `30d`, `keep`, `latest`.
@@ -68,11 +79,13 @@ impl Tier {
         self.to_string()
     }
 
-    /// What `user.rgrid.retention_days` shows: the days, or `keep` for an object kept.
+    /// What `user.rgrid.retention_days` shows: the days, `keep`, or `latest` (kept
+    /// while its execution is one of the latest, then back on its tier).
     pub fn shown(self) -> String {
         match self {
             Tier::Days(days) => days.to_string(),
-            Tier::Keep | Tier::Latest => "keep".into(),
+            Tier::Keep => "keep".into(),
+            Tier::Latest => "latest".into(),
         }
     }
 }
@@ -135,6 +148,10 @@ pub struct Subject<'a> {
 /// Why a tier cannot be set on an object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TierError {
+    /// The bucket's lifecycle rules could not be read: whether a rule acts on the tier is
+    /// not known.
+    #[error("the bucket's lifecycle rules could not be read")]
+    RulesUnknown,
     /// No tier rule at all: the store would keep the object whatever its tag says.
     #[error("the bucket has no retention tier rules (run `rgrid-mount retention set`)")]
     NoTiers,
@@ -155,7 +172,8 @@ pub enum TierError {
 pub struct Retention {
     client: Arc<dyn ObjectClient>,
     config: RetentionConfig,
-    rules: RwLock<Arc<Vec<ExpiryRule>>>,
+    /// `None` until a read succeeds: rules not read are not "no rules".
+    rules: RwLock<Option<Arc<Vec<ExpiryRule>>>>,
 }
 
 impl Retention {
@@ -168,11 +186,15 @@ impl Retention {
         }
     }
 
-    /// Reads the bucket's lifecycle rules; on failure the previous ones stay in force.
+    /// Reads the bucket's lifecycle rules; on failure the previous ones stay in force. A
+    /// server without a lifecycle API has none: nothing there deletes by rule.
     pub async fn load(&self) -> Result<usize, ObjectError> {
-        let rules = self.client.expiry_rules().await?;
-        let n = rules.len();
-        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        let rules = match self.client.expiry_rules().await {
+            Err(ObjectError::Unsupported { .. }) => Ok(Vec::new()),
+            other => other,
+        };
+        let n = rules.as_ref().map_or(0, Vec::len);
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(rules?));
         Ok(n)
     }
 
@@ -188,23 +210,28 @@ impl Retention {
         })
     }
 
-    /// Reads the rules, logging the outcome; a server without lifecycle support is told
-    /// once (`told`). Returns whether it has been told.
+    /// Reads the rules, logging the outcome: a failure is warned of once (`told`) until
+    /// a read succeeds again. Returns whether a failure is outstanding.
     async fn reload(&self, told: bool) -> bool {
         match self.load().await {
             Ok(n) => tracing::debug!("{n} lifecycle expiration rules in force"),
-            Err(ObjectError::Unsupported { .. }) if told => {}
-            Err(e @ ObjectError::Unsupported { .. }) => {
-                tracing::info!("no bucket lifecycle ({e}): objects do not expire");
+            Err(e) if told => tracing::debug!("reading the bucket lifecycle failed: {e}"),
+            Err(e) => {
+                let known = self.rules().is_some();
+                let shown = if known {
+                    "the last rules read stay"
+                } else {
+                    "expiry is not shown until it can be"
+                };
+                tracing::warn!("reading the bucket lifecycle failed ({e}): {shown}");
                 return true;
             }
-            Err(e) => tracing::warn!("reading the bucket lifecycle failed: {e}"),
         }
-        told
+        false
     }
 
-    /// The rules in force now.
-    fn rules(&self) -> Arc<Vec<ExpiryRule>> {
+    /// The rules in force now; `None` if they were never read.
+    fn rules(&self) -> Option<Arc<Vec<ExpiryRule>>> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -213,7 +240,7 @@ impl Retention {
     fn by_rules(&self, object: Subject<'_>, tags: Option<&Tags>) -> Option<Expiry> {
         let mut earliest: Option<SystemTime> = None;
         let mut doubtful: Option<SystemTime> = None;
-        for rule in self.rules().iter() {
+        for rule in self.rules()?.iter() {
             let Some(at) = rule.expires_at(object.last_modified) else {
                 continue;
             };
@@ -239,7 +266,10 @@ impl Retention {
     /// about to): true whatever its tags are, so a listing can tell.
     pub fn past_rules(&self, object: Subject<'_>) -> bool {
         let now = SystemTime::now();
-        self.rules().iter().any(|rule| {
+        let Some(rules) = self.rules() else {
+            return false;
+        };
+        rules.iter().any(|rule| {
             rule.filter.selects(object.key, object.size, None) == Some(true)
                 && rule
                     .expires_at(object.last_modified)
@@ -272,7 +302,7 @@ impl Retention {
     /// Whether the store acts on `tier` for `key`: `keep` always (no rule deletes it by
     /// its tag), a number of days only if a tier rule for it covers the key.
     pub fn check_tier(&self, key: &str, tier: Tier) -> Result<(), TierError> {
-        let rules = self.rules();
+        let rules = self.rules().ok_or(TierError::RulesUnknown)?;
         let tiers: Vec<(Tier, &ExpiryRule)> = rules
             .iter()
             .filter_map(|r| Some((Tier::of(&r.filter.tags)?, r)))

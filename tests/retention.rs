@@ -75,6 +75,19 @@ impl Bucket {
         (modified, etag, head.expiration().map(str::to_owned))
     }
 
+    /// Tags `key` with tier `tier`, as another tool would.
+    fn set_tier(&self, key: &str, tier: &str) {
+        use aws_sdk_s3::types::{Tag, Tagging};
+        let tag = Tag::builder()
+            .key("rgrid-retention")
+            .value(tier)
+            .build()
+            .unwrap();
+        let tagging = Tagging::builder().tag_set(tag).build().unwrap();
+        let put = self.sdk.put_object_tagging().bucket(BUCKET).key(key);
+        self.runtime.block_on(put.tagging(tagging).send()).unwrap();
+    }
+
     fn exists(&self, key: &str) -> bool {
         let head = self.sdk.head_object().bucket(BUCKET).key(key).send();
         self.runtime.block_on(head).is_ok()
@@ -165,7 +178,8 @@ fn next_midnight(t: SystemTime) -> SystemTime {
 }
 
 fn expires_at(path: &Path) -> SystemTime {
-    parse_time(&getfattr(path, "user.rgrid.expires_at")).unwrap()
+    let value = getfattr(path, "user.rgrid.expires_at");
+    parse_time(&value).unwrap_or_else(|| panic!("not a time: {value:?}"))
 }
 
 /// A 30-day tier on every file written, then 90 days and `keep` asked for with setfattr:
@@ -178,7 +192,7 @@ fn tiers_change_what_the_store_does(server: &dyn Endpoint, sends_header: bool) {
         set.contains("tagged rgrid-retention=90d expire 90 days"),
         "{set}"
     );
-    let mount = Mount::new(server, &[]);
+    let mount = Mount::new(server, &["--metadata-ttl", "1"]);
     let key = "executions/e1/outputs/model.bin";
     let file = mount.join(key);
     fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -214,7 +228,11 @@ fn tiers_change_what_the_store_does(server: &dyn Endpoint, sends_header: bool) {
     );
     if sends_header {
         let header = header.expect("x-amz-expiration");
-        assert!(header.contains("rgrid-tier:90d:executions/"), "{header}");
+        // The rule's id, URL-encoded as S3 writes it.
+        assert!(
+            header.contains("rule-id=\"rgrid-tier%3A90d%3Aexecutions%2F\""),
+            "{header}"
+        );
     }
     // A fresh mount reads the same from the store.
     let fresh = Mount::new(server, &[]);
@@ -231,6 +249,22 @@ fn tiers_change_what_the_store_does(server: &dyn Endpoint, sends_header: bool) {
         mount.log()
     );
     assert_eq!(bucket.tags(key)["rgrid-retention"], "keep", "unchanged");
+
+    // Another tool changes the tier: shown once the tags are read again.
+    bucket.set_tier(key, "30d");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(getfattr(&file, "user.rgrid.retention_days"), "30");
+    assert_eq!(expires_at(&file), thirty);
+    // A copy onto itself (chmod) starts the object's days again.
+    let before = fs::metadata(&file).unwrap();
+    let mut perms = before.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    fs::set_permissions(&file, perms).unwrap();
+    let (rewritten, _, _) = bucket.head(key);
+    assert_eq!(
+        expires_at(&file),
+        next_midnight(rewritten + Duration::from_secs(30 * DAY))
+    );
 }
 
 #[test]
@@ -287,7 +321,7 @@ fn apply_tags_the_untiered_and_keeps_the_latest() {
     let mount = Mount::new(&moto, &[]);
     let kept = mount.join("executions/e4/outputs/a.txt");
     assert_eq!(getfattr(&kept, "user.rgrid.expires_at"), "never");
-    assert_eq!(getfattr(&kept, "user.rgrid.retention_days"), "keep");
+    assert_eq!(getfattr(&kept, "user.rgrid.retention_days"), "latest");
     let (written, _, _) = bucket.head("executions/e1/outputs/a.txt");
     let old = mount.join("executions/e1/outputs/a.txt");
     assert_eq!(
@@ -295,8 +329,15 @@ fn apply_tags_the_untiered_and_keeps_the_latest() {
         next_midnight(written + Duration::from_secs(30 * DAY))
     );
 
-    // A newer execution: e3 falls out of the latest two and returns to its tier.
+    // A newer execution: e3 falls out of the latest two and returns to its tier, but
+    // only when a keep is asked for: a run that tags new objects ends no keep.
     bucket.put("executions/e5/outputs/a.txt", b"a");
+    let tag_only = retention(&moto, &["apply"]).unwrap();
+    assert!(
+        tag_only.contains("1 objects without a tier got the default"),
+        "{tag_only}"
+    );
+    assert_eq!(tier("e3")["rgrid-retention"], "latest");
     let again = retention(&moto, &["apply", "--keep-latest", "2"]).unwrap();
     assert!(
         again.contains("1 objects returned to their tier"),
@@ -305,6 +346,7 @@ fn apply_tags_the_untiered_and_keeps_the_latest() {
     assert_eq!(tier("e3")["rgrid-retention"], "30d");
     assert!(!tier("e3").contains_key("rgrid-retention-tier"));
     assert_eq!(tier("e5")["rgrid-retention"], "latest");
+    assert_eq!(tier("e5")["rgrid-retention-tier"], "30d");
 }
 
 #[test]
@@ -356,25 +398,7 @@ fn past_rules_hide_objects_and_the_header_comes_first() {
     // Rules the mount has not read yet: the store's header tells.
     retention(&store, &["set", "--tiers", "3"]).unwrap();
     bucket.put("executions/e1/outputs/r.txt", b"x");
-    let sdk = &bucket.sdk;
-    let tag = sdk
-        .put_object_tagging()
-        .bucket(BUCKET)
-        .key("executions/e1/outputs/r.txt")
-        .tagging(
-            aws_sdk_s3::types::Tagging::builder()
-                .tag_set(
-                    aws_sdk_s3::types::Tag::builder()
-                        .key("rgrid-retention")
-                        .value("3d")
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send();
-    bucket.runtime.block_on(tag).unwrap();
+    bucket.set_tier("executions/e1/outputs/r.txt", "3d");
     let (written, _, header) = bucket.head("executions/e1/outputs/r.txt");
     assert!(header.unwrap().contains("rule-id="));
     assert_eq!(

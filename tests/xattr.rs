@@ -212,6 +212,10 @@ fn an_archived_object_fails_open_until_restored(server: &dyn common::Endpoint) {
     assert_eq!(attrs["user.rgrid.storage_class"], "GLACIER");
     let bad = attr_tool(&["-n", "user.rgrid.restore", "-v", "soon"], &file).unwrap_err();
     assert!(bad.contains("Invalid argument"), "{bad}");
+    let plain = mount.join("executions/e1/outputs/plain.txt");
+    fs::write(&plain, "warm").unwrap();
+    let not_archived = attr_tool(&["-n", "user.rgrid.restore", "-v", "2"], &plain).unwrap_err();
+    assert!(not_archived.contains("Invalid argument"), "{not_archived}");
 
     attr_tool(&["-n", "user.rgrid.restore", "-v", "2"], &file).unwrap();
     assert!(getfattr_all(&file).contains_key("user.rgrid.restore"));

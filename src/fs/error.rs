@@ -134,6 +134,7 @@ impl FsError {
             FsError::Archived { .. } => libc::EREMOTE,
             FsError::Retention(TierError::NoTiers) => libc::ENOTSUP,
             FsError::Retention(TierError::NoRule { .. }) => libc::EINVAL,
+            FsError::Retention(TierError::RulesUnknown) => libc::EIO,
         }
     }
 

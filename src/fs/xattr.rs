@@ -96,6 +96,8 @@ impl RgridFs {
             }
         }
         let tags = self.stored_tags(&node).await;
+        // Reading the tags may have read the HEAD again (its expiry follows them).
+        let node = self.namespace.describe(ino).await?;
         out.extend(self.retention_xattrs(&node, tags.as_ref()));
         for (key, value) in tags.iter().flatten() {
             if !key.starts_with(RESERVED_TAGS) {
@@ -108,7 +110,7 @@ impl RgridFs {
     /// The tags of a stored file; `None` when they cannot be read (no tagging here, or
     /// the store failed): what depends on them is then left out, not guessed.
     async fn stored_tags(&self, node: &Node) -> Option<Tags> {
-        match self.namespace.tags(&node.object_id()).await {
+        match self.namespace.tags(node).await {
             Ok(tags) => Some(tags.as_ref().clone()),
             Err(e) => {
                 if !matches!(

@@ -215,6 +215,17 @@ impl Namespace {
         }
     }
 
+    /// Drops what HEAD said of `ino`'s version `etag` (kept attributes stay): after a
+    /// copy onto itself its LastModified and `x-amz-expiration` changed, and the next
+    /// `describe` asks again.
+    pub fn headers_stale(&self, ino: InodeNo, etag: Option<&str>) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            if inode.node.etag.as_deref() == etag && !inode.local {
+                inode.node.headers = None;
+            }
+        }
+    }
+
     /// `chmod`, `touch` and the like set `kept` on `ino`, a file being written here: the
     /// attributes go up with its upload.
     pub fn set_kept(&self, ino: InodeNo, kept: KeptAttrs) {

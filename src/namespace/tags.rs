@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::{InodeNo, Namespace, NamespaceError};
+use super::{InodeNo, Namespace, NamespaceError, Node};
 use crate::object::{ObjectError, ObjectId, Tags};
 
 /// S3 keeps at most this many tags on an object.
@@ -43,14 +43,26 @@ impl TagCache {
 }
 
 impl Namespace {
-    /// The tags of version `id`; `Unsupported` where the store has no tagging.
-    pub async fn tags(&self, id: &ObjectId) -> Result<Arc<Tags>, NamespaceError> {
-        if let Some(tags) = self.tag_cache.get(id, self.config.metadata_ttl) {
+    /// The tags of stored file `node`; `Unsupported` where the store has no tagging.
+    /// Read again after the metadata TTL, and then so is the store's `x-amz-expiration`
+    /// of it, which follows the tags (a `describe` after this one shows it).
+    pub async fn tags(&self, node: &Node) -> Result<Arc<Tags>, NamespaceError> {
+        let id = node.object_id();
+        if let Some(tags) = self.tag_cache.get(&id, self.config.metadata_ttl) {
             return Ok(tags);
         }
         let tags = Arc::new(self.client.tags(&id.key).await?);
         self.tag_cache.put(id.clone(), tags.clone());
+        let header = node.headers.as_ref().and_then(|h| h.expiration);
+        if header.is_some() {
+            self.reread_headers(node.ino, &id).await?;
+        }
         Ok(tags)
+    }
+
+    /// The tags of version `id` if this mount has them fresh; never a request.
+    pub fn cached_tags(&self, id: &ObjectId) -> Option<Arc<Tags>> {
+        self.tag_cache.get(id, self.config.metadata_ttl)
     }
 
     /// Changes the tags of `id` with `edit`, applied to a fresh read so that tags
@@ -63,6 +75,8 @@ impl Namespace {
         id: &ObjectId,
         edit: impl FnOnce(&mut Tags),
     ) -> Result<Arc<Tags>, NamespaceError> {
+        // Two edits here at once would each write the set without the other's change.
+        let _one_at_a_time = self.tag_edits.lock().await;
         let mut tags = self.client.tags(&id.key).await?;
         edit(&mut tags);
         if tags.len() > MAX_TAGS {

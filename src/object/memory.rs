@@ -77,6 +77,17 @@ struct State {
     no_tagging: bool,
 }
 
+/// A creation with tags fails where tagging is refused, as on a server without it.
+fn refuse_tags_if(state: &State, key: &str, headers: &ObjectHeaders) -> Result<(), ObjectError> {
+    if state.no_tagging && !headers.tagging.is_empty() {
+        return Err(ObjectError::Unsupported {
+            target: key.into(),
+            message: "x-amz-tagging is not implemented".into(),
+        });
+    }
+    Ok(())
+}
+
 /// An in-memory bucket. Cloning shares the bucket.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryClient {
@@ -326,7 +337,10 @@ impl ObjectClient for MemoryClient {
         body: Bytes,
         headers: ObjectHeaders,
     ) -> Result<Option<String>, ObjectError> {
-        drop(self.begin(Operation::Put, key)?);
+        {
+            let state = self.begin(Operation::Put, key)?;
+            refuse_tags_if(&state, key, &headers)?;
+        }
         self.upload_in_flight().await;
         Ok(Some(self.insert(key, body, headers)))
     }
@@ -342,6 +356,7 @@ impl ObjectClient for MemoryClient {
         headers: ObjectHeaders,
     ) -> Result<String, ObjectError> {
         let mut state = self.begin(Operation::Multipart, key)?;
+        refuse_tags_if(&state, key, &headers)?;
         let id = format!("upload-{}", self.versions.fetch_add(1, Ordering::Relaxed));
         state
             .uploads

@@ -249,6 +249,7 @@ impl ObjectClient for S3Client {
             expiration: out.expiration().and_then(expiry_date),
             storage_class: out.storage_class().map(|c| c.as_str().to_owned()),
             restore: out.restore().and_then(restore_state),
+            archive_status: out.archive_status().map(|s| s.as_str().to_owned()),
             tagging: Tags::new(),
         };
         Ok(ObjectInfo { meta, headers })

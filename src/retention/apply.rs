@@ -24,8 +24,9 @@ pub struct ApplyPlan {
     pub prefix: String,
     /// The tier of objects that have none.
     pub default: Tier,
-    /// Executions kept whatever their age, newest first; 0 keeps none.
-    pub keep_latest: usize,
+    /// Executions kept whatever their age, newest first. `None` leaves the `latest`
+    /// marks as they are (a run that only tags new objects must not end a keep).
+    pub keep_latest: Option<usize>,
 }
 
 /// What a run did.
@@ -75,11 +76,13 @@ pub async fn apply(
     plan: &ApplyPlan,
 ) -> Result<ApplyReport, ObjectError> {
     let objects = walk(client.as_ref(), &plan.prefix).await?;
-    let latest = latest_executions(&objects, plan.keep_latest);
+    let latest = plan.keep_latest.map(|n| latest_executions(&objects, n));
     let outcomes: Vec<_> = futures::stream::iter(objects.iter())
         .map(|object| {
             let client = client.clone();
-            let is_latest = execution(&object.key).is_some_and(|e| latest.contains(&e));
+            let is_latest = latest
+                .as_ref()
+                .map(|latest| execution(&object.key).is_some_and(|e| latest.contains(&e)));
             async move {
                 let outcome = retag(client.as_ref(), &object.key, plan.default, is_latest).await;
                 (object.key.clone(), outcome)
@@ -90,7 +93,7 @@ pub async fn apply(
         .await;
     let mut report = ApplyReport {
         objects: objects.len(),
-        latest: latest.iter().map(|e| e.to_string()).collect(),
+        latest: latest.iter().flatten().map(|e| e.to_string()).collect(),
         ..ApplyReport::default()
     };
     for (key, outcome) in outcomes {
@@ -143,29 +146,31 @@ async fn walk(client: &dyn ObjectClient, prefix: &str) -> Result<Vec<ObjectMeta>
     Ok(objects)
 }
 
-/// The tags `tags` should become, and the change that is, if any.
-fn wanted(mut tags: Tags, default: Tier, is_latest: bool) -> Option<(Tags, Change)> {
+/// The tags `tags` should become, and the change that is, if any. `is_latest`: whether
+/// the object is of a latest execution, `None` when no keep is asked for.
+fn wanted(mut tags: Tags, default: Tier, is_latest: Option<bool>) -> Option<(Tags, Change)> {
     let tier = Tier::of(&tags);
     let change = match (tier, is_latest) {
-        (Some(Tier::Keep | Tier::Latest), true) => return None,
-        (Some(Tier::Latest), false) => {
-            let back = tags.get(RETURN_TAG).and_then(|t| Tier::parse(t));
+        (Some(_), None) => return None,
+        (Some(Tier::Keep | Tier::Latest), Some(true)) => return None,
+        (Some(Tier::Latest), Some(false)) => {
+            let back = tags.get(RETURN_TAG).and_then(|t| Tier::from_tag(t));
             let back = back.filter(|t| *t != Tier::Latest).unwrap_or(default);
             tags.insert(TIER_TAG.into(), back.tag_value());
             tags.remove(RETURN_TAG);
             Change::Return
         }
-        (tier, true) => {
+        (tier, Some(true)) => {
             let back = tier.unwrap_or(default);
             tags.insert(RETURN_TAG.into(), back.tag_value());
             tags.insert(TIER_TAG.into(), Tier::Latest.tag_value());
             Change::Keep
         }
-        (None, false) => {
+        (None, _) => {
             tags.insert(TIER_TAG.into(), default.tag_value());
             Change::Tier
         }
-        (Some(_), false) => return None,
+        (Some(_), Some(false)) => return None,
     };
     Some((tags, change))
 }
@@ -175,7 +180,7 @@ async fn retag(
     client: &dyn ObjectClient,
     key: &str,
     default: Tier,
-    is_latest: bool,
+    is_latest: Option<bool>,
 ) -> Result<Option<Change>, ObjectError> {
     let tags = client.tags(key).await?;
     let Some((tags, change)) = wanted(tags, default, is_latest) else {
@@ -210,7 +215,7 @@ mod tests {
         let plan = ApplyPlan {
             prefix: "executions/".into(),
             default: Tier::Days(30),
-            keep_latest: 2,
+            keep_latest: Some(2),
         };
         let report = apply(client.clone(), &plan).await.unwrap();
         assert_eq!(report.latest, ["e3", "e2"]);
@@ -218,8 +223,14 @@ mod tests {
         let again = apply(client.clone(), &plan).await.unwrap();
         assert_eq!((again.kept, again.tiered, again.returned), (0, 0, 0));
 
+        let untouched = ApplyPlan {
+            keep_latest: None,
+            ..plan.clone()
+        };
+        let report = apply(client.clone(), &untouched).await.unwrap();
+        assert_eq!(report.returned, 0, "no keep asked for: the marks stay");
         let none = ApplyPlan {
-            keep_latest: 0,
+            keep_latest: Some(0),
             ..plan
         };
         let report = apply(client.clone(), &none).await.unwrap();

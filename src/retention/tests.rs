@@ -108,6 +108,54 @@ async fn tier_rules_need_the_tags_and_the_earliest_wins() {
 }
 
 #[tokio::test]
+async fn a_tag_rule_that_could_come_first_leaves_the_date_unknown() {
+    let mut rules = tier_rules("executions/", &[30]);
+    rules.push(rule("all", "executions/", Some(90), None));
+    let mut small = rule("small", "executions/", Some(7), None);
+    small.filter.smaller_than = Some(5);
+    rules.push(small);
+    let r = retention(rules).await;
+    let midnight = at("2026-11-01T00:00:00Z");
+    let e = subject("executions/e/x", midnight);
+    assert_eq!(
+        r.expiry(e, None, None),
+        None,
+        "the 30d tier could come first"
+    );
+    let untagged = Tags::new();
+    assert_eq!(
+        r.expiry(e, None, Some(&untagged)),
+        lifecycle("2027-01-30T00:00:00Z")
+    );
+    let tiny = Subject { size: 4, ..e };
+    assert_eq!(
+        r.expiry(tiny, None, None),
+        lifecycle("2026-11-08T00:00:00Z")
+    );
+}
+
+#[tokio::test]
+async fn rules_never_read_are_not_no_rules() {
+    let client = MemoryClient::new();
+    client.fail_next(1);
+    let config = RetentionConfig {
+        tier: Tier::Days(30),
+        warning: Duration::from_secs(2 * DAY),
+        refresh: Duration::from_secs(600),
+    };
+    let r = Retention::new(Arc::new(client), config);
+    assert!(r.load().await.is_err());
+    let e = subject("executions/e/x", at("2026-11-01T00:00:00Z"));
+    assert_eq!(r.expiry(e, None, Some(&Tags::new())), None);
+    assert_eq!(
+        r.check_tier("executions/e/x", Tier::Keep),
+        Err(TierError::RulesUnknown)
+    );
+    r.load().await.unwrap();
+    assert_eq!(r.expiry(e, None, Some(&Tags::new())), Some(Expiry::Never));
+}
+
+#[tokio::test]
 async fn a_tier_is_accepted_only_where_a_rule_acts_on_it() {
     let none = retention(vec![rule("old", "", Some(30), None)]).await;
     assert_eq!(
@@ -130,5 +178,9 @@ fn tiers_parse_as_users_write_them() {
     assert_eq!(Tier::parse("0"), None);
     assert_eq!(Tier::parse("99999999"), None);
     assert_eq!(Tier::Days(7).tag_value(), "7d");
-    assert_eq!(Tier::Latest.shown(), "keep");
+    assert_eq!(Tier::Latest.shown(), "latest");
+    assert_eq!(Tier::from_tag("30d"), Some(Tier::Days(30)));
+    assert_eq!(Tier::from_tag(" 30d"), None, "S3 matches tags exactly");
+    assert_eq!(Tier::from_tag("30"), None);
+    assert_eq!(Tier::from_tag("030d"), None);
 }

@@ -37,7 +37,7 @@ pub fn replaced_by_tiers(id: &str, prefix: &str) -> bool {
     let tier_of_prefix = id
         .strip_prefix(TIER_RULE)
         .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(tier, p)| p == prefix && Tier::parse(tier).is_some());
+        .is_some_and(|(tier, p)| p == prefix && Tier::from_tag(tier).is_some());
     tier_of_prefix || id.strip_prefix(OLD_RULE) == Some(prefix)
 }
 

@@ -282,16 +282,16 @@ impl DiskStore {
         std::fs::write(self.meta_path(bucket, &entry.key), sidecar).map_err(internal_err)
     }
 
-    /// Deletes `key`; with `etag`, only that version (a newer one stays).
-    fn remove(&self, bucket: &str, key: &str, etag: Option<&str>) -> S3Result<()> {
+    /// Deletes `key` if it is there and `due` says so (judged under the index lock);
+    /// returns whether it did.
+    fn remove(&self, bucket: &str, key: &str, due: impl Fn(&Entry) -> bool) -> S3Result<bool> {
         let index = self.bucket(bucket)?;
         let mut index = index.write().unwrap_or_else(|e| e.into_inner());
-        let other_version = |e: &Entry| etag.is_some_and(|etag| e.etag != etag);
-        if index.get(key).is_none_or(other_version) {
-            return Ok(());
+        if !index.get(key).is_some_and(due) {
+            return Ok(false);
         }
         let Some(entry) = index.remove(key) else {
-            return Ok(());
+            return Ok(false);
         };
         let path = self.data_path(bucket, &entry);
         std::fs::remove_file(&path).map_err(internal_err)?;
@@ -307,7 +307,7 @@ impl DiskStore {
                 dir = d.parent();
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -643,7 +643,7 @@ impl S3 for DiskStore {
         &self,
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
-        self.remove(&req.input.bucket, &req.input.key, None)?;
+        self.remove(&req.input.bucket, &req.input.key, |_| true)?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
     }
 

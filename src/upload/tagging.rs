@@ -1,7 +1,8 @@
 //! The tags a new object gets at creation (its retention tier), sent with its first
 //! PutObject or CreateMultipartUpload so that no moment exists where the object has no
 //! tier. A store that refuses tags there gets the object without them, once told in
-//! the log: the data matters more than its tier.
+//! the log (only once an untagged creation got through where the tagged one failed): the
+//! data matters more than its tier.
 
 use std::sync::atomic::Ordering;
 
@@ -20,17 +21,27 @@ impl Uploader {
         }
     }
 
-    /// Whether `result` of a creation with `headers` failed only for its tags: then
-    /// creations go on untagged.
-    fn refused_tags<T>(&self, result: &Result<T, ObjectError>, headers: &ObjectHeaders) -> bool {
-        let refused =
-            matches!(result, Err(ObjectError::Unsupported { .. })) && !headers.tagging.is_empty();
-        if refused && !self.untagged.swap(true, Ordering::Relaxed) {
+    /// Whether a creation with `headers` that failed with `error` may have failed for its
+    /// tags:
+    /// a store without tagging (501, 400) or a policy without s3:PutObjectTagging (403).
+    fn may_be_the_tags(error: &ObjectError, headers: &ObjectHeaders) -> bool {
+        let kind = matches!(
+            error,
+            ObjectError::Unsupported { .. }
+                | ObjectError::AccessDenied { .. }
+                | ObjectError::Other { .. }
+        );
+        kind && !headers.tagging.is_empty()
+    }
+
+    /// A creation without tags got through where the tagged one failed with `first`:
+    /// creations go on untagged, told once.
+    fn untagged_from_now(&self, first: &ObjectError) {
+        if !self.untagged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "the store refuses tags on new objects: they go up without a retention tier"
+                "the store refuses tags on new objects ({first}): they go up without a retention tier"
             );
         }
-        refused
     }
 
     /// PutObject of a new object, tagged.
@@ -42,11 +53,18 @@ impl Uploader {
     ) -> Result<Option<String>, ObjectError> {
         headers.tagging = self.new_tags();
         let result = self.client.put(key, body.clone(), headers.clone()).await;
-        if self.refused_tags(&result, &headers) {
-            headers.tagging.clear();
-            return self.client.put(key, body, headers).await;
+        let Err(first) = result else {
+            return result;
+        };
+        if !Self::may_be_the_tags(&first, &headers) {
+            return Err(first);
         }
-        result
+        headers.tagging.clear();
+        let retry = self.client.put(key, body, headers).await;
+        if retry.is_ok() {
+            self.untagged_from_now(&first);
+        }
+        retry
     }
 
     /// CreateMultipartUpload of a new object, tagged.
@@ -57,10 +75,17 @@ impl Uploader {
     ) -> Result<String, ObjectError> {
         headers.tagging = self.new_tags();
         let result = self.client.create_multipart(key, headers.clone()).await;
-        if self.refused_tags(&result, &headers) {
-            headers.tagging.clear();
-            return self.client.create_multipart(key, headers).await;
+        let Err(first) = result else {
+            return result;
+        };
+        if !Self::may_be_the_tags(&first, &headers) {
+            return Err(first);
         }
-        result
+        headers.tagging.clear();
+        let retry = self.client.create_multipart(key, headers).await;
+        if retry.is_ok() {
+            self.untagged_from_now(&first);
+        }
+        retry
     }
 }

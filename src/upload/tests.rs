@@ -340,6 +340,43 @@ async fn a_store_without_tagging_gets_the_hash_of_a_stream_by_a_copy() {
 }
 
 #[tokio::test]
+async fn a_store_that_refuses_tags_at_creation_gets_the_objects_untagged() {
+    let (uploader, client, _dir) = uploader(1000);
+    client.refuse_tagging();
+    for (key, len) in [("small.bin", 10), ("parts.bin", 2500)] {
+        let spool = uploader.spool().unwrap();
+        spool.write_at(0, &vec![3u8; len]).unwrap();
+        uploader
+            .upload(key, &spool, None, KeptAttrs::default())
+            .await
+            .unwrap();
+        let (data, headers) = stored(&client, key).await;
+        assert_eq!(data, vec![3u8; len]);
+        assert!(artifact::sha256(&headers).is_some());
+    }
+    assert_eq!(
+        client.count(Operation::Put),
+        2,
+        "one refused, one untagged after it"
+    );
+}
+
+#[tokio::test]
+async fn new_objects_carry_the_tier_from_their_creation() {
+    let (uploader, client, _dir) = uploader(1000);
+    for (key, len) in [("small.bin", 10), ("parts.bin", 2500)] {
+        let spool = uploader.spool().unwrap();
+        spool.write_at(0, &vec![3u8; len]).unwrap();
+        uploader
+            .upload(key, &spool, None, KeptAttrs::default())
+            .await
+            .unwrap();
+        let tags = client.tags(key).await.unwrap();
+        assert_eq!(tags["rgrid-retention"], "30d", "{key}");
+    }
+}
+
+#[tokio::test]
 async fn a_write_out_of_order_ends_the_stream_and_close_uploads_the_spool() {
     let (uploader, client, _dir) = uploader(1000);
     let spool = uploader.spool().unwrap();

@@ -49,13 +49,7 @@ impl RgridFs {
                 if !(1..=MAX_DAYS).contains(&days) {
                     return Err(FsError::InvalidValue);
                 }
-                let node = self.stored_file(ino).await?;
-                self.namespace.restore(&node.key, days).await?;
-                tracing::info!(key = %node.key, days, "restore asked for");
-                self.namespace
-                    .reread_headers(ino, &node.object_id())
-                    .await?;
-                Ok(())
+                self.restore(ino, days).await
             }
             _ => Err(FsError::NotPermitted),
         }
@@ -88,6 +82,28 @@ impl RgridFs {
             RETENTION_DAYS => self.set_tier(ino, self.retention.default_tier()).await,
             _ => Err(FsError::NotPermitted),
         }
+    }
+
+    /// Asks the store to restore archived file `ino` for `days`. A file not in an
+    /// archive is EINVAL; a restore already under way is success.
+    async fn restore(&self, ino: InodeNo, days: u32) -> Result<(), FsError> {
+        let node = self.stored_file(ino).await?;
+        let in_archive = node.headers.as_deref().is_some_and(|h| h.in_archive());
+        if !in_archive {
+            tracing::warn!(key = %node.key, "restore not asked for: the object is not archived");
+            return Err(FsError::InvalidValue);
+        }
+        match self.namespace.restore(&node.key, days).await {
+            Ok(()) => tracing::info!(key = %node.key, days, "restore asked for"),
+            Err(e) if e.to_string().contains("RestoreAlreadyInProgress") => {
+                tracing::info!(key = %node.key, "a restore is under way already");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.namespace
+            .reread_headers(ino, &node.object_id())
+            .await?;
+        Ok(())
     }
 
     /// Tags file `ino` with `tier`, if a lifecycle rule acts on it there: a tier that
@@ -146,7 +162,8 @@ impl RgridFs {
         }
         drop(cached);
         self.namespace
-            .rewritten(node.ino, node.etag.as_deref(), new_etag, headers);
+            .rewritten(node.ino, node.etag.as_deref(), new_etag.clone(), headers);
+        self.namespace.headers_stale(node.ino, new_etag.as_deref());
         Ok(())
     }
 }

@@ -66,11 +66,14 @@ impl DiskStore {
     /// The `x-amz-expiration` value of `entry`: the earliest rule that selects it.
     pub(super) fn expiration(&self, bucket: &str, entry: &Entry) -> Option<String> {
         let (at, id) = earliest(&self.expiry_rules(bucket), entry)?;
+        // A rule of a million days is a date HTTP cannot write: the last one it can.
+        let at = at.min(crate::artifact::last_time());
         let mut date = Vec::new();
         Timestamp::from(at)
             .format(TimestampFormat::HttpDate, &mut date)
             .ok()?;
         let date = String::from_utf8(date).ok()?;
+        let id = url_encoded(&id);
         Some(format!("expiry-date=\"{date}\", rule-id=\"{id}\""))
     }
 
@@ -91,17 +94,21 @@ impl DiskStore {
             let Ok(index) = self.bucket(&bucket) else {
                 continue;
             };
-            let due: Vec<(String, String)> = {
+            let is_due = |e: &Entry| earliest(&rules, e).is_some_and(|(at, _)| at <= now);
+            let due: Vec<String> = {
                 let index = index.read().unwrap_or_else(|e| e.into_inner());
                 index
                     .values()
-                    .filter(|e| earliest(&rules, e).is_some_and(|(at, _)| at <= now))
-                    .map(|e| (e.key.clone(), e.etag.clone()))
+                    .filter(|e| is_due(e))
+                    .map(|e| e.key.clone())
                     .collect()
             };
-            for (key, etag) in due {
-                match self.remove(&bucket, &key, Some(&etag)) {
-                    Ok(()) => deleted += 1,
+            for key in due {
+                // Judged again under the write lock: a new version, a tag set to `keep`
+                // or a copy onto itself since the scan keeps the object.
+                match self.remove(&bucket, &key, is_due) {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => {}
                     Err(e) => tracing::warn!(bucket, key, "lifecycle delete failed: {e:?}"),
                 }
             }
@@ -118,6 +125,18 @@ fn earliest(rules: &[ExpiryRule], entry: &Entry) -> Option<(SystemTime, String)>
         .filter(|r| r.filter.selects(&entry.key, entry.size, Some(tags)) == Some(true))
         .filter_map(|r| Some((r.expires_at(entry.mtime)?, r.id.clone())))
         .min_by_key(|(at, _)| *at)
+}
+
+/// `x-amz-expiration`'s rule-id is URL-encoded, as S3 writes it.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn tags_of(set: Option<&dto::TagSet>) -> Tags {
