@@ -95,7 +95,8 @@ fn main() {
         .body(store.runtime.block_on(ByteStream::from_path(&gz)).unwrap())
         .send();
     store.runtime.block_on(put).unwrap();
-    let mount = Mount::new(&store, &[]);
+    // Reads from the store (the object cache would serve repeated runs locally).
+    let mount = Mount::new(&store, &["--max-cache-size", "0"]);
 
     let (mut m, mut g) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {

@@ -25,6 +25,9 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 /// Writes a file of pseudo-random bytes straight into the store's directory.
+/// The object cache off: reads come from the store.
+const NO_CACHE: [&str; 2] = ["--max-cache-size", "0"];
+
 fn seed_file(store: &TestStore, key: &str, len: u64, seed: u64) {
     let path = store.dir.path().join(BUCKET).join(key);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -303,7 +306,7 @@ fn total_requests(store: &TestStore) -> u64 {
 fn tail(store: &TestStore) -> Row {
     let (mut times, mut requests, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        let mount = Mount::new(store, &[]);
+        let mount = Mount::new(store, &NO_CACHE);
         let before = total_requests(store);
         let t = Instant::now();
         let out = Command::new("tail")
@@ -341,7 +344,7 @@ fn listing(store: &TestStore, sdk: &Client) -> Row {
             .unwrap();
         assert!(out.status.success());
         local.push(t.elapsed().as_secs_f64() * 1000.0);
-        let mount = Mount::new(store, &[]);
+        let mount = Mount::new(store, &NO_CACHE);
         let (l, h) = (
             store.requests("ListObjectsV2"),
             store.requests("HeadObject"),
@@ -404,7 +407,7 @@ fn listing(store: &TestStore, sdk: &Client) -> Row {
 }
 
 fn big_file_rss(store: &TestStore) -> Row {
-    let mount = Mount::new(store, &[]);
+    let mount = Mount::new(store, &NO_CACHE);
     cold_mount_warm_store(store, &[]);
     let t = Instant::now();
     assert_eq!(read_through_mount(&mount.join("big-4g.bin")), 4 * GIB);
@@ -437,8 +440,10 @@ fn main() {
     }
     store.restart(); // index what was written behind the store's back
     let sdk = store.sdk();
-    let mount = Mount::new(&store, &[]);
-    let direct = Mount::new(&store, &["--direct-io"]);
+    // These rows measure reads from the store: the object cache would serve every run
+    // after the first from local disk.
+    let mount = Mount::new(&store, &[NO_CACHE[0], NO_CACHE[1]]);
+    let direct = Mount::new(&store, &["--direct-io", NO_CACHE[0], NO_CACHE[1]]);
     peak_rss_mib(mount.pid());
     peak_rss_mib(direct.pid());
     const DIRECT: &str = ", --direct-io";

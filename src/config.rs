@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
+use crate::cache::CacheConfig;
 use crate::fs::{FsConfig, MountIdentity, Ownership};
 use crate::fuse::SessionConfig;
 use crate::namespace::{check_name, NamespaceConfig};
@@ -15,6 +16,9 @@ use crate::object::S3ClientConfig;
 use crate::readahead::ReadConfig;
 use crate::retention::{RetentionConfig, Tier, TIER_TAG};
 use crate::upload::{CompressMode, CompressPolicy, WriteConfig};
+
+mod commands;
+pub use commands::{CacheAction, Command, RetentionAction};
 
 /// Mount an rgrid artifact store (an S3-compatible bucket) as a local directory.
 #[derive(Debug, Clone, Parser)]
@@ -94,10 +98,16 @@ pub struct MountArgs {
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_read_window: u64,
 
-    /// Where files being written are spooled and pending uploads journaled (default:
-    /// $XDG_CACHE_HOME/rgrid-mount, else /var/cache/rgrid for root, ~/.cache/rgrid-mount).
+    /// Where files being written are spooled, pending uploads journaled and objects
+    /// cached (default: $XDG_CACHE_HOME/rgrid-mount, else /var/cache/rgrid for root,
+    /// ~/.cache/rgrid-mount).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Most MiB the object cache keeps, across mounts (default: the smaller of 10 GiB
+    /// and a fifth of the cache directory's free space; 0 turns it off).
+    #[arg(long, value_name = "MIB")]
+    pub max_cache_size: Option<u64>,
 
     /// Part size of multipart uploads, in MiB (S3's minimum is 5); smaller files go up in
     /// one PUT.
@@ -208,7 +218,7 @@ impl StoreArgs {
 }
 
 /// A `--retention-days` or `--default` value: days or `keep`.
-fn parse_tier(text: &str) -> Result<Tier, String> {
+pub(crate) fn parse_tier(text: &str) -> Result<Tier, String> {
     match Tier::parse(text) {
         Some(Tier::Latest) | None => Err(format!(
             "{text:?} is not a retention tier: days from 1 to {} or `keep`",
@@ -226,79 +236,6 @@ fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
         bail!("the CA bundle {} holds no PEM certificate", path.display());
     }
     Ok(pem)
-}
-
-/// Commands besides mounting.
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Show this machine's rgrid mounts (or one): store, view, uptime, every upload
-    /// pending or in flight with its progress, failed uploads, read memory, counters.
-    Status {
-        /// The mount to show (default: all).
-        mountpoint: Option<PathBuf>,
-        /// One JSON object, for scripts.
-        #[arg(long)]
-        json: bool,
-        /// Redraw every second until interrupted.
-        #[arg(long, conflicts_with = "json")]
-        watch: bool,
-    },
-    /// Wait until every upload pending now is in the store; exit 1, naming each file
-    /// that failed and why, if any did not get there.
-    Sync {
-        /// The mount.
-        mountpoint: PathBuf,
-    },
-    /// Show, install or apply the bucket's retention: the tier rules that delete old
-    /// artifacts, and the tier tags that choose among them.
-    Retention {
-        /// What to do.
-        #[command(subcommand)]
-        action: RetentionAction,
-    },
-}
-
-/// `rgrid-mount retention ...`
-#[derive(Debug, Clone, Subcommand)]
-pub enum RetentionAction {
-    /// Print the bucket's expiration rules.
-    Show {
-        /// Where the store is.
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Install the retention tiers under a prefix: one lifecycle rule per tier, deleting
-    /// objects tagged `rgrid-retention=<N>d` N days after they are written. Our earlier
-    /// rules for the prefix are replaced; every other rule stays.
-    Set {
-        /// Days of each tier (each from 1 to 36525).
-        #[arg(long, value_delimiter = ',', default_value = "7,30,90,365",
-              value_parser = clap::value_parser!(u32).range(1..=36_525))]
-        tiers: Vec<u32>,
-        /// Keys the rules apply to.
-        #[arg(long, default_value = "executions/")]
-        prefix: String,
-        /// Where the store is.
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Give every object under a prefix a tier: objects without one get the default, and
-    /// with --keep-latest the newest executions are kept whatever their age.
-    Apply {
-        /// The tier of objects that have none: days or `keep`.
-        #[arg(long, value_name = "DAYS|keep", default_value = "30", value_parser = parse_tier)]
-        default: Tier,
-        /// Keep the objects of the N most recent executions; those of older ones go
-        /// back to their tier. Without it, what earlier runs kept stays kept.
-        #[arg(long, value_name = "N")]
-        keep_latest: Option<usize>,
-        /// Keys it looks at.
-        #[arg(long, default_value = "executions/")]
-        prefix: String,
-        /// Where the store is.
-        #[command(flatten)]
-        store: StoreArgs,
-    },
 }
 
 /// Validated settings for every layer.
@@ -320,6 +257,8 @@ pub struct MountConfig {
     pub retention: RetentionConfig,
     /// Write engine; `None` on a read-only mount.
     pub write: Option<WriteConfig>,
+    /// Object cache.
+    pub cache: CacheConfig,
     /// FUSE session.
     pub session: SessionConfig,
     /// Stay in the foreground.
@@ -482,11 +421,21 @@ fn default_cache_dir() -> PathBuf {
 /// The cache directory of this store and bucket: one each, so that a journal never
 /// replays into another bucket.
 fn store_cache_dir(args: &MountArgs) -> PathBuf {
-    let store = args.local.as_ref().map(|d| d.display().to_string());
-    let store = store
-        .or_else(|| args.store.endpoint_url.clone())
+    cache_dir_of(
+        &args.store,
+        args.local.as_deref(),
+        args.cache_dir.as_deref(),
+    )
+}
+
+/// The cache directory of one store and bucket: under `base` (default: the user's), a
+/// directory named after them.
+pub fn cache_dir_of(store: &StoreArgs, local: Option<&Path>, base: Option<&Path>) -> PathBuf {
+    let name = local.map(|d| d.display().to_string());
+    let name = name
+        .or_else(|| store.endpoint_url.clone())
         .unwrap_or_else(|| "s3".into());
-    let id: String = format!("{}@{store}", args.store.bucket)
+    let id: String = format!("{}@{name}", store.bucket)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
@@ -496,8 +445,21 @@ fn store_cache_dir(args: &MountArgs) -> PathBuf {
             }
         })
         .collect();
-    let base = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let base = base.map_or_else(default_cache_dir, Path::to_path_buf);
     base.join(id)
+}
+
+/// Largest default `--max-cache-size`.
+const MAX_DEFAULT_CACHE: u64 = 10 << 30;
+
+/// The smaller of [`MAX_DEFAULT_CACHE`] and a fifth of the free space where the cache
+/// lives (the cache directory, or the nearest ancestor that exists yet).
+fn default_max_cache(cache_dir: &Path) -> u64 {
+    let free = cache_dir
+        .ancestors()
+        .find_map(|dir| free_bytes(dir).ok())
+        .unwrap_or(0);
+    (free / 5).min(MAX_DEFAULT_CACHE)
 }
 
 fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<WriteConfig>> {
@@ -638,6 +600,13 @@ impl MountConfig {
             },
             read,
             write,
+            cache: CacheConfig {
+                max_size: match args.max_cache_size {
+                    Some(mib) => mib.saturating_mul(MIB),
+                    None => default_max_cache(&cache_dir),
+                },
+                dir: cache_dir.clone(),
+            },
             client,
             session: SessionConfig {
                 allow_other: args.allow_other,

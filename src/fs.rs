@@ -32,6 +32,7 @@ pub use control::{
 pub use error::{FsError, Severity};
 
 use crate::artifact::{self, KeptAttrs};
+use crate::cache::ObjectCache;
 use crate::namespace::{entry_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::readahead::ReadEngine;
 use crate::retention::{Expiry, Retention, Subject};
@@ -122,6 +123,8 @@ struct Reader {
     ino: InodeNo,
     etag: Option<String>,
     view: FileReader,
+    /// Served from an object cache entry.
+    cached: bool,
 }
 
 /// An opened file.
@@ -160,6 +163,8 @@ pub struct RgridFs {
     engine: Arc<ReadEngine>,
     /// `None` on a read-only mount.
     uploader: Option<Arc<Uploader>>,
+    /// `None` when the object cache is off.
+    cache: Option<Arc<ObjectCache>>,
     retention: Arc<Retention>,
     config: FsConfig,
     files: Mutex<HashMap<FileHandle, Arc<tokio::sync::Mutex<OpenFile>>>>,
@@ -199,11 +204,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RgridFs {
     /// A filesystem over `namespace`, reading through `engine`, writing through
-    /// `uploader` (`None`: read-only), with expiry from `retention`.
+    /// `uploader` (`None`: read-only), keeping objects in `cache` (`None`: off), with
+    /// expiry from `retention`.
     pub fn new(
         namespace: Namespace,
         engine: Arc<ReadEngine>,
         uploader: Option<Arc<Uploader>>,
+        cache: Option<Arc<ObjectCache>>,
         retention: Arc<Retention>,
         config: FsConfig,
     ) -> RgridFs {
@@ -212,6 +219,7 @@ impl RgridFs {
             namespace,
             engine,
             uploader,
+            cache,
             retention,
             config,
             cached_versions: Mutex::default(),
@@ -317,6 +325,7 @@ impl RgridFs {
                 ino,
                 etag: None,
                 view,
+                cached: false,
             };
             let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
             return Ok(Opened {
@@ -326,7 +335,7 @@ impl RgridFs {
             });
         }
         self.warn_if_expiring(&node);
-        let view = FileReader::open(&self.engine, &node, &self.decodes)?;
+        let (view, cached) = self.reader_of(&node)?;
         let decoded = view.direct_io();
         if decoded && node.size == node.stored_size {
             self.learn_gzip_size(&node).await;
@@ -337,6 +346,7 @@ impl RgridFs {
             ino,
             etag: node.etag,
             view,
+            cached,
         };
         let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
         Ok(Opened {
@@ -344,6 +354,29 @@ impl RgridFs {
             keep_cache,
             direct_io: decoded || self.config.direct_io,
         })
+    }
+
+    /// A reader of stored file `node`: its cache entry if there is one (true), else the
+    /// store, filling an entry as it reads.
+    fn reader_of(&self, node: &Node) -> Result<(FileReader, bool), FsError> {
+        let Some(cache) = &self.cache else {
+            return Ok((
+                FileReader::open(&self.engine, node, &self.decodes, None)?,
+                false,
+            ));
+        };
+        let id = node.object_id();
+        if let Some(file) = cache.open_entry(&id) {
+            return Ok((FileReader::local(&node.key, file), true));
+        }
+        let sha256 = node.headers.as_deref().and_then(artifact::sha256);
+        let fill = FileReader::fills(node)
+            .then(|| cache.start_fill(&id, node.stored_size, sha256.map(str::to_owned)))
+            .flatten();
+        Ok((
+            FileReader::open(&self.engine, node, &self.decodes, fill)?,
+            false,
+        ))
     }
 
     /// A gzip object without its original size in metadata: st_size from its trailer
@@ -433,6 +466,9 @@ impl RgridFs {
     ) -> Result<Bytes, FsError> {
         match reader.view.read(offset, size).await {
             Ok(chunk) => {
+                if let (true, Some(cache)) = (reader.cached, &self.cache) {
+                    cache.served(chunk.data.len());
+                }
                 if let Some(size) = chunk.size {
                     let etag = reader.etag.as_deref();
                     self.namespace.learned_size(reader.ino, etag, size);

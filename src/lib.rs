@@ -8,6 +8,7 @@
 //!           namespace  Namespace: inodes ↔ keys/prefixes, lookup, listings, TTL cache,
 //!                      the work view, expired objects hidden
 //!           view       FileReader: plain or gzip-decoded content, SHA-256 checked
+//!           cache      ObjectCache: whole objects on local disk, across mounts
 //!           readahead  ReadEngine/ReadAhead: windows of parallel range GETs for
 //!                      sequential readers, a shared block cache for random ones
 //!           upload     Spool, UploadJournal, Uploader: crash-safe uploads at close or
@@ -23,6 +24,7 @@
 //! mount's control channel (`rgrid-mount status`, `rgrid-mount sync`). Only `fuse` imports fuser and only `object::s3` imports the AWS SDK.
 
 pub mod artifact;
+pub mod cache;
 pub mod config;
 pub mod fs;
 pub mod fuse;

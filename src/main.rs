@@ -14,8 +14,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
+use rgrid_mount::cache::ObjectCache;
 use rgrid_mount::config::{
-    is_mounted, Command as CliCommand, MountArgs, MountConfig, RetentionAction,
+    cache_dir_of, is_mounted, CacheAction, Command as CliCommand, MountArgs, MountConfig,
+    RetentionAction,
 };
 use rgrid_mount::fs::RgridFs;
 use rgrid_mount::fuse::{self, FuseAdapter};
@@ -110,10 +112,15 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         Some(write) => Some(start_uploader(&runtime, client.clone(), write.clone())?),
         None => None,
     };
+    let cache = ObjectCache::open(&config.cache).with_context(|| {
+        let dir = config.cache.dir.display();
+        format!("opening the object cache in {dir}")
+    })?;
     let fs = Arc::new(RgridFs::new(
         namespace,
         engine,
         uploader.clone(),
+        cache,
         retention,
         config.fs,
     ));
@@ -193,6 +200,20 @@ fn run_command(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Sync { mountpoint } => rgrid_mount::status::sync(&mountpoint)?,
         CliCommand::Retention { action } => {
             retention_command(action)?;
+            true
+        }
+        CliCommand::Cache {
+            action:
+                CacheAction::Clear {
+                    cache_dir,
+                    local,
+                    store,
+                },
+        } => {
+            let dir = cache_dir_of(&store, local.as_deref(), cache_dir.as_deref());
+            let freed = rgrid_mount::cache::clear(&dir)
+                .with_context(|| format!("clearing the object cache in {}", dir.display()))?;
+            println!("cleared {}: {} MiB freed", dir.display(), freed >> 20);
             true
         }
     };

@@ -67,3 +67,19 @@ pub fn uploads_pending(n: usize) {
 pub fn retry(cause: &'static str) {
     counter!("rgrid_retries_total", "cause" => cause).increment(1);
 }
+
+/// An open of a stored file, served from the object cache or not.
+pub fn object_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!("rgrid_object_cache_total", "result" => result).increment(1);
+}
+
+/// Bytes read from object cache entries.
+pub fn object_cache_bytes(bytes: usize) {
+    counter!("rgrid_object_cache_bytes_total").increment(bytes as u64);
+}
+
+/// An object cache entry evicted to stay within the bound.
+pub fn object_cache_eviction() {
+    counter!("rgrid_object_cache_evictions_total").increment(1);
+}

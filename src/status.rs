@@ -180,7 +180,7 @@ fn header(report: &Report) -> String {
     let c = &s.counters;
     let m = &s.read_memory;
     format!(
-        "{mount}: {} bucket {} ({}), up {}s\n  reads {} ({} B), writes {} ({} B), store errors {}; read cache {}/{} B, read buffers {}/{} B; {} uploads listed{}",
+        "{mount}: {} bucket {} ({}), up {}s\n  reads {} ({} B), writes {} ({} B), store errors {}; read cache {}/{} B, read buffers {}/{} B; {} uploads listed{}{}",
         s.identity.endpoint,
         s.identity.bucket,
         s.identity.view,
@@ -198,6 +198,13 @@ fn header(report: &Report) -> String {
         match s.uploads_unlisted {
             0 => String::new(),
             n => format!(" (+{n} more)"),
+        },
+        match &s.object_cache {
+            None => String::new(),
+            Some(o) => format!(
+                "\n  object cache {}/{} B: {} hits, {} misses, {} B served, {} fills, {} evictions",
+                o.bytes, o.capacity, o.hits, o.misses, o.bytes_served, o.fills, o.evictions
+            ),
         }
     )
 }

@@ -89,6 +89,8 @@ pub struct Uploaded {
     pub stored_size: u64,
     /// Its ETag, when the store returned one.
     pub etag: Option<String>,
+    /// Hex SHA-256 of its content (decompressed).
+    pub sha256: String,
     /// The headers it went up with (content type, SHA-256, compression, kept attributes).
     pub headers: ObjectHeaders,
 }
@@ -382,6 +384,7 @@ impl Uploader {
             size,
             stored_size: size,
             etag,
+            sha256: entry.sha256.clone(),
             headers,
         })
     }

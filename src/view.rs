@@ -16,6 +16,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::artifact::{self, Compression};
+use crate::cache::Fill;
 use crate::namespace::Node;
 use crate::object::ObjectId;
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
@@ -72,11 +73,14 @@ enum Inner {
     Plain {
         reader: ReadAhead,
         verifier: Option<Verifier>,
+        /// What is read goes into the object cache too, if it can.
+        fill: Option<Fill>,
     },
     Gzip(Arc<SharedGzip>),
-    /// Content closed here and still waiting for its upload (write-back): read from its
-    /// spool, which stays readable through this handle even once the upload removes it.
-    Spooled(std::fs::File),
+    /// Content on local disk: a spool closed here and still waiting for its upload
+    /// (write-back), or an object cache entry. Either stays readable through this handle
+    /// even once it is removed.
+    Local(std::fs::File),
 }
 
 type SharedGzip = tokio::sync::Mutex<GzipReader>;
@@ -147,11 +151,13 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    /// A reader of `node` (with its headers); a gzip one joins the version's decode.
+    /// A reader of `node` (with its headers); a gzip one joins the version's decode. A
+    /// plain one feeds `fill` with what it reads.
     pub fn open(
         engine: &Arc<ReadEngine>,
         node: &Node,
         decodes: &Decodes,
+        fill: Option<Fill>,
     ) -> Result<FileReader, ViewError> {
         let headers = node.headers.as_deref();
         let sha256 = headers.and_then(artifact::sha256).map(str::to_owned);
@@ -161,6 +167,7 @@ impl FileReader {
             Compression::None => Inner::Plain {
                 reader: source(),
                 verifier: sha256.map(|sha| Verifier::new(&sha, node.stored_size)),
+                fill,
             },
             Compression::Gzip => {
                 let expected = Expected {
@@ -181,11 +188,23 @@ impl FileReader {
 
     /// A reader of content not yet in the store, in the local file `spool`.
     pub fn spooled(key: &str, spool: &std::path::Path) -> std::io::Result<FileReader> {
-        Ok(FileReader {
+        Ok(FileReader::local(key, std::fs::File::open(spool)?))
+    }
+
+    /// A reader of content in the local file `file` (a spool, or a cache entry).
+    pub fn local(key: &str, file: std::fs::File) -> FileReader {
+        FileReader {
             key: key.to_owned(),
-            inner: Inner::Spooled(std::fs::File::open(spool)?),
+            inner: Inner::Local(file),
             failed: None,
-        })
+        }
+    }
+
+    /// Whether the content is wholly what the object should be if `fill` saw every
+    /// byte: plain content (gzip decodes fill no entry yet).
+    pub fn fills(node: &Node) -> bool {
+        let headers = node.headers.as_deref();
+        headers.map_or(Compression::None, artifact::compression) == Compression::None
     }
 
     /// Whether the kernel must pass every read through (no page cache, no clamping at
@@ -203,14 +222,18 @@ impl FileReader {
             });
         }
         let result = match &mut self.inner {
-            Inner::Plain { reader, verifier } => read_plain(reader, verifier, offset, len).await,
+            Inner::Plain {
+                reader,
+                verifier,
+                fill,
+            } => read_plain(reader, verifier, fill, offset, len).await,
             Inner::Gzip(reader) => reader
                 .lock()
                 .await
                 .read(offset, len)
                 .await
                 .map(|(data, size)| Chunk { data, size }),
-            Inner::Spooled(file) => read_spooled(file, offset, len).map_err(ViewError::Io),
+            Inner::Local(file) => read_local(file, offset, len).map_err(ViewError::Io),
         };
         result.map_err(|e| self.fail(e))
     }
@@ -224,26 +247,38 @@ impl FileReader {
     }
 }
 
+/// A read of plain content: checked as it goes, and teed into `fill`, which is sealed
+/// once the content is whole and checked (its SHA-256 matched, or, without one, every
+/// byte went by).
 async fn read_plain(
     reader: &mut ReadAhead,
     verifier: &mut Option<Verifier>,
+    fill: &mut Option<Fill>,
     offset: u64,
     len: u32,
 ) -> Result<Chunk, ViewError> {
     let data = reader.read(offset, len).await?;
-    if let Some(verifier) = verifier {
-        if let Verdict::Mismatch { expected, actual } = verifier.feed(offset, &data) {
-            return Err(ViewError::Mismatch {
-                key: reader.key().to_owned(),
-                why: format!("sha256 {actual}, metadata says {expected}"),
-            });
+    let verdict = verifier.as_mut().map(|v| v.feed(offset, &data));
+    if let Some(Verdict::Mismatch { expected, actual }) = verdict {
+        *fill = None;
+        return Err(ViewError::Mismatch {
+            key: reader.key().to_owned(),
+            why: format!("sha256 {actual}, metadata says {expected}"),
+        });
+    }
+    if let Some(fill) = fill {
+        fill.feed(offset, &data);
+        match verdict {
+            Some(Verdict::Matches) => fill.seal(),
+            None if fill.is_whole() => fill.seal(),
+            _ => {}
         }
     }
     Ok(Chunk { data, size: None })
 }
 
-/// Up to `len` bytes of a local file at `offset` (written moments ago: in the page cache).
-fn read_spooled(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<Chunk> {
+/// Up to `len` bytes of a local file at `offset`.
+fn read_local(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<Chunk> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0; len as usize];
     let mut filled = 0;

@@ -32,6 +32,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("listing_heads", Takes::Value),
     ("local", Takes::Value),
     ("log_level", Takes::Value),
+    ("max_cache_size", Takes::Value),
     ("max_pending", Takes::Value),
     ("max_read_memory", Takes::Value),
     ("max_read_window", Takes::Value),

@@ -135,6 +135,28 @@ pub struct MountStatus {
     pub read_memory: ReadMemory,
     /// Operations since the start.
     pub counters: Counters,
+    /// The object cache, when it is on.
+    #[serde(default)]
+    pub object_cache: Option<ObjectCacheStatus>,
+}
+
+/// The object cache of a mount: its use, and what it served since the start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCacheStatus {
+    /// Bytes of entries.
+    pub bytes: u64,
+    /// The bound.
+    pub capacity: u64,
+    /// Opens served from an entry.
+    pub hits: u64,
+    /// Opens of stored files that had none.
+    pub misses: u64,
+    /// Bytes read from entries.
+    pub bytes_served: u64,
+    /// Entries published.
+    pub fills: u64,
+    /// Entries evicted.
+    pub evictions: u64,
 }
 
 /// What a sync found.
@@ -280,6 +302,21 @@ impl RgridFs {
                 buffers_budget: budget.total(),
             },
             counters: self.counters.snapshot(),
+            object_cache: self.cache.as_ref().map(|cache| {
+                let (bytes, capacity) = cache.usage();
+                let stats = cache.stats();
+                let n =
+                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                ObjectCacheStatus {
+                    bytes,
+                    capacity,
+                    hits: n(&stats.hits),
+                    misses: n(&stats.misses),
+                    bytes_served: n(&stats.bytes_served),
+                    fills: n(&stats.fills),
+                    evictions: n(&stats.evictions),
+                }
+            }),
         }
     }
 }

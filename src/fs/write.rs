@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::fill::LazyFill;
 use super::{lock, Attr, FileHandle, FsError, OpenFile, Opened, RgridFs};
 use crate::namespace::{entry_name, InodeKind, InodeNo, Node, StoredVersion};
+use crate::object::ObjectId;
 use crate::upload::{PartStream, Sent, Spool, Uploaded, Uploader};
 use crate::view::FileReader;
 
@@ -40,6 +41,9 @@ pub(super) struct Writer {
     /// The spool the last write-back close queued: it belongs to the upload now, so a
     /// write after it goes to a copy, and fsync waits for it.
     pub(super) queued: Option<std::path::PathBuf>,
+    /// The version the spool's content went up as, while nothing has changed it since:
+    /// at release the spool becomes that version's cache entry.
+    stored_as: Option<(ObjectId, u64, String)>,
 }
 
 impl Writer {
@@ -55,6 +59,7 @@ impl Writer {
             opener: caller.and_then(process_of),
             opener_closed: false,
             queued: None,
+            stored_as: None,
         }
     }
 
@@ -189,7 +194,7 @@ impl RgridFs {
         if node.stored_size == 0 {
             return Ok(None);
         }
-        let view = FileReader::open(&self.engine, node, &self.decodes)?;
+        let view = FileReader::open(&self.engine, node, &self.decodes, None)?;
         if view.direct_io() {
             // Decoded content, whose size may be a guess: copied whole, now.
             self.fill_whole(spool, view).await?;
@@ -447,6 +452,8 @@ impl RgridFs {
         self.write_backs.forget(writer.ino);
         // Superseded: another writer's newer close of the file went up instead.
         if let Sent::Stored(uploaded) = sent {
+            let id = ObjectId::new(uploaded.key.clone(), uploaded.etag.clone());
+            writer.stored_as = Some((id, uploaded.size, uploaded.sha256.clone()));
             self.after_upload(writer.ino, *uploaded).await;
         }
         Ok(())
@@ -506,8 +513,24 @@ impl RgridFs {
             }
         }
         self.end_stream(writer);
+        self.cache_spool(writer);
         if let Some(uploader) = &self.uploader {
             uploader.close_spool(&writer.spool);
+        }
+    }
+
+    /// At release: a spool whose content is the version it was uploaded as, unchanged
+    /// since, becomes that version's cache entry (a script that writes an output and
+    /// reads it back reads locally, on this mount and the next).
+    fn cache_spool(&self, writer: &Writer) {
+        let (Some(cache), Some((id, size, sha256))) = (&self.cache, &writer.stored_as) else {
+            return;
+        };
+        if writer.dirty || writer.failed.is_some() {
+            return;
+        }
+        if self.namespace.current_etag(writer.ino).as_ref() == Some(&id.etag) {
+            cache.adopt(id, writer.spool.path(), *size, sha256);
         }
     }
 

@@ -215,6 +215,12 @@ impl Namespace {
         }
     }
 
+    /// The ETag `ino` shows now (`None`: no such inode).
+    pub fn current_etag(&self, ino: InodeNo) -> Option<Option<String>> {
+        let tables = self.tables();
+        tables.inodes.get(&ino).map(|i| i.node.etag.clone())
+    }
+
     /// Drops what HEAD said of `ino`'s version `etag` (kept attributes stay): after a
     /// copy onto itself its LastModified and `x-amz-expiration` changed, and the next
     /// `describe` asks again.

@@ -99,6 +99,7 @@ impl Uploader {
             size: entry.size,
             stored_size: stored,
             etag,
+            sha256: entry.sha256.clone(),
             headers,
         })
     }

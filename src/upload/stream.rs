@@ -188,6 +188,7 @@ impl Uploader {
             size: entry.size,
             stored_size: entry.size,
             etag,
+            sha256: entry.sha256.clone(),
             headers,
         })
     }
