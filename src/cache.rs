@@ -13,7 +13,7 @@
 //! - Entries are evicted least recently used first, by size, within `max_size`. Spools of
 //!   pending uploads live elsewhere and are never evicted.
 //! - Filling costs no extra GET: a reader that reads a file front to back tees what it
-//!   receives into a [`Fill`] ([`fill`]), and a file uploaded through the mount is linked
+//!   receives into a [`Fill`] (`cache/fill.rs`), and a file uploaded through the mount is linked
 //!   in from its spool.
 
 mod fill;
