@@ -47,9 +47,16 @@ pub struct CacheConfig {
 struct Record {
     key: String,
     etag: String,
+    form: Form,
     size: u64,
     #[serde(default)]
     sha256: Option<String>,
+}
+
+impl Record {
+    fn name(&self) -> String {
+        entry_name(&self.key, &self.etag, self.form)
+    }
 }
 
 /// Counters for status and metrics.
@@ -76,6 +83,11 @@ struct Index {
     filling: HashSet<String>,
 }
 
+/// Fills at once, at most: each has a thread and a temp file.
+const MAX_FILLS: usize = 16;
+/// Bytes handed to fill threads and not yet written, all fills together.
+const MAX_QUEUED: usize = 128 << 20;
+
 /// The object cache of one mount.
 #[derive(Debug)]
 pub struct ObjectCache {
@@ -83,13 +95,31 @@ pub struct ObjectCache {
     max_size: u64,
     index: Mutex<Index>,
     stats: CacheStats,
+    /// Bytes queued to fill threads.
+    queued: AtomicU64,
+    /// Names temp files apart, with the process id (mounts may share the directory).
+    tmp_counter: AtomicU64,
 }
 
-/// The name of the entry of version `etag` of `key`.
-fn entry_name(key: &str, etag: &str) -> String {
+/// What an entry holds: the content as readers see it, which for a gzip-stored object
+/// is its decoded bytes. Part of the entry's name: a copy that changes only the metadata
+/// keeps S3's ETag, and must not find the other form's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Form {
+    /// The stored bytes, as they are.
+    Plain,
+    /// The decoded bytes of a gzip-stored object.
+    Decoded,
+}
+
+/// The name of the entry of version `etag` of `key` in `form`.
+fn entry_name(key: &str, etag: &str, form: Form) -> String {
     let mut id = key.as_bytes().to_vec();
     id.push(0);
     id.extend_from_slice(etag.as_bytes());
+    if form == Form::Decoded {
+        id.extend_from_slice(b"\0decoded");
+    }
     artifact::sha256_hex(&id)
 }
 
@@ -103,8 +133,8 @@ impl ObjectCache {
         }
         let dir = config.dir.join("objects");
         let tmp = dir.join("tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
+        remove_stale_tmp(&tmp);
         let mut found = scan(&dir)?;
         found.sort_by_key(|(_, _, used)| *used);
         let mut index = Index {
@@ -121,8 +151,10 @@ impl ObjectCache {
             max_size: config.max_size,
             index: Mutex::new(index),
             stats: CacheStats::default(),
+            queued: AtomicU64::new(0),
+            tmp_counter: AtomicU64::new(0),
         };
-        cache.evict(0);
+        cache.evict();
         Ok(Some(Arc::new(cache)))
     }
 
@@ -138,21 +170,11 @@ impl ObjectCache {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// The entry of version `id`, opened, if the cache has it (counted as a hit or a
-    /// miss). An entry removed behind the index's back (`cache clear`) is a miss.
-    pub fn open_entry(&self, id: &ObjectId) -> Option<File> {
-        let etag = id.etag.as_deref()?;
-        let name = entry_name(&id.key, etag);
-        let known = self.index().entries.get(&name).is_some();
-        let file = known
-            .then(|| File::open(self.data_path(&name)).ok())
-            .flatten();
-        if file.is_none() && known {
-            let mut index = self.index();
-            if let Some(size) = index.entries.pop(&name) {
-                index.bytes -= size;
-            }
-        }
+    /// The entry of version `id` in `form`, opened, if the cache has it whole (counted
+    /// as a hit or a miss). An entry removed behind the index's back (`cache clear`) is
+    /// a miss.
+    pub fn open_entry(&self, id: &ObjectId, form: Form) -> Option<File> {
+        let file = self.open_whole(id, form);
         let counter = if file.is_some() {
             &self.stats.hits
         } else {
@@ -163,11 +185,61 @@ impl ObjectCache {
         file
     }
 
-    /// Whether version `id` has an entry (no counting, no recency).
-    pub fn contains(&self, id: &ObjectId) -> bool {
-        id.etag
+    fn open_whole(&self, id: &ObjectId, form: Form) -> Option<File> {
+        let name = entry_name(&id.key, id.etag.as_deref()?, form);
+        let size = *self.index().entries.get(&name)?;
+        let file = File::open(self.data_path(&name));
+        let len = file
+            .as_ref()
+            .ok()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len());
+        match (file, len) {
+            (Ok(file), Some(len)) if len == size => {
+                // Recency that outlives the mount: the record's mtime.
+                let record = File::options().write(true).open(self.record_path(&name));
+                let _ = record.and_then(|r| r.set_modified(std::time::SystemTime::now()));
+                Some(file)
+            }
+            (Err(e), _) if e.kind() != io::ErrorKind::NotFound => None,
+            _ => {
+                self.forget(&name);
+                None
+            }
+        }
+    }
+
+    /// Drops `name` from the index and the disk.
+    fn forget(&self, name: &str) {
+        let mut index = self.index();
+        if let Some(size) = index.entries.pop(name) {
+            index.bytes -= size;
+        }
+        drop(index);
+        let _ = std::fs::remove_file(self.record_path(name));
+        let _ = std::fs::remove_file(self.data_path(name));
+    }
+
+    /// Whether version `id` has an entry in `form` (no counting, no recency).
+    pub fn has(&self, id: &ObjectId, form: Form) -> bool {
+        let name = id
+            .etag
             .as_deref()
-            .is_some_and(|etag| self.index().entries.contains(&entry_name(&id.key, etag)))
+            .map(|etag| entry_name(&id.key, etag, form));
+        name.is_some_and(|name| self.index().entries.contains(&name))
+    }
+
+    /// A fresh temp path, this process's own.
+    fn tmp_path(&self, name: &str) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        self.dir.join("tmp").join(format!("{name}.{pid}.{n}"))
+    }
+
+    /// Whether an entry of `size` bytes is worth keeping: at most half the bound, so that
+    /// one object cannot empty the cache.
+    fn fits(&self, size: u64) -> bool {
+        size > 0 && size <= self.max_size / 2
     }
 
     /// Bytes read from an entry.
@@ -188,23 +260,17 @@ impl ObjectCache {
         (self.index().bytes, self.max_size)
     }
 
-    /// Makes the complete, checked file at `data` (in this cache's filesystem) the entry
-    /// of `record`: linked (or renamed, with `take`) into place, then its record written.
-    fn publish(&self, data: &Path, record: &Record, take: bool) -> io::Result<()> {
-        let name = entry_name(&record.key, &record.etag);
-        if record.size > self.max_size {
-            return Ok(());
-        }
-        self.evict(record.size);
-        let path = self.data_path(&name);
-        let _ = std::fs::remove_file(&path);
-        if take {
-            std::fs::rename(data, &path)?;
-        } else {
-            std::fs::hard_link(data, &path)?;
+    /// Makes the complete, checked (and synced) file at `data`, in this cache's
+    /// filesystem, the entry of `record`: linked into place (never over a file another
+    /// mount published there: same name, same bytes), then its record written.
+    fn publish(&self, data: &Path, record: &Record) -> io::Result<()> {
+        let name = record.name();
+        match std::fs::hard_link(data, self.data_path(&name)) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
         }
         let text = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let tmp = self.dir.join("tmp").join(format!("{name}.json"));
+        let tmp = self.tmp_path(&format!("{name}.json"));
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, self.record_path(&name))?;
         let mut index = self.index();
@@ -214,33 +280,72 @@ impl ObjectCache {
         index.bytes += record.size;
         drop(index);
         self.stats.fills.fetch_add(1, Ordering::Relaxed);
+        self.evict();
         Ok(())
     }
 
     /// Takes the content a file uploaded through the mount was read from: `spool`,
-    /// `size` bytes hashing to `sha256`, is now version `id` in the store. Linked, so the
-    /// spool's own removal leaves the entry.
-    pub fn adopt(&self, id: &ObjectId, spool: &Path, size: u64, sha256: &str) {
+    /// `size` bytes hashing to `sha256`, is now version `id` in `form` in the store.
+    /// Linked at once (the spool's removal then leaves it), synced and published by a
+    /// thread of its own (a release never waits for the disk).
+    pub fn adopt(
+        self: &Arc<Self>,
+        id: &ObjectId,
+        form: Form,
+        spool: &Path,
+        size: u64,
+        sha256: &str,
+    ) {
         let Some(etag) = id.etag.clone() else {
             return;
         };
+        if !self.fits(size) {
+            return;
+        }
         let record = Record {
             key: id.key.clone(),
             etag,
+            form,
             size,
             sha256: Some(sha256.to_owned()),
         };
-        if let Err(e) = self.publish(spool, &record, false) {
-            tracing::debug!(key = %id.key, "not cached: {e}");
+        let tmp = self.tmp_path(&record.name());
+        if let Err(e) = std::fs::hard_link(spool, &tmp) {
+            tracing::warn!(key = %id.key, "not cached: {e}");
+            return;
+        }
+        let cache = self.clone();
+        let publish = move || {
+            let synced = File::open(&tmp).and_then(|f| {
+                let whole = f.metadata()?.len() == record.size;
+                f.sync_data()?;
+                Ok(whole)
+            });
+            let published = match synced {
+                Ok(true) => cache.publish(&tmp, &record),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = published {
+                tracing::warn!(key = %record.key, "not cached: {e}");
+            }
+            let _ = std::fs::remove_file(&tmp);
+        };
+        if std::thread::Builder::new()
+            .name("rgrid-cache-adopt".into())
+            .spawn(publish)
+            .is_err()
+        {
+            tracing::warn!(key = %id.key, "not cached: no thread to publish it");
         }
     }
 
-    /// Removes least recently used entries until `incoming` more bytes fit.
-    fn evict(&self, incoming: u64) {
+    /// Removes least recently used entries until the entries fit the bound.
+    fn evict(&self) {
         loop {
             let name = {
                 let mut index = self.index();
-                if index.bytes + incoming <= self.max_size {
+                if index.bytes <= self.max_size {
                     return;
                 }
                 let Some((name, size)) = index.entries.pop_lru() else {
@@ -285,7 +390,7 @@ fn scan(dir: &Path) -> io::Result<Vec<(String, u64, std::time::SystemTime)>> {
         let whole = record
             .as_ref()
             .zip(meta.as_ref())
-            .is_some_and(|(r, m)| r.size == m.len() && entry_name(&r.key, &r.etag) == name);
+            .is_some_and(|(r, m)| r.size == m.len() && r.name() == name);
         if !whole {
             let _ = std::fs::remove_file(&path);
             continue;
@@ -300,6 +405,22 @@ fn scan(dir: &Path) -> io::Result<Vec<(String, u64, std::time::SystemTime)>> {
         let _ = std::fs::remove_file(dir.join(orphan));
     }
     Ok(found)
+}
+
+/// Deletes the temp files in `tmp` of processes no longer running: what a crash left.
+/// (Mounts of one store may share the directory; a live one's fills stay.)
+fn remove_stale_tmp(tmp: &Path) {
+    let Ok(items) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for item in items.filter_map(Result::ok) {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
 }
 
 /// Empties the cache in `dir` (`rgrid-mount cache clear`): records first, so that no

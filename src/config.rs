@@ -104,6 +104,11 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Serve cached files through the kernel's own reads (the default, where FUSE
+    /// passthrough is available) no more: every read comes to the daemon.
+    #[arg(long)]
+    pub no_passthrough: bool,
+
     /// Most MiB the object cache keeps, across mounts (default: the smaller of 10 GiB
     /// and a fifth of the cache directory's free space; 0 turns it off).
     #[arg(long, value_name = "MIB")]
@@ -597,6 +602,7 @@ impl MountConfig {
                 control_uid: uid,
                 identity,
                 share_link_ttl: Duration::from_secs(args.share_link_ttl),
+                passthrough: !args.no_passthrough,
             },
             read,
             write,

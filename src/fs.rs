@@ -12,6 +12,7 @@ mod attr;
 mod control;
 mod error;
 mod fill;
+mod passthrough;
 mod tree;
 mod write;
 mod writeback;
@@ -31,13 +32,14 @@ pub use control::{
 };
 pub use error::{FsError, Severity};
 
-use crate::artifact::{self, KeptAttrs};
-use crate::cache::ObjectCache;
+use crate::artifact::{self, Compression, KeptAttrs};
+use crate::cache::{Form, ObjectCache};
 use crate::namespace::{entry_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::readahead::ReadEngine;
 use crate::retention::{Expiry, Retention, Subject};
 use crate::upload::Uploader;
 use crate::view::{self, Decodes, FileReader};
+use passthrough::{IoMode, IoModes};
 use write::Writer;
 use writeback::WriteBacks;
 
@@ -56,6 +58,8 @@ pub struct FsConfig {
     pub identity: MountIdentity,
     /// How long a link in `user.rgrid.url` stays valid.
     pub share_link_ttl: std::time::Duration,
+    /// Cached files are served by FUSE passthrough where the kernel allows it.
+    pub passthrough: bool,
 }
 
 /// Who asks: the calling thread and its user.
@@ -128,14 +132,18 @@ struct Reader {
 }
 
 /// An opened file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Opened {
     /// The handle.
     pub fh: FileHandle,
     /// The page cache of the inode still holds this version's bytes.
     pub keep_cache: bool,
-    /// Reads bypass the page cache (decoded content, whose size the kernel may not know).
+    /// Reads bypass the page cache (decoded content, whose size the kernel may not know;
+    /// an open beside passthrough ones).
     pub direct_io: bool,
+    /// The kernel is to serve it from this file (FUSE passthrough); if it cannot, the
+    /// adapter says so with [`RgridFs::passthrough_refused`] and reads come here.
+    pub backing: Option<std::fs::File>,
 }
 
 /// One entry of a readdir reply.
@@ -184,6 +192,16 @@ pub struct RgridFs {
     started: SystemTime,
     /// Files closed in write-back mode whose upload may be pending.
     write_backs: WriteBacks,
+    /// How each open file does its I/O: passthrough, page cache, or direct.
+    io_modes: IoModes,
+}
+
+/// The form a cache entry of an object with `headers` holds: its content as read.
+fn form_of(headers: &crate::object::ObjectHeaders) -> Form {
+    match artifact::compression(headers) {
+        Compression::None => Form::Plain,
+        Compression::Gzip => Form::Decoded,
+    }
 }
 
 /// EREMOTE for an archived object that is not restored, which GET would refuse; the
@@ -215,6 +233,7 @@ impl RgridFs {
         config: FsConfig,
     ) -> RgridFs {
         RgridFs {
+            io_modes: IoModes::new(config.passthrough),
             decodes: Decodes::new(config.decode_dir.clone()),
             namespace,
             engine,
@@ -310,15 +329,18 @@ impl RgridFs {
             check_not_archived(&node)?;
         }
         if mode.write || mode.truncate {
+            if !self.io_modes.released(ino).await {
+                return Err(FsError::TextBusy);
+            }
             let writer = self
                 .open_writer(&node, mode.truncate, Some(mode.caller))
                 .await?;
             let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
-            return Ok(Opened {
-                fh,
-                keep_cache: false,
-                direct_io: false,
-            });
+            return self.opened(fh, ino, false, false, None);
+        }
+        if self.io_modes.held(ino) && !self.cache_has(&node) {
+            // A reader with no entry to pass through to, beside passthrough ones.
+            self.io_modes.released(ino).await;
         }
         if let Some(view) = self.pending_reader(ino, &node.key) {
             let reader = Reader {
@@ -328,20 +350,18 @@ impl RgridFs {
                 cached: false,
             };
             let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
-            return Ok(Opened {
-                fh,
-                keep_cache: false,
-                direct_io: false,
-            });
+            return self.opened(fh, ino, false, false, None);
         }
         self.warn_if_expiring(&node);
-        let (view, cached) = self.reader_of(&node)?;
+        let (view, backing) = self.reader_of(&node)?;
+        let cached = backing.is_some();
         let decoded = view.direct_io();
         if decoded && node.size == node.stored_size {
             self.learn_gzip_size(&node).await;
         }
         let previous = lock(&self.cached_versions).insert(ino, node.etag.clone());
         let keep_cache = node.etag.is_some() && previous == Some(node.etag.clone());
+        let backing = backing.map(|file| (file, node.etag.clone()));
         let reader = Reader {
             ino,
             etag: node.etag,
@@ -349,34 +369,79 @@ impl RgridFs {
             cached,
         };
         let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
+        let direct_io = decoded || self.config.direct_io;
+        self.opened(fh, ino, keep_cache, direct_io, backing)
+    }
+
+    /// The reply to an open of `ino` as `fh`: passed through to `backing` when the
+    /// inode's other opens allow it, else with the page cache as asked, or direct I/O
+    /// beside passthrough opens.
+    pub(super) fn opened(
+        &self,
+        fh: FileHandle,
+        ino: InodeNo,
+        keep_cache: bool,
+        direct_io: bool,
+        backing: Option<(std::fs::File, Option<String>)>,
+    ) -> Result<Opened, FsError> {
+        let version = backing.as_ref().map(|(_, etag)| etag.as_deref());
+        let Some(mode) = self.io_modes.open(fh, ino, version) else {
+            // The kernel would refuse it: passthrough opens hold the inode.
+            drop(lock(&self.files).remove(&fh));
+            return Err(FsError::TextBusy);
+        };
+        let (keep_cache, direct_io, backing) = match mode {
+            IoMode::Passthrough => (false, false, backing.map(|(file, _)| file)),
+            IoMode::Cached => (keep_cache, direct_io, None),
+        };
         Ok(Opened {
             fh,
             keep_cache,
-            direct_io: decoded || self.config.direct_io,
+            direct_io,
+            backing,
         })
     }
 
-    /// A reader of stored file `node`: its cache entry if there is one (true), else the
-    /// store, filling an entry as it reads.
-    fn reader_of(&self, node: &Node) -> Result<(FileReader, bool), FsError> {
-        let Some(cache) = &self.cache else {
-            return Ok((
-                FileReader::open(&self.engine, node, &self.decodes, None)?,
-                false,
-            ));
+    /// Whether `node`'s version has a cache entry that an open would pass through to.
+    fn cache_has(&self, node: &Node) -> bool {
+        let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) else {
+            return false;
+        };
+        cache.has(&node.object_id(), form_of(headers))
+    }
+
+    /// The kernel offers no passthrough: every open uses the page cache. Returns whether
+    /// it was on until now.
+    pub fn passthrough_unavailable(&self) -> bool {
+        self.io_modes.disable()
+    }
+
+    /// The kernel refused passthrough for `fh`: its reads come here (from the same local
+    /// file). Returns whether passthrough was on until now (so that it is logged once).
+    pub fn passthrough_refused(&self, fh: FileHandle) -> bool {
+        self.io_modes.refused(fh);
+        self.io_modes.disable()
+    }
+
+    /// A reader of stored file `node`: its cache entry if there is one (with a second
+    /// descriptor of it, for passthrough), else the store, filling an entry as it reads
+    /// (plain content only). Without its headers nothing tells the entry's form: no cache.
+    fn reader_of(&self, node: &Node) -> Result<(FileReader, Option<std::fs::File>), FsError> {
+        let store = |fill| FileReader::open(&self.engine, node, &self.decodes, fill);
+        let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) else {
+            return Ok((store(None)?, None));
         };
         let id = node.object_id();
-        if let Some(file) = cache.open_entry(&id) {
-            return Ok((FileReader::local(&node.key, file), true));
+        let form = form_of(headers);
+        if let Some(file) = cache.open_entry(&id, form) {
+            let backing = file.try_clone()?;
+            return Ok((FileReader::local(&node.key, file), Some(backing)));
         }
-        let sha256 = node.headers.as_deref().and_then(artifact::sha256);
-        let fill = FileReader::fills(node)
-            .then(|| cache.start_fill(&id, node.stored_size, sha256.map(str::to_owned)))
+        let sha256 = artifact::sha256(headers).map(str::to_owned);
+        let fill = (form == Form::Plain)
+            .then(|| cache.start_fill(&id, form, node.stored_size, sha256))
             .flatten();
-        Ok((
-            FileReader::open(&self.engine, node, &self.decodes, fill)?,
-            false,
-        ))
+        Ok((store(fill)?, None))
     }
 
     /// A gzip object without its original size in metadata: st_size from its trailer

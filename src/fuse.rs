@@ -3,6 +3,7 @@
 //! store), and turns the result into a reply or an errno. No filesystem logic lives here;
 //! `fuse/session.rs` mounts and serves the session.
 
+mod backing;
 mod session;
 
 use std::ffi::OsStr;
@@ -25,6 +26,7 @@ use crate::fs::{
 };
 use crate::metrics;
 use crate::namespace::{InodeKind, InodeNo};
+use backing::Backings;
 pub use session::{serve, SessionConfig};
 
 /// The largest read or write one FUSE request carries (256 pages, the kernel's maximum).
@@ -38,6 +40,7 @@ pub struct FuseAdapter {
     fs: Arc<RgridFs>,
     runtime: Handle,
     ttl: Duration,
+    backings: Backings,
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -146,7 +149,12 @@ fn reply_xattr(fs: &RgridFs, op: &str, result: Result<XattrValue, FsError>, repl
 impl FuseAdapter {
     /// Binds `fs`, running its operations on `runtime`.
     pub fn new(fs: Arc<RgridFs>, runtime: Handle, ttl: Duration) -> Self {
-        FuseAdapter { fs, runtime, ttl }
+        FuseAdapter {
+            fs,
+            runtime,
+            ttl,
+            backings: Backings::default(),
+        }
     }
 
     /// Runs one operation on the runtime, inside its request span, timed.
@@ -232,6 +240,12 @@ impl fuser::Filesystem for FuseAdapter {
             warn!("kernel older than 6.6: files read with direct I/O (gzip views, --direct-io) cannot be mapped shared (ENODEV)");
         }
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        // Cached files are served by the kernel from their cache entry (6.9 or later).
+        let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        if !passthrough && self.fs.passthrough_unavailable() {
+            warn!("kernel without FUSE passthrough (6.9 or later): cached files are read through the daemon");
+        }
         Ok(())
     }
 
@@ -262,7 +276,15 @@ impl fuser::Filesystem for FuseAdapter {
                 let mut flags = FopenFlags::empty();
                 flags.set(FopenFlags::FOPEN_KEEP_CACHE, opened.keep_cache);
                 flags.set(FopenFlags::FOPEN_DIRECT_IO, opened.direct_io);
-                reply.opened(fuser::FileHandle(opened.fh.0), flags)
+                let Some(file) = &opened.backing else {
+                    return reply.opened(fuser::FileHandle(opened.fh.0), flags);
+                };
+                if let Err((reply, e)) = self.backings.reply(reply, i.0, opened.fh.0, file) {
+                    if self.fs.passthrough_refused(opened.fh) {
+                        warn!("FUSE passthrough refused ({e}): cached files are read through the daemon");
+                    }
+                    reply.opened(fuser::FileHandle(opened.fh.0), flags);
+                }
             }
             Err(e) => reply.error(errno(&self.fs, "open", &e)),
         }
@@ -299,6 +321,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.release(fh.0);
         self.run(op!("release", req, fh = fh.0), self.fs.release(handle(fh)));
         reply.ok();
     }

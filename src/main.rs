@@ -112,10 +112,11 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         Some(write) => Some(start_uploader(&runtime, client.clone(), write.clone())?),
         None => None,
     };
-    let cache = ObjectCache::open(&config.cache).with_context(|| {
+    let cache = ObjectCache::open(&config.cache).unwrap_or_else(|e| {
         let dir = config.cache.dir.display();
-        format!("opening the object cache in {dir}")
-    })?;
+        tracing::warn!("no object cache: opening it in {dir} failed: {e}");
+        None
+    });
     let fs = Arc::new(RgridFs::new(
         namespace,
         engine,

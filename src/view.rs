@@ -200,13 +200,6 @@ impl FileReader {
         }
     }
 
-    /// Whether the content is wholly what the object should be if `fill` saw every
-    /// byte: plain content (gzip decodes fill no entry yet).
-    pub fn fills(node: &Node) -> bool {
-        let headers = node.headers.as_deref();
-        headers.map_or(Compression::None, artifact::compression) == Compression::None
-    }
-
     /// Whether the kernel must pass every read through (no page cache, no clamping at
     /// st_size): for decoded content, whose size the kernel may not know exactly.
     pub fn direct_io(&self) -> bool {

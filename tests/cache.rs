@@ -188,6 +188,177 @@ fn a_file_written_here_reads_back_locally_on_the_next_mount() {
     assert_eq!(store.requests("GetObject"), gets);
 }
 
+/// The mount's status (`rgrid-mount status --json`).
+fn status(store: &TestStore, mount: &Mount) -> serde_json::Value {
+    let out = rgrid_mount_bare(store)
+        .args(["status", "--json"])
+        .arg(&mount.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all["mounts"][0]["status"].clone()
+}
+
+fn reads(store: &TestStore, mount: &Mount) -> u64 {
+    status(store, mount)["counters"]["reads"].as_u64().unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    rgrid_mount::artifact::sha256_hex(data)
+}
+
+#[test]
+fn a_checked_object_fills_and_a_corrupt_one_does_not() {
+    let store = TestStore::start();
+    let data = pseudo_random(2 << 20, 5);
+    store.put_with_meta(
+        "d/ok.bin",
+        data.clone(),
+        &[("rgrid-sha256", &sha256(&data))],
+    );
+    store.put_with_meta(
+        "d/bad.bin",
+        data.clone(),
+        &[("rgrid-sha256", &sha256(b"other"))],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&store, cache.path(), &[]);
+    assert_eq!(fs::read(mount.join("d/ok.bin")).unwrap(), data);
+    wait_entries(cache.path(), 1);
+    let err = fs::read(mount.join("d/bad.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(entries(cache.path()), 1, "bad bytes never reach the cache");
+}
+
+#[test]
+fn a_gzip_file_written_here_reads_back_decoded_from_the_cache() {
+    let store = TestStore::start();
+    let cache = tempfile::tempdir().unwrap();
+    let data = common::csv(1 << 20, 6);
+    {
+        let mount = mount(&store, cache.path(), &["--compress", "always"]);
+        fs::write(mount.join("table.csv"), &data).unwrap();
+        wait_entries(cache.path(), 1);
+    }
+    let (stored, meta) = store.get("table.csv").unwrap();
+    assert_eq!(meta["rgrid-compression"], "gzip");
+    assert!(stored.len() < data.len());
+    let mount = mount(&store, cache.path(), &[]);
+    let gets = store.requests("GetObject");
+    assert_eq!(fs::read(mount.join("table.csv")).unwrap(), data);
+    assert_eq!(
+        store.requests("GetObject"),
+        gets,
+        "decoded bytes, from the cache"
+    );
+}
+
+#[test]
+fn a_file_changed_after_its_upload_then_unlinked_leaves_no_entry() {
+    use std::io::Write;
+    let store = TestStore::start();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&store, cache.path(), &[]);
+    let path = mount.join("scratch.bin");
+    let mut file = fs::File::create(&path).unwrap();
+    file.write_all(b"first version").unwrap();
+    file.sync_all().unwrap();
+    file.write_all(b", then more").unwrap();
+    fs::remove_file(&path).unwrap();
+    drop(file);
+    let changed = mount.join("kept.bin");
+    let mut file = fs::File::create(&changed).unwrap();
+    file.write_all(b"first").unwrap();
+    file.sync_all().unwrap();
+    file.write_all(b" and last").unwrap();
+    drop(file);
+    wait_entries(cache.path(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(entries(cache.path()), 1, "only the file that exists");
+    drop(mount);
+    let mount = self::mount(&store, cache.path(), &[]);
+    let gets = store.requests("GetObject");
+    assert_eq!(fs::read(mount.join("kept.bin")).unwrap(), b"first and last");
+    assert_eq!(
+        store.requests("GetObject"),
+        gets,
+        "the last content, from the cache"
+    );
+}
+
+/// Reads a cached file on a fresh mount: through passthrough the daemon sees no read
+/// at all; turned off, every read comes to it, from the same entry.
+#[test]
+fn cached_files_are_served_by_passthrough_and_map_shared() {
+    let store = TestStore::start();
+    let data = pseudo_random(4 << 20, 7);
+    store.put("d/model.bin", data.clone());
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let mount = mount(&store, cache.path(), &[]);
+        fs::read(mount.join("d/model.bin")).unwrap();
+        wait_entries(cache.path(), 1);
+    }
+    let mount = mount(&store, cache.path(), &[]);
+    let (before, gets) = (reads(&store, &mount), store.requests("GetObject"));
+    assert_eq!(fs::read(mount.join("d/model.bin")).unwrap(), data);
+    assert_eq!(
+        common::map_shared(&mount.join("d/model.bin")).unwrap(),
+        data
+    );
+    assert_eq!(
+        reads(&store, &mount),
+        before,
+        "the kernel served every read"
+    );
+    assert_eq!(store.requests("GetObject"), gets);
+    let hits = status(&store, &mount)["object_cache"]["hits"].as_u64();
+    assert_eq!(hits, Some(2));
+    drop(mount);
+
+    let off = self::mount(&store, cache.path(), &["--no-passthrough"]);
+    let before = reads(&store, &off);
+    assert_eq!(fs::read(off.join("d/model.bin")).unwrap(), data);
+    assert!(reads(&store, &off) > before, "the fallback reads here");
+    assert_eq!(store.requests("GetObject"), gets, "from the entry");
+}
+
+/// The kernel wants every open of a file that passthrough opens hold to pass through
+/// too: a writer then gets ETXTBSY, and opens once the readers have closed.
+#[test]
+fn a_writer_waits_for_passthrough_readers_to_close() {
+    use std::io::{Read as _, Write};
+    let store = TestStore::start();
+    store.put("d/a.txt", "cached bytes");
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let mount = mount(&store, cache.path(), &[]);
+        fs::read(mount.join("d/a.txt")).unwrap();
+        wait_entries(cache.path(), 1);
+    }
+    let mount = mount(&store, cache.path(), &[]);
+    let path = mount.join("d/a.txt");
+    let mut reader = fs::File::open(&path).unwrap();
+    let mut second = fs::File::open(&path).expect("readers share the backing file");
+    let busy = fs::OpenOptions::new().append(true).open(&path).unwrap_err();
+    assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
+    let mut held = String::new();
+    reader.read_to_string(&mut held).unwrap();
+    assert_eq!(held, "cached bytes");
+    second.read_to_string(&mut String::new()).unwrap();
+    drop((reader, second));
+    let mut writer = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    writer.write_all(b", and more").unwrap();
+    drop(writer);
+    assert_eq!(store.get("d/a.txt").unwrap().0, b"cached bytes, and more");
+}
+
 #[test]
 fn a_pending_upload_survives_eviction_pressure() {
     let store = TestStore::start();
@@ -206,7 +377,13 @@ fn a_pending_upload_survives_eviction_pressure() {
     fs::write(mount.join("out/result.bin"), &pending).unwrap();
     for i in 0..4 {
         fs::read(mount.join(&format!("in/{i}.bin"))).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let evicted = status(&store, &mount)["object_cache"]["evictions"].as_u64();
+    assert!(
+        evicted > Some(0),
+        "the cache was under pressure: {evicted:?}"
+    );
     store.refuse_uploads(false);
     let sync = outcome(rgrid_mount_bare(&store).arg("sync").arg(&mount.path));
     assert!(sync.is_ok(), "{sync:?}");

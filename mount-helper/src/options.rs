@@ -38,6 +38,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("max_read_window", Takes::Value),
     ("metadata_ttl", Takes::Value),
     ("metrics_addr", Takes::Value),
+    ("no_passthrough", Takes::Nothing),
     ("prefix", Takes::Value),
     ("read_only", Takes::Nothing),
     ("read_part_size", Takes::Value),

@@ -1,24 +1,26 @@
 //! A fill: what a reader receives from the store, written beside the cache by a thread
 //! of its own and published as an entry once every byte has gone by and the content
-//! checked out (its SHA-256 when it has one, else its length). The reader never waits on
-//! it: past [`MAX_QUEUED`] bytes not yet written, the fill is dropped. Reads may come in
-//! any order (the kernel's read-ahead reorders them); each is written where it belongs.
+//! checked out (its SHA-256 when it has one, else its length). A fill starts with the
+//! first read near the start (an open that reads nothing, or only the end, costs nothing),
+//! at most [`MAX_FILLS`] at once. The reader never waits on it: past [`MAX_QUEUED`]
+//! bytes of all fills not yet written, a fill is dropped. Reads may come in any order
+//! (the kernel's read-ahead reorders them); each is written where it belongs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{entry_name, ObjectCache, Record};
+use super::{Form, ObjectCache, Record, MAX_FILLS, MAX_QUEUED};
 use crate::object::ObjectId;
 
-/// Bytes handed to the writer and not yet written, at most.
-const MAX_QUEUED: usize = 64 << 20;
+/// A fill starts with a read this close to the start of the file.
+const START_WITHIN: u64 = 8 << 20;
 
 enum Msg {
     Data(u64, Bytes),
@@ -26,72 +28,52 @@ enum Msg {
     Seal,
 }
 
+/// Where a fill stands.
+#[derive(Debug)]
+enum State {
+    /// No byte yet: starts at a read of offset 0.
+    Waiting,
+    /// Its thread writes what it is sent.
+    Running(Sender<Msg>),
+    /// Sealed, dropped or never started: takes nothing more.
+    Over,
+}
+
 /// The fill of one entry, fed by one reader.
 #[derive(Debug)]
 pub struct Fill {
-    tx: Option<Sender<Msg>>,
-    queued: Arc<AtomicUsize>,
-    size: u64,
+    cache: Arc<ObjectCache>,
+    record: Record,
+    state: State,
     /// Ranges written so far, start → end, merged.
     covered: BTreeMap<u64, u64>,
-    key: String,
 }
 
 impl ObjectCache {
-    /// A fill of version `id` (`size` bytes, hashing to `sha256` if known), unless the
-    /// entry exists, is being filled, or cannot fit.
+    /// A fill of version `id` in `form` (`size` bytes, hashing to `sha256` if known),
+    /// unless the entry exists or would not be kept.
     pub fn start_fill(
         self: &Arc<Self>,
         id: &ObjectId,
+        form: Form,
         size: u64,
         sha256: Option<String>,
     ) -> Option<Fill> {
-        let etag = id.etag.clone()?;
-        if size == 0 || size > self.max_size / 2 {
-            return None;
-        }
-        let name = entry_name(&id.key, &etag);
-        {
-            let mut index = self.index();
-            if index.entries.contains(&name) || !index.filling.insert(name.clone()) {
-                return None;
-            }
-        }
-        let path = self.dir.join("tmp").join(&name);
-        let file = match File::create(&path) {
-            Ok(file) => file,
-            Err(e) => {
-                self.index().filling.remove(&name);
-                tracing::debug!(key = %id.key, "no cache fill: {e}");
-                return None;
-            }
-        };
         let record = Record {
             key: id.key.clone(),
-            etag,
+            etag: id.etag.clone()?,
+            form,
             size,
             sha256,
         };
-        let (tx, rx) = mpsc::channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let writer = Writer {
-            cache: self.clone(),
-            name,
-            path,
-            file,
-            record,
-            queued: queued.clone(),
-        };
-        std::thread::Builder::new()
-            .name("rgrid-cache-fill".into())
-            .spawn(move || writer.run(rx))
-            .ok()?;
+        if !self.fits(size) || self.index().entries.contains(&record.name()) {
+            return None;
+        }
         Some(Fill {
-            tx: Some(tx),
-            queued,
-            size,
+            cache: self.clone(),
+            record,
+            state: State::Waiting,
             covered: BTreeMap::new(),
-            key: id.key.clone(),
         })
     }
 }
@@ -99,17 +81,66 @@ impl ObjectCache {
 impl Fill {
     /// Takes the bytes a read at `offset` returned.
     pub fn feed(&mut self, offset: u64, data: &Bytes) {
-        let Some(tx) = &self.tx else { return };
         if data.is_empty() {
             return;
         }
-        let queued = self.queued.fetch_add(data.len(), Ordering::Relaxed) + data.len();
-        if queued > MAX_QUEUED || tx.send(Msg::Data(offset, data.clone())).is_err() {
-            tracing::debug!(key = %self.key, "cache fill dropped: the disk is behind");
-            self.tx = None;
+        if matches!(self.state, State::Waiting) {
+            // Near the start: the kernel's first reads of a file may come in any order.
+            self.state = if offset < START_WITHIN {
+                self.start()
+            } else {
+                State::Over
+            };
+        }
+        let State::Running(tx) = &self.state else {
+            return;
+        };
+        let (queued, len) = (&self.cache.queued, data.len() as u64);
+        let before = queued.fetch_add(len, Ordering::Relaxed);
+        let sent =
+            before + len <= MAX_QUEUED as u64 && tx.send(Msg::Data(offset, data.clone())).is_ok();
+        if !sent {
+            queued.fetch_sub(len, Ordering::Relaxed);
+            tracing::debug!(key = %self.record.key, "cache fill dropped: the disk is behind");
+            self.state = State::Over;
             return;
         }
         self.cover(offset, offset + data.len() as u64);
+    }
+
+    /// The writer thread, if a slot is free and the entry is not being filled.
+    fn start(&self) -> State {
+        let name = self.record.name();
+        {
+            let mut index = self.cache.index();
+            if index.filling.len() >= MAX_FILLS || !index.filling.insert(name.clone()) {
+                return State::Over;
+            }
+        }
+        let path = self.cache.tmp_path(&name);
+        let file = File::options().write(true).create_new(true).open(&path);
+        let (tx, rx) = mpsc::channel();
+        let writer = file.map(|file| Writer {
+            cache: self.cache.clone(),
+            name: name.clone(),
+            path: path.clone(),
+            file,
+            record: self.record.clone(),
+        });
+        let spawned = writer.and_then(|writer| {
+            std::thread::Builder::new()
+                .name("rgrid-cache-fill".into())
+                .spawn(move || writer.run(rx))
+        });
+        match spawned {
+            Ok(_) => State::Running(tx),
+            Err(e) => {
+                tracing::debug!(key = %self.record.key, "no cache fill: {e}");
+                let _ = std::fs::remove_file(&path);
+                self.cache.index().filling.remove(&name);
+                State::Over
+            }
+        }
     }
 
     fn cover(&mut self, mut start: u64, mut end: u64) {
@@ -129,12 +160,15 @@ impl Fill {
 
     /// Whether every byte has been fed.
     pub fn is_whole(&self) -> bool {
-        self.covered.get(&0).is_some_and(|end| *end >= self.size)
+        self.covered
+            .get(&0)
+            .is_some_and(|end| *end >= self.record.size)
     }
 
     /// The content is whole and checked: publish it.
     pub fn seal(&mut self) {
-        if let Some(tx) = self.tx.take() {
+        let state = std::mem::replace(&mut self.state, State::Over);
+        if let State::Running(tx) = state {
             if self.is_whole() {
                 let _ = tx.send(Msg::Seal);
             }
@@ -149,39 +183,45 @@ struct Writer {
     path: PathBuf,
     file: File,
     record: Record,
-    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
     fn run(self, rx: Receiver<Msg>) {
-        let published = self.write_all(&rx);
-        match published {
-            Ok(true) => {}
-            Ok(false) => {}
-            Err(e) => tracing::debug!(key = %self.record.key, "cache fill failed: {e}"),
+        if let Err(e) = self.write_all(&rx) {
+            tracing::warn!(key = %self.record.key, "cache fill failed: {e}");
         }
+        // What was never written is no longer queued.
+        let left: u64 = rx
+            .try_iter()
+            .map(|m| match m {
+                Msg::Data(_, data) => data.len() as u64,
+                Msg::Seal => 0,
+            })
+            .sum();
+        self.cache.queued.fetch_sub(left, Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.path);
         self.cache.index().filling.remove(&self.name);
     }
 
-    /// Writes until sealed (then publishes: true) or dropped (false).
-    fn write_all(&self, rx: &Receiver<Msg>) -> std::io::Result<bool> {
+    /// Writes until sealed (then publishes) or dropped.
+    fn write_all(&self, rx: &Receiver<Msg>) -> std::io::Result<()> {
         while let Ok(msg) = rx.recv() {
             match msg {
                 Msg::Data(offset, data) => {
-                    self.file.write_all_at(&data, offset)?;
-                    self.queued.fetch_sub(data.len(), Ordering::Relaxed);
+                    let written = self.file.write_all_at(&data, offset);
+                    let len = data.len() as u64;
+                    self.cache.queued.fetch_sub(len, Ordering::Relaxed);
+                    written?;
                 }
                 Msg::Seal => {
                     if self.file.metadata()?.len() != self.record.size {
-                        return Ok(false);
+                        return Ok(());
                     }
                     self.file.sync_data()?;
-                    self.cache.publish(&self.path, &self.record, true)?;
-                    return Ok(true);
+                    return self.cache.publish(&self.path, &self.record);
                 }
             }
         }
-        Ok(false)
+        Ok(())
     }
 }

@@ -18,36 +18,42 @@ fn id(key: &str, etag: &str) -> ObjectId {
 }
 
 fn read_entry(cache: &ObjectCache, id: &ObjectId) -> Option<Vec<u8>> {
-    let mut file = cache.open_entry(id)?;
+    let mut file = cache.open_entry(id, Form::Plain)?;
     let mut out = Vec::new();
     file.read_to_end(&mut out).unwrap();
     Some(out)
 }
 
-/// Waits for a fill's thread to publish (or give up on) `id`.
-fn settled(cache: &ObjectCache, id: &ObjectId) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let name = entry_name(&id.key, id.etag.as_deref().unwrap());
-    while cache.index().filling.contains(&name) {
-        assert!(Instant::now() < deadline, "the fill never ended");
+/// Waits until `id` is an entry, or `for_nothing` passes.
+fn appears(cache: &ObjectCache, id: &ObjectId, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !cache.has(id, Form::Plain) {
+        if Instant::now() > deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    cache.contains(id)
+    true
 }
 
 fn spool(dir: &Path, data: &[u8]) -> PathBuf {
-    let path = dir.join(format!("spool-{}", data.len()));
+    let path = dir.join(format!("spool-{}", artifact::sha256_hex(data)));
     std::fs::write(&path, data).unwrap();
     path
 }
 
+fn adopt(cache: &Arc<ObjectCache>, id: &ObjectId, path: &Path, len: u64) {
+    cache.adopt(id, Form::Plain, path, len, "x");
+    assert!(appears(cache, id, Duration::from_secs(5)), "adopted");
+}
+
 #[test]
-fn entries_survive_a_reopen_and_serve_only_their_version() {
+fn entries_survive_a_reopen_and_serve_only_their_version_and_form() {
     let dir = tempfile::tempdir().unwrap();
     let one = cache(dir.path(), 1 << 20);
     let v1 = id("executions/e/outputs/a", "\"v1\"");
     let path = spool(dir.path(), b"hello");
-    one.adopt(&v1, &path, 5, &artifact::sha256_hex(b"hello"));
+    adopt(&one, &v1, &path, 5);
     std::fs::remove_file(&path).unwrap();
     drop(one);
     let two = cache(dir.path(), 1 << 20);
@@ -56,38 +62,60 @@ fn entries_survive_a_reopen_and_serve_only_their_version() {
         read_entry(&two, &id("executions/e/outputs/a", "\"v2\"")),
         None
     );
+    assert!(two.open_entry(&v1, Form::Decoded).is_none(), "another form");
     assert_eq!(two.stats().hits.load(Ordering::Relaxed), 1);
-    assert_eq!(two.stats().misses.load(Ordering::Relaxed), 1);
+    assert_eq!(two.stats().misses.load(Ordering::Relaxed), 2);
 }
 
 #[test]
-fn a_fill_is_published_only_when_sealed_whole() {
+fn a_fill_starts_near_the_start_and_is_published_only_when_sealed_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = cache(dir.path(), 1 << 20);
+    let cache = cache(dir.path(), 1 << 30);
     let v = id("k", "e1");
-    let mut fill = cache.start_fill(&v, 10, None).unwrap();
-    assert!(
-        cache.start_fill(&v, 10, None).is_none(),
-        "one fill per entry"
-    );
-    fill.feed(5, &Bytes::from_static(b"56789"));
+    let mut fill = cache.start_fill(&v, Form::Plain, 10, None).unwrap();
+    fill.feed(0, &Bytes::from_static(b"012"));
+    fill.feed(6, &Bytes::from_static(b"6789"));
     assert!(!fill.is_whole());
-    fill.feed(0, &Bytes::from_static(b"01234"));
-    assert!(fill.is_whole(), "in any order");
+    fill.feed(3, &Bytes::from_static(b"345"));
+    assert!(fill.is_whole(), "in any order once started");
     fill.seal();
-    assert!(settled(&cache, &v));
+    assert!(appears(&cache, &v, Duration::from_secs(5)));
     assert_eq!(read_entry(&cache, &v).as_deref(), Some(&b"0123456789"[..]));
+    assert!(
+        cache.start_fill(&v, Form::Plain, 10, None).is_none(),
+        "there already"
+    );
 
-    let half = id("k", "e2");
-    let mut fill = cache.start_fill(&half, 10, None).unwrap();
+    let tail = id("k", "e2");
+    let mut fill = cache
+        .start_fill(&tail, Form::Plain, 100 << 20, None)
+        .unwrap();
+    fill.feed(99 << 20, &Bytes::from_static(b"56789"));
+    fill.feed(0, &Bytes::from_static(b"01234"));
+    fill.seal();
+    assert!(
+        !appears(&cache, &tail, Duration::from_millis(200)),
+        "a read of the tail starts none"
+    );
+
+    let half = id("k", "e3");
+    let mut fill = cache.start_fill(&half, Form::Plain, 10, None).unwrap();
     fill.feed(0, &Bytes::from_static(b"01234"));
     fill.seal();
     drop(fill);
-    assert!(!settled(&cache, &half), "a half fill is never an entry");
-    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("objects/tmp"))
+    assert!(
+        !appears(&cache, &half, Duration::from_millis(200)),
+        "never half"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(dir.path().join("objects/tmp"))
         .unwrap()
-        .collect();
-    assert!(tmp.is_empty(), "and leaves nothing behind");
+        .next()
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "a fill left its temp file");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -95,40 +123,56 @@ fn eviction_keeps_the_bound_least_recently_used_first() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(dir.path(), 100);
     let ids: Vec<ObjectId> = (0..3).map(|i| id(&format!("k{i}"), "e")).collect();
-    let data = [1u8; 40];
-    let path = spool(dir.path(), &data);
-    cache.adopt(&ids[0], &path, 40, "x");
-    cache.adopt(&ids[1], &path, 40, "x");
+    let path = spool(dir.path(), &[1u8; 40]);
+    adopt(&cache, &ids[0], &path, 40);
+    adopt(&cache, &ids[1], &path, 40);
     assert!(read_entry(&cache, &ids[0]).is_some(), "k0 used last now");
-    cache.adopt(&ids[2], &path, 40, "x");
-    assert!(cache.contains(&ids[0]) && cache.contains(&ids[2]));
-    assert!(!cache.contains(&ids[1]), "the least recently used went");
+    adopt(&cache, &ids[2], &path, 40);
+    assert!(cache.has(&ids[0], Form::Plain) && cache.has(&ids[2], Form::Plain));
+    assert!(
+        !cache.has(&ids[1], Form::Plain),
+        "the least recently used went"
+    );
     assert!(cache.usage().0 <= 100);
     assert_eq!(cache.stats().evictions.load(Ordering::Relaxed), 1);
     let big = id("big", "e");
-    let large = spool(dir.path(), &[0u8; 101]);
-    cache.adopt(&big, &large, 101, "x");
-    assert!(!cache.contains(&big), "larger than the bound: not kept");
+    let large = spool(dir.path(), &[0u8; 51]);
+    cache.adopt(&big, Form::Plain, &large, 51, "x");
+    assert!(
+        !appears(&cache, &big, Duration::from_millis(200)),
+        "over half the bound"
+    );
 }
 
 #[test]
 fn a_start_cleans_what_a_crash_left_and_clear_empties_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cache1 = cache(dir.path(), 1 << 20);
+    let first = cache(dir.path(), 1 << 20);
     let v = id("k", "e");
-    let path = spool(dir.path(), b"data");
-    cache1.adopt(&v, &path, 4, "x");
-    drop(cache1);
+    let w = id("k", "f");
+    adopt(&first, &v, &spool(dir.path(), b"data"), 4);
+    adopt(&first, &w, &spool(dir.path(), b"dat2"), 4);
+    drop(first);
     let objects = dir.path().join("objects");
-    std::fs::write(objects.join("tmp/half"), b"da").unwrap();
+    std::fs::write(objects.join("tmp/half.4194399.0"), b"da").unwrap();
+    let mine = objects.join(format!("tmp/live.{}.0", std::process::id()));
+    std::fs::write(&mine, b"a live mount's fill").unwrap();
     std::fs::write(objects.join("orphan"), b"no record").unwrap();
-    let cache2 = cache(dir.path(), 1 << 20);
-    assert!(!objects.join("tmp/half").exists());
+    // A data file cut short: its record's size no longer holds.
+    let name = entry_name("k", "f", Form::Plain);
+    std::fs::write(objects.join(&name), b"da").unwrap();
+    let second = cache(dir.path(), 1 << 20);
+    assert!(
+        !objects.join("tmp/half.4194399.0").exists(),
+        "a dead process's fill"
+    );
+    assert!(mine.exists(), "a running one's stays");
     assert!(!objects.join("orphan").exists());
-    assert!(cache2.contains(&v));
+    assert!(second.has(&v, Form::Plain));
+    assert!(!second.has(&w, Form::Plain), "short data is no entry");
     assert!(clear(dir.path()).unwrap() > 0);
     assert_eq!(
-        read_entry(&cache2, &v),
+        read_entry(&second, &v),
         None,
         "gone behind the index: a miss"
     );

@@ -78,6 +78,10 @@ pub enum FsError {
         /// Its storage class.
         class: String,
     },
+    /// An open the kernel would refuse: passthrough opens (of another version) hold the
+    /// file.
+    #[error("text file busy: readers hold it through FUSE passthrough")]
+    TextBusy,
     /// A retention tier the store would not act on.
     #[error(transparent)]
     Retention(#[from] TierError),
@@ -132,6 +136,7 @@ impl FsError {
             FsError::Range => libc::ERANGE,
             FsError::UploadFailed(_) => libc::EIO,
             FsError::Archived { .. } => libc::EREMOTE,
+            FsError::TextBusy => libc::ETXTBSY,
             FsError::Retention(TierError::NoTiers) => libc::ENOTSUP,
             FsError::Retention(TierError::NoRule { .. }) => libc::EINVAL,
             FsError::Retention(TierError::RulesUnknown) => libc::EIO,
@@ -164,7 +169,8 @@ impl FsError {
             | FsError::Upload(_)
             | FsError::Io(_)
             | FsError::UploadFailed(_)
-            | FsError::Archived { .. } => Severity::Warn,
+            | FsError::Archived { .. }
+            | FsError::TextBusy => Severity::Warn,
             FsError::BadHandle(_) => Severity::Warn,
             FsError::ReadOnly
             | FsError::Exists

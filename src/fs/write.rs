@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::fill::LazyFill;
 use super::{lock, Attr, FileHandle, FsError, OpenFile, Opened, RgridFs};
+use crate::cache::Form;
 use crate::namespace::{entry_name, InodeKind, InodeNo, Node, StoredVersion};
 use crate::object::ObjectId;
 use crate::upload::{PartStream, Sent, Spool, Uploaded, Uploader};
@@ -41,9 +42,10 @@ pub(super) struct Writer {
     /// The spool the last write-back close queued: it belongs to the upload now, so a
     /// write after it goes to a copy, and fsync waits for it.
     pub(super) queued: Option<std::path::PathBuf>,
-    /// The version the spool's content went up as, while nothing has changed it since:
-    /// at release the spool becomes that version's cache entry.
-    stored_as: Option<(ObjectId, u64, String)>,
+    /// The version the spool's content went up as (its form, size and SHA-256), while
+    /// nothing has changed it since: at release the spool becomes that version's cache
+    /// entry.
+    stored_as: Option<(ObjectId, Form, u64, String)>,
 }
 
 impl Writer {
@@ -238,14 +240,8 @@ impl RgridFs {
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, true, Some(caller));
         writer.stream = Some(self.uploader()?.stream(&writer.key, &writer.spool));
         let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
-        Ok((
-            self.config.ownership.attr(&node),
-            Opened {
-                fh,
-                keep_cache: false,
-                direct_io: false,
-            },
-        ))
+        let opened = self.opened(fh, node.ino, false, false, None)?;
+        Ok((self.config.ownership.attr(&node), opened))
     }
 
     /// Writes `data` at `offset` of open file `fh`; with `clear_setid` (the kernel says
@@ -298,6 +294,7 @@ impl RgridFs {
             return size.map(|_| 0);
         };
         writer.dirty = true;
+        writer.stored_as = None;
         self.namespace.set_size(writer.ino, size);
         if let Some(stream) = writer.stream.as_mut() {
             if !self.uploader()?.stream_write(stream, offset, data).await {
@@ -310,6 +307,7 @@ impl RgridFs {
     /// Before a change after a write-back close: the queued spool is the upload's, so the
     /// writer goes on in a copy of it.
     fn own_spool(&self, writer: &mut Writer) -> Result<(), FsError> {
+        writer.stored_as = None;
         if writer.queued.as_ref() != Some(&writer.spool.path().to_owned()) {
             return Ok(());
         }
@@ -382,6 +380,7 @@ impl RgridFs {
             .enqueue(&writer.key, &writer.spool, stream, kept)
             .await?;
         writer.dirty = false;
+        writer.stored_as = None;
         writer.queued = Some(spool.clone());
         self.write_backs.closed(writer.ino, spool);
         self.namespace.kept_sent(writer.ino, kept);
@@ -402,6 +401,7 @@ impl RgridFs {
             tracing::debug!(key = %writer.key, "closed after unlink: no upload");
             self.end_stream(writer);
             writer.dirty = false;
+            writer.stored_as = None;
             return Ok(None);
         }
         writer.complete_fill().await?;
@@ -434,6 +434,7 @@ impl RgridFs {
                 tracing::warn!(key = %writer.key, "removing what an upload put back after an unlink: {e}");
             }
             writer.dirty = false;
+            writer.stored_as = None;
             return Ok(());
         }
         let sent = match sent {
@@ -448,12 +449,17 @@ impl RgridFs {
             }
         };
         writer.dirty = false;
+        writer.stored_as = None;
         // What an earlier write-back close queued is superseded now.
         self.write_backs.forget(writer.ino);
         // Superseded: another writer's newer close of the file went up instead.
         if let Sent::Stored(uploaded) = sent {
             let id = ObjectId::new(uploaded.key.clone(), uploaded.etag.clone());
-            writer.stored_as = Some((id, uploaded.size, uploaded.sha256.clone()));
+            let form = match crate::artifact::compression(&uploaded.headers) {
+                crate::artifact::Compression::None => Form::Plain,
+                crate::artifact::Compression::Gzip => Form::Decoded,
+            };
+            writer.stored_as = Some((id, form, uploaded.size, uploaded.sha256.clone()));
             self.after_upload(writer.ino, *uploaded).await;
         }
         Ok(())
@@ -499,6 +505,7 @@ impl RgridFs {
     /// Closes file `fh`: a writer not flushed (written through mmap) is uploaded now, and
     /// its spool removed unless the upload is still pending.
     pub async fn release(&self, fh: FileHandle) {
+        self.io_modes.release(fh);
         let Some(file) = lock(&self.files).remove(&fh) else {
             return;
         };
@@ -523,14 +530,15 @@ impl RgridFs {
     /// since, becomes that version's cache entry (a script that writes an output and
     /// reads it back reads locally, on this mount and the next).
     fn cache_spool(&self, writer: &Writer) {
-        let (Some(cache), Some((id, size, sha256))) = (&self.cache, &writer.stored_as) else {
+        let (Some(cache), Some((id, form, size, sha256))) = (&self.cache, &writer.stored_as) else {
             return;
         };
-        if writer.dirty || writer.failed.is_some() {
+        let unlinked = self.namespace.is_unlinked(writer.ino);
+        if writer.dirty || writer.failed.is_some() || unlinked {
             return;
         }
         if self.namespace.current_etag(writer.ino).as_ref() == Some(&id.etag) {
-            cache.adopt(id, writer.spool.path(), *size, sha256);
+            cache.adopt(id, *form, writer.spool.path(), *size, sha256);
         }
     }
 
@@ -566,6 +574,7 @@ impl RgridFs {
                 self.own_spool(writer)?;
                 writer.spool_op(|spool| spool.set_len(size))?;
                 writer.dirty = true;
+                writer.stored_as = None;
                 self.namespace.set_size(ino, size);
                 return self.getattr(ino).await;
             }

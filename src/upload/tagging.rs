@@ -22,15 +22,16 @@ impl Uploader {
     }
 
     /// Whether a creation with `headers` that failed with `error` may have failed for its
-    /// tags:
-    /// a store without tagging (501, 400) or a policy without s3:PutObjectTagging (403).
+    /// tags: a store without tagging (501, 400), or a policy that denies
+    /// s3:PutObjectTagging (a 403 that names it; other 403s are the key's own).
     fn may_be_the_tags(error: &ObjectError, headers: &ObjectHeaders) -> bool {
-        let kind = matches!(
-            error,
-            ObjectError::Unsupported { .. }
-                | ObjectError::AccessDenied { .. }
-                | ObjectError::Other { .. }
-        );
+        let kind = match error {
+            ObjectError::Unsupported { .. } | ObjectError::Other { .. } => true,
+            ObjectError::AccessDenied { message, .. } => {
+                message.to_ascii_lowercase().contains("tagging")
+            }
+            _ => false,
+        };
         kind && !headers.tagging.is_empty()
     }
 
