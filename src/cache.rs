@@ -86,7 +86,7 @@ struct Index {
 /// Fills at once, at most: each has a thread and a temp file.
 const MAX_FILLS: usize = 16;
 /// Bytes handed to fill threads and not yet written, all fills together.
-const MAX_QUEUED: usize = 128 << 20;
+const MAX_QUEUED: usize = 64 << 20;
 
 /// The object cache of one mount.
 #[derive(Debug)]
@@ -97,6 +97,8 @@ pub struct ObjectCache {
     stats: CacheStats,
     /// Bytes queued to fill threads.
     queued: AtomicU64,
+    /// Told each time a fill thread has written some.
+    drained: tokio::sync::Notify,
     /// Names temp files apart, with the process id (mounts may share the directory).
     tmp_counter: AtomicU64,
 }
@@ -152,6 +154,7 @@ impl ObjectCache {
             index: Mutex::new(index),
             stats: CacheStats::default(),
             queued: AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
             tmp_counter: AtomicU64::new(0),
         };
         cache.evict();

@@ -260,7 +260,7 @@ async fn read_plain(
         });
     }
     if let Some(fill) = fill {
-        fill.feed(offset, &data);
+        fill.feed(offset, &data).await;
         match verdict {
             Some(Verdict::Matches) => fill.seal(),
             None if fill.is_whole() => fill.seal(),

@@ -2,8 +2,9 @@
 //! of its own and published as an entry once every byte has gone by and the content
 //! checked out (its SHA-256 when it has one, else its length). A fill starts with the
 //! first read near the start (an open that reads nothing, or only the end, costs nothing),
-//! at most [`MAX_FILLS`] at once. The reader never waits on it: past [`MAX_QUEUED`]
-//! bytes of all fills not yet written, a fill is dropped. Reads may come in any order
+//! at most [`MAX_FILLS`] at once. Past [`MAX_QUEUED`] bytes of all fills not yet written
+//! the reader waits for the disk, briefly: a fill that cannot keep up is dropped. Reads
+//! may come in any order
 //! (the kernel's read-ahead reorders them); each is written where it belongs.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,9 @@ use bytes::Bytes;
 
 use super::{Form, ObjectCache, Record, MAX_FILLS, MAX_QUEUED};
 use crate::object::ObjectId;
+
+/// The longest a reader waits for room in the fill queue before the fill is dropped.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A fill starts with a read this close to the start of the file.
 const START_WITHIN: u64 = 8 << 20;
@@ -79,8 +83,11 @@ impl ObjectCache {
 }
 
 impl Fill {
-    /// Takes the bytes a read at `offset` returned.
-    pub fn feed(&mut self, offset: u64, data: &Bytes) {
+    /// Takes the bytes a read at `offset` returned. Past [`MAX_QUEUED`] bytes queued the
+    /// reader waits for the fill threads to catch up (the copy to disk then costs it the
+    /// time the disk or the CPU lacks), [`MAX_WAIT`] at most: a disk that is stuck drops
+    /// the fill, never the read.
+    pub async fn feed(&mut self, offset: u64, data: &Bytes) {
         if data.is_empty() {
             return;
         }
@@ -95,12 +102,27 @@ impl Fill {
         let State::Running(tx) = &self.state else {
             return;
         };
-        let (queued, len) = (&self.cache.queued, data.len() as u64);
-        let before = queued.fetch_add(len, Ordering::Relaxed);
-        let sent =
-            before + len <= MAX_QUEUED as u64 && tx.send(Msg::Data(offset, data.clone())).is_ok();
+        let tx = tx.clone();
+        let (cache, len) = (self.cache.clone(), data.len() as u64);
+        let fits = || cache.queued.load(Ordering::Relaxed) + len <= MAX_QUEUED as u64;
+        let room = tokio::time::timeout(MAX_WAIT, async {
+            while !fits() {
+                let drained = cache.drained.notified();
+                if fits() {
+                    break;
+                }
+                drained.await;
+            }
+        });
+        let mut sent = room.await.is_ok();
+        if sent {
+            cache.queued.fetch_add(len, Ordering::Relaxed);
+            sent = tx.send(Msg::Data(offset, data.clone())).is_ok();
+            if !sent {
+                cache.queued.fetch_sub(len, Ordering::Relaxed);
+            }
+        }
         if !sent {
-            queued.fetch_sub(len, Ordering::Relaxed);
             tracing::debug!(key = %self.record.key, "cache fill dropped: the disk is behind");
             self.state = State::Over;
             return;
@@ -199,6 +221,7 @@ impl Writer {
             })
             .sum();
         self.cache.queued.fetch_sub(left, Ordering::Relaxed);
+        self.cache.drained.notify_waiters();
         let _ = std::fs::remove_file(&self.path);
         self.cache.index().filling.remove(&self.name);
     }
@@ -211,6 +234,7 @@ impl Writer {
                     let written = self.file.write_all_at(&data, offset);
                     let len = data.len() as u64;
                     self.cache.queued.fetch_sub(len, Ordering::Relaxed);
+                    self.cache.drained.notify_waiters();
                     written?;
                 }
                 Msg::Seal => {

@@ -67,16 +67,16 @@ fn entries_survive_a_reopen_and_serve_only_their_version_and_form() {
     assert_eq!(two.stats().misses.load(Ordering::Relaxed), 2);
 }
 
-#[test]
-fn a_fill_starts_near_the_start_and_is_published_only_when_sealed_whole() {
+#[tokio::test]
+async fn a_fill_starts_near_the_start_and_is_published_only_when_sealed_whole() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(dir.path(), 1 << 30);
     let v = id("k", "e1");
     let mut fill = cache.start_fill(&v, Form::Plain, 10, None).unwrap();
-    fill.feed(0, &Bytes::from_static(b"012"));
-    fill.feed(6, &Bytes::from_static(b"6789"));
+    fill.feed(0, &Bytes::from_static(b"012")).await;
+    fill.feed(6, &Bytes::from_static(b"6789")).await;
     assert!(!fill.is_whole());
-    fill.feed(3, &Bytes::from_static(b"345"));
+    fill.feed(3, &Bytes::from_static(b"345")).await;
     assert!(fill.is_whole(), "in any order once started");
     fill.seal();
     assert!(appears(&cache, &v, Duration::from_secs(5)));
@@ -90,8 +90,8 @@ fn a_fill_starts_near_the_start_and_is_published_only_when_sealed_whole() {
     let mut fill = cache
         .start_fill(&tail, Form::Plain, 100 << 20, None)
         .unwrap();
-    fill.feed(99 << 20, &Bytes::from_static(b"56789"));
-    fill.feed(0, &Bytes::from_static(b"01234"));
+    fill.feed(99 << 20, &Bytes::from_static(b"56789")).await;
+    fill.feed(0, &Bytes::from_static(b"01234")).await;
     fill.seal();
     assert!(
         !appears(&cache, &tail, Duration::from_millis(200)),
@@ -100,7 +100,7 @@ fn a_fill_starts_near_the_start_and_is_published_only_when_sealed_whole() {
 
     let half = id("k", "e3");
     let mut fill = cache.start_fill(&half, Form::Plain, 10, None).unwrap();
-    fill.feed(0, &Bytes::from_static(b"01234"));
+    fill.feed(0, &Bytes::from_static(b"01234")).await;
     fill.seal();
     drop(fill);
     assert!(

@@ -1,0 +1,215 @@
+//! Object cache benchmark: what a cached file costs to read again, on a fresh mount
+//! with the page cache dropped, against `cat`-like reading of the same bytes from a local
+//! file on the same disk; the same with passthrough off (reads through the daemon); and
+//! the cold first read with the cache filling against the cache off, both against the
+//! raw-client-warm store. Medians of RUNS runs, same run, ratios mount/local.
+//!
+//! `cargo bench --bench cache [-- SCENARIO...]` (root, /dev/fuse; scenarios: reread,
+//! fallback, fill).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{median, peak_rss_mib, pseudo_random, selected, Mount, TestStore, BUCKET};
+
+const RUNS: usize = 5;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const KEY: &str = "cached-1g.bin";
+
+fn drop_caches() {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+/// Reads `path` to the end in 1 MiB reads, as `cat` does; returns the bytes read.
+fn read_all(path: &Path) -> u64 {
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0;
+    loop {
+        match f.read(&mut buf).unwrap() {
+            0 => return total,
+            n => total += n as u64,
+        }
+    }
+}
+
+fn mbps(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / 1e6
+}
+
+/// A mount sharing `cache`, with `extra` flags.
+fn mount(store: &TestStore, cache: &Path, extra: &[&str]) -> Mount {
+    let dir = cache.display().to_string();
+    let mut args = vec!["--cache-dir", &dir, "--max-cache-size", "4096"];
+    args.extend_from_slice(extra);
+    Mount::new(store, &args)
+}
+
+struct Row {
+    name: &'static str,
+    mount: f64,
+    local: f64,
+    rss: f64,
+    notes: String,
+}
+
+/// Re-reads of the cached file on fresh mounts (`extra` flags), page cache dropped,
+/// against the same bytes read from a local file on the same disk.
+fn reread(
+    store: &TestStore,
+    cache: &Path,
+    local: &Path,
+    extra: &[&str],
+    name: &'static str,
+) -> Row {
+    let (mut m, mut l, mut rss, mut gets, mut reads) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..RUNS {
+        let mount = mount(store, cache, extra);
+        let before = (store.requests("GetObject"), daemon_reads(store, &mount));
+        drop_caches();
+        let t = Instant::now();
+        assert_eq!(read_all(&mount.join(KEY)), GIB);
+        m.push(mbps(GIB, t.elapsed()));
+        gets.push((store.requests("GetObject") - before.0) as f64);
+        reads.push((daemon_reads(store, &mount) - before.1) as f64);
+        rss.push(peak_rss_mib(mount.pid()));
+        drop_caches();
+        let t = Instant::now();
+        assert_eq!(read_all(local), GIB);
+        l.push(mbps(GIB, t.elapsed()));
+    }
+    Row {
+        name,
+        mount: median(m),
+        local: median(l),
+        rss: median(rss),
+        notes: format!(
+            "{:.0} GETs, {:.0} reads seen by the daemon per re-read",
+            median(gets),
+            median(reads)
+        ),
+    }
+}
+
+/// Read requests the daemon served so far (its status counters).
+fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
+    let out = common::rgrid_mount_bare(store)
+        .args(["status", "--json"])
+        .arg(&mount.path)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["mounts"][0]["status"]["counters"]["reads"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Cold first reads, store side warm: a fresh cache filling against the cache off.
+fn fill(store: &TestStore) -> Row {
+    let (mut on, mut off, mut rss) = (vec![], vec![], vec![]);
+    let stored = store.dir.path().join(BUCKET).join(KEY);
+    for _ in 0..RUNS {
+        for filling in [true, false] {
+            let cache = tempfile::tempdir().unwrap();
+            let size = if filling { "4096" } else { "0" };
+            let dir = cache.path().display().to_string();
+            let mount = Mount::new(store, &["--cache-dir", &dir, "--max-cache-size", size]);
+            drop_caches();
+            read_all(&stored);
+            let t = Instant::now();
+            assert_eq!(read_all(&mount.join(KEY)), GIB);
+            let speed = mbps(GIB, t.elapsed());
+            if filling {
+                on.push(speed);
+                rss.push(peak_rss_mib(mount.pid()));
+            } else {
+                off.push(speed);
+            }
+        }
+    }
+    Row {
+        name: "cold first read, 1 GiB: cache filling (mount) vs cache off (local column)",
+        mount: median(on),
+        local: median(off),
+        rss: median(rss),
+        notes: "store side warm; both through the daemon".into(),
+    }
+}
+
+/// Entry records under `dir`, at any depth.
+fn walk_records(dir: &Path) -> usize {
+    let mut n = 0;
+    for item in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let path = item.path();
+        if path.is_dir() {
+            n += walk_records(&path);
+        } else if path.extension().is_some_and(|e| e == "json") {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("cache: bench");
+        return;
+    }
+    let mut store = TestStore::start();
+    let path = store.dir.path().join(BUCKET).join(KEY);
+    let chunk = pseudo_random(64 << 20, 3);
+    let mut out = std::io::BufWriter::new(File::create(&path).unwrap());
+    for _ in 0..16 {
+        std::io::Write::write_all(&mut out, &chunk).unwrap();
+    }
+    drop(out);
+    store.restart();
+    // The local file: the same bytes, on the same disk as the cache.
+    let cache = tempfile::tempdir_in(store.dir.path()).unwrap();
+    let local: PathBuf = store.dir.path().join("local-copy.bin");
+    std::fs::copy(&path, &local).unwrap();
+    {
+        let first = mount(&store, cache.path(), &[]);
+        assert_eq!(read_all(&first.join(KEY)), GIB);
+        std::thread::sleep(Duration::from_secs(3)); // the fill's sync and publish
+    }
+    let records = walk_records(cache.path());
+    assert_eq!(records, 1, "the first read filled the cache");
+    let mut rows = Vec::new();
+    if selected("reread") {
+        let name = "re-read of a cached 1 GiB file, fresh mount, page cache dropped (passthrough)";
+        rows.push(reread(&store, cache.path(), &local, &[], name));
+    }
+    if selected("fallback") {
+        let name = "the same with --no-passthrough (reads through the daemon)";
+        rows.push(reread(
+            &store,
+            cache.path(),
+            &local,
+            &["--no-passthrough"],
+            name,
+        ));
+    }
+    if selected("fill") {
+        rows.push(fill(&store));
+    }
+    println!("| scenario | mount | local | ratio | daemon RSS | notes |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} MiB | {} |",
+            r.name,
+            r.mount,
+            r.local,
+            r.mount / r.local,
+            r.rss,
+            r.notes
+        );
+    }
+}
