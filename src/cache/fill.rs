@@ -83,9 +83,9 @@ impl ObjectCache {
 }
 
 impl Fill {
-    /// Takes the bytes a read at `offset` returned. Past [`MAX_QUEUED`] bytes queued the
+    /// Takes the bytes a read at `offset` returned. Past `MAX_QUEUED` bytes queued the
     /// reader waits for the fill threads to catch up (the copy to disk then costs it the
-    /// time the disk or the CPU lacks), [`MAX_WAIT`] at most: a disk that is stuck drops
+    /// time the disk or the CPU lacks), `MAX_WAIT` at most: a disk that is stuck drops
     /// the fill, never the read.
     pub async fn feed(&mut self, offset: u64, data: &Bytes) {
         if data.is_empty() {
