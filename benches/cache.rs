@@ -99,12 +99,7 @@ fn reread(
 
 /// Read requests the daemon served so far (its status counters).
 fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
-    let out = common::rgrid_mount_bare(store)
-        .args(["status", "--json"])
-        .arg(&mount.path)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = common::status_json(store, mount);
     status["mounts"][0]["status"]["counters"]["reads"]
         .as_u64()
         .unwrap()

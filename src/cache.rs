@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use fill::Fill;
 
 use crate::artifact;
-use crate::object::ObjectId;
+use crate::object::{ObjectHeaders, ObjectId};
 
 /// Cache settings.
 #[derive(Debug, Clone)]
@@ -112,6 +112,16 @@ pub enum Form {
     Plain,
     /// The decoded bytes of a gzip-stored object.
     Decoded,
+}
+
+impl Form {
+    /// The form an object with `headers` is read in: decoded if it is gzip-stored.
+    pub fn of(headers: &ObjectHeaders) -> Form {
+        match artifact::compression(headers) {
+            artifact::Compression::None => Form::Plain,
+            artifact::Compression::Gzip => Form::Decoded,
+        }
+    }
 }
 
 /// The name of the entry of version `etag` of `key` in `form`.

@@ -32,7 +32,7 @@ pub use control::{
 };
 pub use error::{FsError, Severity};
 
-use crate::artifact::{self, Compression, KeptAttrs};
+use crate::artifact::{self, KeptAttrs};
 use crate::cache::{Form, ObjectCache};
 use crate::namespace::{entry_name, DirEntry, InodeKind, InodeNo, Namespace, NamespaceError, Node};
 use crate::readahead::ReadEngine;
@@ -194,14 +194,6 @@ pub struct RgridFs {
     write_backs: WriteBacks,
     /// How each open file does its I/O: passthrough, page cache, or direct.
     io_modes: IoModes,
-}
-
-/// The form a cache entry of an object with `headers` holds: its content as read.
-fn form_of(headers: &crate::object::ObjectHeaders) -> Form {
-    match artifact::compression(headers) {
-        Compression::None => Form::Plain,
-        Compression::Gzip => Form::Decoded,
-    }
 }
 
 /// EREMOTE for an archived object that is not restored, which GET would refuse; the
@@ -407,7 +399,7 @@ impl RgridFs {
         let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) else {
             return false;
         };
-        cache.has(&node.object_id(), form_of(headers))
+        cache.has(&node.object_id(), Form::of(headers))
     }
 
     /// The kernel offers no passthrough: every open uses the page cache. Returns whether
@@ -432,7 +424,7 @@ impl RgridFs {
             return Ok((store(None)?, None));
         };
         let id = node.object_id();
-        let form = form_of(headers);
+        let form = Form::of(headers);
         if let Some(file) = cache.open_entry(&id, form) {
             let backing = file.try_clone()?;
             return Ok((FileReader::local(&node.key, file), Some(backing)));

@@ -60,20 +60,22 @@ fn wait_entries(cache: &Path, n: usize) {
     }
 }
 
+/// A mount of its own reads `key` whole, waits for its entry, and unmounts: the bytes.
+fn read_once(store: &TestStore, cache: &Path, key: &str) -> Vec<u8> {
+    let mount = mount(store, cache, &[]);
+    let data = fs::read(mount.join(key)).unwrap();
+    wait_entries(cache, 1);
+    data
+}
+
 #[test]
 fn a_file_read_once_is_read_again_after_remount_without_a_get() {
     let store = TestStore::start();
     let data = pseudo_random(3 << 20, 1);
     store.put("executions/e1/outputs/model.bin", data.clone());
     let cache = tempfile::tempdir().unwrap();
-    {
-        let mount = mount(&store, cache.path(), &[]);
-        assert_eq!(
-            fs::read(mount.join("executions/e1/outputs/model.bin")).unwrap(),
-            data
-        );
-        wait_entries(cache.path(), 1);
-    }
+    let key = "executions/e1/outputs/model.bin";
+    assert_eq!(read_once(&store, cache.path(), key), data);
     let mount = mount(&store, cache.path(), &[]);
     let gets = store.requests("GetObject");
     assert_eq!(
@@ -88,14 +90,7 @@ fn an_object_replaced_between_mounts_reads_its_new_bytes() {
     let store = TestStore::start();
     store.put("d/a.txt", "old contents");
     let cache = tempfile::tempdir().unwrap();
-    {
-        let mount = mount(&store, cache.path(), &[]);
-        assert_eq!(
-            fs::read_to_string(mount.join("d/a.txt")).unwrap(),
-            "old contents"
-        );
-        wait_entries(cache.path(), 1);
-    }
+    assert_eq!(read_once(&store, cache.path(), "d/a.txt"), b"old contents");
     store.put("d/a.txt", "new contents, longer");
     let mount = mount(&store, cache.path(), &[]);
     assert_eq!(
@@ -190,18 +185,7 @@ fn a_file_written_here_reads_back_locally_on_the_next_mount() {
 
 /// The mount's status (`rgrid-mount status --json`).
 fn status(store: &TestStore, mount: &Mount) -> serde_json::Value {
-    let out = rgrid_mount_bare(store)
-        .args(["status", "--json"])
-        .arg(&mount.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    all["mounts"][0]["status"].clone()
+    common::status_json(store, mount)["mounts"][0]["status"].clone()
 }
 
 fn reads(store: &TestStore, mount: &Mount) -> u64 {
@@ -300,11 +284,7 @@ fn cached_files_are_served_by_passthrough_and_map_shared() {
     let data = pseudo_random(4 << 20, 7);
     store.put("d/model.bin", data.clone());
     let cache = tempfile::tempdir().unwrap();
-    {
-        let mount = mount(&store, cache.path(), &[]);
-        fs::read(mount.join("d/model.bin")).unwrap();
-        wait_entries(cache.path(), 1);
-    }
+    read_once(&store, cache.path(), "d/model.bin");
     let mount = mount(&store, cache.path(), &[]);
     let (before, gets) = (reads(&store, &mount), store.requests("GetObject"));
     assert_eq!(fs::read(mount.join("d/model.bin")).unwrap(), data);
@@ -337,11 +317,7 @@ fn a_writer_waits_for_passthrough_readers_to_close() {
     let store = TestStore::start();
     store.put("d/a.txt", "cached bytes");
     let cache = tempfile::tempdir().unwrap();
-    {
-        let mount = mount(&store, cache.path(), &[]);
-        fs::read(mount.join("d/a.txt")).unwrap();
-        wait_entries(cache.path(), 1);
-    }
+    read_once(&store, cache.path(), "d/a.txt");
     let mount = mount(&store, cache.path(), &[]);
     let path = mount.join("d/a.txt");
     let mut reader = fs::File::open(&path).unwrap();

@@ -9,22 +9,12 @@ use std::io::Write;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{rgrid_mount_bare, Mount, TestStore};
+use common::{rgrid_mount_bare, status_json, Mount, TestStore};
 
 const MIB: usize = 1 << 20;
 
 fn cli(store: &TestStore, args: &[&str]) -> Output {
     rgrid_mount_bare(store).args(args).output().unwrap()
-}
-
-fn status_json(store: &TestStore, mount: &Mount) -> serde_json::Value {
-    let out = cli(store, &["status", "--json", mount.path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The status entry of the upload of `key`, if listed.

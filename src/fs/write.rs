@@ -455,10 +455,7 @@ impl RgridFs {
         // Superseded: another writer's newer close of the file went up instead.
         if let Sent::Stored(uploaded) = sent {
             let id = ObjectId::new(uploaded.key.clone(), uploaded.etag.clone());
-            let form = match crate::artifact::compression(&uploaded.headers) {
-                crate::artifact::Compression::None => Form::Plain,
-                crate::artifact::Compression::Gzip => Form::Decoded,
-            };
+            let form = Form::of(&uploaded.headers);
             writer.stored_as = Some((id, form, uploaded.size, uploaded.sha256.clone()));
             self.after_upload(writer.ino, *uploaded).await;
         }

@@ -85,10 +85,7 @@ fn http_client_trusting(pem: &[u8]) -> Result<SharedHttpClient, ObjectError> {
     let context = TlsContext::builder()
         .with_trust_store(roots)
         .build()
-        .map_err(|e| ObjectError::Other {
-            target: "the CA bundle".into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| other("the CA bundle", e))?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
@@ -146,6 +143,14 @@ impl S3Client {
             bucket: config.bucket,
             unsigned_bodies: https,
         })
+    }
+}
+
+/// A failure of ours around a request to `target` (a config or builder refused).
+fn other(target: impl Into<String>, e: impl std::fmt::Display) -> ObjectError {
+    ObjectError::Other {
+        target: target.into(),
+        message: e.to_string(),
     }
 }
 
@@ -370,10 +375,7 @@ impl ObjectClient for S3Client {
             .collect::<Result<Vec<_>, _>>();
         let tagging = tag_set
             .and_then(|set| Tagging::builder().set_tag_set(Some(set)).build())
-            .map_err(|e| ObjectError::Other {
-                target: key.to_owned(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| other(key, e))?;
         self.client
             .put_object_tagging()
             .bucket(&self.bucket)
@@ -521,10 +523,7 @@ impl ObjectClient for S3Client {
         ttl: Duration,
         content_encoding: Option<&str>,
     ) -> Result<String, ObjectError> {
-        let config = PresigningConfig::expires_in(ttl).map_err(|e| ObjectError::Other {
-            target: key.to_owned(),
-            message: e.to_string(),
-        })?;
+        let config = PresigningConfig::expires_in(ttl).map_err(|e| other(key, e))?;
         let request = self
             .client
             .get_object()
@@ -541,10 +540,7 @@ impl ObjectClient for S3Client {
         let job = GlacierJobParameters::builder()
             .tier(Tier::Standard)
             .build()
-            .map_err(|e| ObjectError::Other {
-                target: key.to_owned(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| other(key, e))?;
         let request = RestoreRequest::builder()
             .days(i32::try_from(days).unwrap_or(i32::MAX))
             .glacier_job_parameters(job)
@@ -604,10 +600,7 @@ impl S3Client {
         let config = BucketLifecycleConfiguration::builder()
             .set_rules(Some(rules))
             .build()
-            .map_err(|e| ObjectError::Other {
-                target: self.bucket.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| other(self.bucket.as_str(), e))?;
         self.client
             .put_bucket_lifecycle_configuration()
             .bucket(&self.bucket)

@@ -51,6 +51,16 @@ fn stored_as(sent: Sent) -> Uploaded {
     }
 }
 
+/// Writes `data` to a spool and uploads it as `key`, which must succeed.
+async fn upload_bytes(uploader: &Uploader, key: &str, data: &[u8]) {
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, data).unwrap();
+    uploader
+        .upload(key, &spool, None, KeptAttrs::default())
+        .await
+        .unwrap();
+}
+
 async fn stored(client: &MemoryClient, key: &str) -> (Vec<u8>, ObjectHeaders) {
     let info = client.head(key).await.unwrap();
     let chunks: Vec<Bytes> = client
@@ -344,12 +354,7 @@ async fn a_store_that_refuses_tags_at_creation_gets_the_objects_untagged() {
     let (uploader, client, _dir) = uploader(1000);
     client.refuse_tagging();
     for (key, len) in [("small.bin", 10), ("parts.bin", 2500)] {
-        let spool = uploader.spool().unwrap();
-        spool.write_at(0, &vec![3u8; len]).unwrap();
-        uploader
-            .upload(key, &spool, None, KeptAttrs::default())
-            .await
-            .unwrap();
+        upload_bytes(&uploader, key, &vec![3u8; len]).await;
         let (data, headers) = stored(&client, key).await;
         assert_eq!(data, vec![3u8; len]);
         assert!(artifact::sha256(&headers).is_some());
@@ -365,12 +370,7 @@ async fn a_store_that_refuses_tags_at_creation_gets_the_objects_untagged() {
 async fn new_objects_carry_the_tier_from_their_creation() {
     let (uploader, client, _dir) = uploader(1000);
     for (key, len) in [("small.bin", 10), ("parts.bin", 2500)] {
-        let spool = uploader.spool().unwrap();
-        spool.write_at(0, &vec![3u8; len]).unwrap();
-        uploader
-            .upload(key, &spool, None, KeptAttrs::default())
-            .await
-            .unwrap();
+        upload_bytes(&uploader, key, &vec![3u8; len]).await;
         let tags = client.tags(key).await.unwrap();
         assert_eq!(tags["rgrid-retention"], "30d", "{key}");
     }

@@ -227,6 +227,21 @@ pub fn rgrid_mount_bare(store: &dyn Endpoint) -> Command {
     cmd
 }
 
+/// `rgrid-mount status --json` of `mount`, which must answer.
+pub fn status_json(store: &dyn Endpoint, mount: &Mount) -> serde_json::Value {
+    let out = rgrid_mount_bare(store)
+        .args(["status", "--json"])
+        .arg(&mount.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// An S3 endpoint a mount can be pointed at.
 pub trait Endpoint {
     /// Its URL.

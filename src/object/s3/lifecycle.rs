@@ -95,10 +95,7 @@ pub(super) fn expiry_rule(rule: &LifecycleRule) -> Option<ExpiryRule> {
 }
 
 fn invalid(rule: &ExpiryRule, e: impl std::fmt::Display) -> ObjectError {
-    ObjectError::Other {
-        target: rule.id.clone(),
-        message: e.to_string(),
-    }
+    super::other(rule.id.as_str(), e)
 }
 
 /// The SDK's filter for ours: a bare prefix when that is all it holds, else `And`.

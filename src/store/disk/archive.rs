@@ -19,12 +19,15 @@ pub(super) fn class_of(class: Option<dto::StorageClass>) -> Option<String> {
         .filter(|c| c != dto::StorageClass::STANDARD)
 }
 
+/// Whether `entry` is in an archive class.
+fn in_archive(entry: &Entry) -> bool {
+    let class = entry.storage_class.as_deref();
+    class.is_some_and(|c| ARCHIVE_CLASSES.contains(&c))
+}
+
 /// Fails a GET of an archived object without a readable restore.
 pub(super) fn check_readable(entry: &Entry) -> S3Result<()> {
-    let archived = entry
-        .storage_class
-        .as_deref()
-        .is_some_and(|c| ARCHIVE_CLASSES.contains(&c));
+    let archived = in_archive(entry);
     let restored = entry.restored_until.is_some_and(|t| t > SystemTime::now());
     if archived && !restored {
         return Err(s3_error!(
@@ -56,11 +59,7 @@ impl DiskStore {
         let index = self.bucket(bucket)?;
         let mut index = index.write().unwrap_or_else(|e| e.into_inner());
         let entry = index.get_mut(key).ok_or_else(|| s3_error!(NoSuchKey))?;
-        let archived = entry
-            .storage_class
-            .as_deref()
-            .is_some_and(|c| ARCHIVE_CLASSES.contains(&c));
-        if !archived {
+        if !in_archive(entry) {
             return Err(s3_error!(
                 InvalidObjectState,
                 "Restore is not allowed for the object's current storage class"
