@@ -13,9 +13,11 @@
 //! - Entries are evicted least recently used first, by size, within `max_size`. Spools of
 //!   pending uploads live elsewhere and are never evicted.
 //! - Filling costs no extra GET: a reader that reads a file front to back tees what it
-//!   receives into a [`Fill`] (`cache/fill.rs`), and a file uploaded through the mount is linked
-//!   in from its spool.
+//!   receives into a [`Fill`] (`cache/fill.rs`), a gzip decode writes its output where
+//!   it becomes the decoded entry ([`DecodeTarget`]), and a file uploaded through the
+//!   mount is linked in from its spool.
 
+mod decode;
 mod fill;
 
 use std::collections::HashSet;
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
+pub use decode::DecodeTarget;
 pub use fill::Fill;
 
 use crate::artifact;
@@ -240,6 +243,13 @@ impl ObjectCache {
             .as_deref()
             .map(|etag| entry_name(&id.key, etag, form));
         name.is_some_and(|name| self.index().entries.contains(&name))
+    }
+
+    /// The size of version `id`'s decoded entry, if it has one: the object is gzip-stored
+    /// and this is what it decodes to (no counting, no recency).
+    pub fn decoded_size(&self, id: &ObjectId) -> Option<u64> {
+        let name = entry_name(&id.key, id.etag.as_deref()?, Form::Decoded);
+        self.index().entries.peek(&name).copied()
     }
 
     /// A fresh temp path, this process's own.

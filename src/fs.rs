@@ -226,7 +226,7 @@ impl RgridFs {
     ) -> RgridFs {
         RgridFs {
             io_modes: IoModes::new(config.passthrough),
-            decodes: Decodes::new(config.decode_dir.clone()),
+            decodes: Decodes::new(config.decode_dir.clone(), cache.clone()),
             namespace,
             engine,
             uploader,
@@ -250,7 +250,28 @@ impl RgridFs {
         let name = entry_name(name).map_err(NamespaceError::lookup_of)?;
         self.settle_write_backs().await;
         let node = self.namespace.lookup(parent, name).await?;
-        Ok(self.config.ownership.attr(&node))
+        Ok(self.attr_of(node))
+    }
+
+    /// The attributes of `node`, with the decoded size of its cache entry when the
+    /// namespace does not know it yet (a gzip object without its size in metadata): stat
+    /// agrees with read before anything opens it.
+    fn attr_of(&self, mut node: Node) -> Attr {
+        let plain = node.headers.as_deref().map(Form::of) == Some(Form::Plain);
+        let entry = self
+            .cache
+            .as_ref()
+            .filter(|_| !plain && node.kind == InodeKind::File);
+        if let Some(size) = entry.and_then(|cache| cache.decoded_size(&node.object_id())) {
+            if size != node.size
+                && self
+                    .namespace
+                    .learned_size(node.ino, node.etag.as_deref(), size)
+            {
+                node.size = size;
+            }
+        }
+        self.config.ownership.attr(&node)
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -306,7 +327,7 @@ impl RgridFs {
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr, FsError> {
         self.settle_write_backs().await;
         let node = self.namespace.getattr(ino).await?;
-        Ok(self.config.ownership.attr(&node))
+        Ok(self.attr_of(node))
     }
 
     /// Opens file `ino`.
@@ -347,6 +368,9 @@ impl RgridFs {
         self.warn_if_expiring(&node);
         let (view, backing) = self.reader_of(&node)?;
         let cached = backing.is_some();
+        // A decoded entry whose size the kernel may not have been told: every read
+        // comes here rather than stopping at the kernel's idea of the end.
+        let stale_size = cached && self.size_was_unknown(&node);
         let decoded = view.direct_io();
         if decoded && node.size == node.stored_size {
             self.learn_gzip_size(&node).await;
@@ -361,7 +385,7 @@ impl RgridFs {
             cached,
         };
         let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
-        let direct_io = decoded || self.config.direct_io;
+        let direct_io = decoded || stale_size || self.config.direct_io;
         self.opened(fh, ino, keep_cache, direct_io, backing)
     }
 
@@ -394,6 +418,16 @@ impl RgridFs {
         })
     }
 
+    /// Whether the size `node` showed is not its content's: a gzip-stored object whose
+    /// decoded entry is longer or shorter.
+    fn size_was_unknown(&self, node: &Node) -> bool {
+        let entry = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.decoded_size(&node.object_id()));
+        entry.is_some_and(|size| size != node.size)
+    }
+
     /// Whether `node`'s version has a cache entry that an open would pass through to.
     fn cache_has(&self, node: &Node) -> bool {
         let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) else {
@@ -417,7 +451,7 @@ impl RgridFs {
 
     /// A reader of stored file `node`: its cache entry if there is one (with a second
     /// descriptor of it, for passthrough), else the store, filling an entry as it reads
-    /// (plain content only). Without its headers nothing tells the entry's form: no cache.
+    /// (a gzip decode fills its own). Without its headers nothing tells the entry's form: no cache.
     fn reader_of(&self, node: &Node) -> Result<(FileReader, Option<std::fs::File>), FsError> {
         let store = |fill| FileReader::open(&self.engine, node, &self.decodes, fill);
         let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) else {
@@ -426,6 +460,12 @@ impl RgridFs {
         let id = node.object_id();
         let form = Form::of(headers);
         if let Some(file) = cache.open_entry(&id, form) {
+            if form == Form::Decoded {
+                // The entry's length is the decoded size: stat agrees before any read.
+                let size = file.metadata()?.len();
+                let etag = node.etag.as_deref();
+                self.namespace.learned_size(node.ino, etag, size);
+            }
             let backing = file.try_clone()?;
             return Ok((FileReader::local(&node.key, file), Some(backing)));
         }

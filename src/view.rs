@@ -16,7 +16,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::artifact::{self, Compression};
-use crate::cache::Fill;
+use crate::cache::{Fill, ObjectCache};
 use crate::namespace::Node;
 use crate::object::ObjectId;
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
@@ -100,14 +100,18 @@ struct DecodeId {
 #[derive(Debug)]
 pub struct Decodes {
     dir: PathBuf,
+    /// Where a decode's file becomes an entry, if the cache is on.
+    cache: Option<Arc<ObjectCache>>,
     open: Mutex<HashMap<DecodeId, Weak<SharedGzip>>>,
 }
 
 impl Decodes {
-    /// Decodes writing their files under `dir`.
-    pub fn new(dir: PathBuf) -> Decodes {
+    /// Decodes writing their files into `cache` when they may fill an entry, else under
+    /// `dir`.
+    pub fn new(dir: PathBuf, cache: Option<Arc<ObjectCache>>) -> Decodes {
         Decodes {
             dir,
+            cache,
             open: Mutex::default(),
         }
     }
@@ -118,7 +122,7 @@ impl Decodes {
         &self,
         node: &Node,
         expected: Expected,
-        start: impl FnOnce(&std::path::Path, Expected) -> Result<GzipReader, ViewError>,
+        start: impl FnOnce(&Decodes, Expected) -> Result<GzipReader, ViewError>,
     ) -> Result<Arc<SharedGzip>, ViewError> {
         let version = node.etag.is_some().then(|| DecodeId {
             object: node.object_id(),
@@ -132,7 +136,7 @@ impl Decodes {
                 return Ok(shared);
             }
         }
-        let shared = Arc::new(tokio::sync::Mutex::new(start(&self.dir, expected)?));
+        let shared = Arc::new(tokio::sync::Mutex::new(start(self, expected)?));
         if let Some(version) = version {
             open.retain(|_, decode| decode.strong_count() > 0);
             open.insert(version, Arc::downgrade(&shared));
@@ -174,8 +178,12 @@ impl FileReader {
                     size: headers.and_then(artifact::original_size),
                     sha256,
                 };
-                Inner::Gzip(decodes.get_or_start(node, expected, |dir, expected| {
-                    GzipReader::new(node.key.clone(), source(), dir, expected)
+                Inner::Gzip(decodes.get_or_start(node, expected, |decodes, expected| {
+                    let target = decodes
+                        .cache
+                        .as_ref()
+                        .and_then(|cache| cache.decode_target(&node.object_id(), expected.size));
+                    GzipReader::new(node.key.clone(), source(), &decodes.dir, expected, target)
                 })?)
             }
         };

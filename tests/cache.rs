@@ -243,6 +243,60 @@ fn a_gzip_file_written_here_reads_back_decoded_from_the_cache() {
     );
 }
 
+/// `grep -c` of `path`: the count it prints.
+fn grep_count(path: &Path, pattern: &str) -> String {
+    common::run(
+        std::process::Command::new("grep")
+            .args(["-c", pattern])
+            .arg(path),
+    )
+}
+
+#[test]
+fn a_gzip_object_read_once_greps_again_after_remount_without_get_or_decode() {
+    let store = TestStore::start();
+    let data = common::csv(3 << 20, 11);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &data).unwrap();
+    let stored = encoder.finish().unwrap();
+    // No original size in the metadata: stat cannot know it before a decode.
+    store.put_with_meta(
+        "e/table.csv",
+        stored.clone(),
+        &[("rgrid-compression", "gzip")],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let expected = data
+        .split(|b| *b == b'\n')
+        .filter(|l| l.contains(&b'7'))
+        .count();
+    let count = {
+        let mount = mount(&store, cache.path(), &[]);
+        let count = grep_count(&mount.join("e/table.csv"), "7");
+        wait_entries(cache.path(), 1);
+        count
+    };
+    assert_eq!(count.trim(), expected.to_string());
+    for extra in [&[][..], &["--no-passthrough"]] {
+        let mount = mount(&store, cache.path(), extra);
+        let gets = store.requests("GetObject");
+        let path = mount.join("e/table.csv");
+        // The entry tells the decoded size: `ls -l` agrees with a read before any open.
+        assert_eq!(fs::metadata(&path).unwrap().len(), data.len() as u64);
+        let before = reads(&store, &mount);
+        assert_eq!(grep_count(&path, "7"), count);
+        assert_eq!(fs::read(&path).unwrap(), data);
+        assert_eq!(
+            store.requests("GetObject"),
+            gets,
+            "no GET: the decoded entry"
+        );
+        if extra.is_empty() {
+            assert_eq!(reads(&store, &mount), before, "passthrough: no daemon read");
+        }
+    }
+}
+
 #[test]
 fn a_file_changed_after_its_upload_then_unlinked_leaves_no_entry() {
     use std::io::Write;

@@ -182,3 +182,54 @@ fn a_start_cleans_what_a_crash_left_and_clear_empties_it() {
     };
     assert!(ObjectCache::open(&off).unwrap().is_none());
 }
+
+fn tmp_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("objects/tmp")).unwrap().count()
+}
+
+#[test]
+fn a_decode_target_becomes_the_decoded_entry_or_leaves_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path(), 1 << 20);
+    let v1 = id("t.csv", "\"g1\"");
+    let (target, mut file) = cache.decode_target(&v1, None).expect("a target");
+    assert!(
+        cache.decode_target(&v1, None).is_none(),
+        "one decode fills it"
+    );
+    file.write_all(b"half").unwrap();
+    drop(target);
+    assert_eq!(
+        tmp_files(dir.path()),
+        0,
+        "a decode that stops leaves nothing"
+    );
+    assert_eq!(cache.decoded_size(&v1), None);
+
+    let (target, mut file) = cache.decode_target(&v1, None).expect("free again");
+    file.write_all(b"decoded bytes").unwrap();
+    target.publish(13, artifact::sha256_hex(b"decoded bytes"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.decoded_size(&v1).is_none() {
+        assert!(Instant::now() < deadline, "published");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(cache.decoded_size(&v1), Some(13));
+    assert!(!cache.has(&v1, Form::Plain), "the decoded form only");
+    let mut text = String::new();
+    let mut entry = cache.open_entry(&v1, Form::Decoded).unwrap();
+    entry.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "decoded bytes");
+    while tmp_files(dir.path()) > 0 {
+        assert!(Instant::now() < deadline, "its temp name removed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(cache.decode_target(&v1, None).is_none(), "cached already");
+    assert!(
+        cache
+            .decode_target(&id("big", "\"b\""), Some(1 << 20))
+            .is_none(),
+        "too big to keep"
+    );
+}

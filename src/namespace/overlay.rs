@@ -161,9 +161,10 @@ impl Namespace {
     }
 
     /// A reader found out the size of `ino`'s content (a gzip stream decoded to its end,
-    /// or its trailer read).
-    pub fn learned_size(&self, ino: InodeNo, etag: Option<&str>, size: u64) {
-        self.learn(ino, etag, size, true);
+    /// its trailer read, or its decoded cache entry found). Returns whether it is shown:
+    /// not for another version, nor for a file being written here.
+    pub fn learned_size(&self, ino: InodeNo, etag: Option<&str>, size: u64) -> bool {
+        self.learn(ino, etag, size, true)
     }
 
     /// A size for `ino`'s version `etag` that a cheap look suggests (a gzip trailer):
@@ -172,10 +173,10 @@ impl Namespace {
         self.learn(ino, etag, size, false);
     }
 
-    fn learn(&self, ino: InodeNo, etag: Option<&str>, size: u64, exact: bool) {
+    fn learn(&self, ino: InodeNo, etag: Option<&str>, size: u64, exact: bool) -> bool {
         let mut tables = self.tables();
         let Some(inode) = tables.inodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         let known_exactly = inode
             .learned
@@ -188,7 +189,9 @@ impl Namespace {
                 size,
                 exact,
             });
+            return true;
         }
+        false
     }
 
     /// The metadata of `ino`'s object version `old` was replaced: same bytes, version

@@ -4,7 +4,9 @@
 //! to a decode file under the cache directory, unlinked at once. Any read, forwards or
 //! backwards, is served from that file once the decoder has got that far: memory stays
 //! constant, and random reads cost one decode in all. The decoder's output is hashed on
-//! the way, so the SHA-256 is checked however the reader moves.
+//! the way, so the SHA-256 is checked however the reader moves. With the object cache on,
+//! the decode file is the cache's: a decode that ends and checks out is the object's
+//! decoded entry, and the next open reads it with no GET and no decode.
 
 use std::fs::File;
 use std::io::Write;
@@ -16,6 +18,7 @@ use flate2::write::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::ViewError;
+use crate::cache::DecodeTarget;
 use crate::readahead::ReadAhead;
 
 /// Compressed bytes asked of the read engine at a time.
@@ -64,18 +67,24 @@ pub struct GzipReader {
     finished: Option<u64>,
     /// A failure is final: every later read gets it again.
     failed: Option<String>,
+    /// The cache entry the decode file becomes once the stream checks out.
+    target: Option<DecodeTarget>,
 }
 
 impl GzipReader {
-    /// A reader of `source` (the compressed object `key`), decoding into a new file under
-    /// `dir`.
+    /// A reader of `source` (the compressed object `key`), decoding into the cache's file
+    /// `target` if given, else into a new file under `dir`.
     pub fn new(
         key: String,
         source: ReadAhead,
         dir: &Path,
         expected: Expected,
+        target: Option<(DecodeTarget, File)>,
     ) -> Result<GzipReader, ViewError> {
-        let file = decode_file(dir).map_err(ViewError::Io)?;
+        let (target, file) = match target {
+            Some((target, file)) => (Some(target), file),
+            None => (None, decode_file(dir).map_err(ViewError::Io)?),
+        };
         let sink = Decoded {
             file,
             len: 0,
@@ -89,6 +98,7 @@ impl GzipReader {
             expected,
             finished: None,
             failed: None,
+            target,
         })
     }
 
@@ -180,6 +190,9 @@ impl GzipReader {
             }
         }
         self.finished = Some(decoded.len);
+        if let Some(target) = self.target.take() {
+            target.publish(decoded.len, actual);
+        }
         Ok(())
     }
 

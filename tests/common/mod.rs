@@ -447,7 +447,6 @@ impl Drop for Mount {
     }
 }
 
-/// `cmd` run to completion; panics with its stderr unless it succeeds.
 /// Runs `cmd`: its stdout if it succeeded, else its stderr.
 pub fn outcome(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().unwrap();
@@ -459,6 +458,7 @@ pub fn outcome(cmd: &mut Command) -> Result<String, String> {
     }
 }
 
+/// `cmd` run to completion: its stdout; panics with its stderr unless it succeeds.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
