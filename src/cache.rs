@@ -17,6 +17,7 @@
 //!   it becomes the decoded entry ([`DecodeTarget`]), and a file uploaded through the
 //!   mount is linked in from its spool.
 
+mod adopt;
 mod decode;
 mod fill;
 
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
+pub use adopt::LinkedSpool;
 pub use decode::DecodeTarget;
 pub use fill::Fill;
 
@@ -104,6 +106,8 @@ pub struct ObjectCache {
     drained: tokio::sync::Notify,
     /// Names temp files apart, with the process id (mounts may share the directory).
     tmp_counter: AtomicU64,
+    /// The threads that write and publish entries, so that an unmount waits for them.
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// What an entry holds: the content as readers see it, which for a gzip-stored object
@@ -169,6 +173,7 @@ impl ObjectCache {
             queued: AtomicU64::new(0),
             drained: tokio::sync::Notify::new(),
             tmp_counter: AtomicU64::new(0),
+            workers: Mutex::default(),
         };
         cache.evict();
         Ok(Some(Arc::new(cache)))
@@ -307,59 +312,23 @@ impl ObjectCache {
         Ok(())
     }
 
-    /// Takes the content a file uploaded through the mount was read from: `spool`,
-    /// `size` bytes hashing to `sha256`, is now version `id` in `form` in the store.
-    /// Linked at once (the spool's removal then leaves it), synced and published by a
-    /// thread of its own (a release never waits for the disk).
-    pub fn adopt(
-        self: &Arc<Self>,
-        id: &ObjectId,
-        form: Form,
-        spool: &Path,
-        size: u64,
-        sha256: &str,
-    ) {
-        let Some(etag) = id.etag.clone() else {
-            return;
-        };
-        if !self.fits(size) {
-            return;
-        }
-        let record = Record {
-            key: id.key.clone(),
-            etag,
-            form,
-            size,
-            sha256: Some(sha256.to_owned()),
-        };
-        let tmp = self.tmp_path(&record.name());
-        if let Err(e) = std::fs::hard_link(spool, &tmp) {
-            tracing::warn!(key = %id.key, "not cached: {e}");
-            return;
-        }
-        let cache = self.clone();
-        let publish = move || {
-            let synced = File::open(&tmp).and_then(|f| {
-                let whole = f.metadata()?.len() == record.size;
-                f.sync_data()?;
-                Ok(whole)
-            });
-            let published = match synced {
-                Ok(true) => cache.publish(&tmp, &record),
-                Ok(false) => Ok(()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = published {
-                tracing::warn!(key = %record.key, "not cached: {e}");
-            }
-            let _ = std::fs::remove_file(&tmp);
-        };
-        if std::thread::Builder::new()
-            .name("rgrid-cache-adopt".into())
-            .spawn(publish)
-            .is_err()
-        {
-            tracing::warn!(key = %id.key, "not cached: no thread to publish it");
+    /// Runs `work` (writing or publishing an entry) on a thread of its own, which
+    /// [`ObjectCache::wait_for_workers`] waits for.
+    fn spawn_worker(&self, name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(work)?;
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        workers.retain(|w| !w.is_finished());
+        workers.push(handle);
+        Ok(())
+    }
+
+    /// Waits for the entries being written to be published (at unmount: an entry whose
+    /// content went by is not lost to the process's exit). Fills still fed by open
+    /// handles end when those handles do.
+    pub fn wait_for_workers(&self) {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            let _ = worker.join();
         }
     }
 

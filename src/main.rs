@@ -143,6 +143,7 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         Some(uploader) => drain_uploads(&runtime, &uploader),
         None => 0,
     };
+    runtime.block_on(fs.finish());
     served?;
     if left > 0 {
         anyhow::bail!("{left} uploads still pending; the next mount of this store finishes them");

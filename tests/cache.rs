@@ -164,23 +164,48 @@ fn the_bound_holds_when_more_is_read_than_fits() {
 #[test]
 fn a_file_written_here_reads_back_locally_on_the_next_mount() {
     let store = TestStore::start();
-    let cache = tempfile::tempdir().unwrap();
     let data = pseudo_random(1 << 20, 3);
-    {
+    for (n, mode) in [&[][..], &["--write-back"]].into_iter().enumerate() {
+        let cache = tempfile::tempdir().unwrap();
+        let key = format!("executions/e{n}/outputs/out.bin");
+        {
+            let mount = mount(&store, cache.path(), mode);
+            let path = mount.join(&key);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, &data).unwrap();
+            // The unmount finishes the upload and publishes the entry its spool became.
+        }
+        assert_eq!(entries(cache.path()), 1, "{mode:?}: the spool is the entry");
+        assert_eq!(store.get(&key).unwrap().0, data);
         let mount = mount(&store, cache.path(), &[]);
-        let dir = mount.join("executions/e1/outputs");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("out.bin"), &data).unwrap();
-        wait_entries(cache.path(), 1);
+        let gets = store.requests("GetObject");
+        assert_eq!(fs::read(mount.join(&key)).unwrap(), data);
+        assert_eq!(store.requests("GetObject"), gets, "{mode:?}");
     }
-    assert_eq!(store.get("executions/e1/outputs/out.bin").unwrap().0, data);
-    let mount = mount(&store, cache.path(), &[]);
+}
+
+#[test]
+fn a_file_written_back_reads_back_from_the_cache_once_uploaded() {
+    let store = TestStore::start();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&store, cache.path(), &["--write-back"]);
+    let path = mount.join("out/log.txt");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data = pseudo_random(256 << 10, 8);
+    let mut file = fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut file, &data).unwrap();
+    file.sync_all().unwrap(); // waits for the upload
+    drop(file);
+    fs::metadata(&path).unwrap(); // the next operation takes the upload up
+    wait_entries(cache.path(), 1);
     let gets = store.requests("GetObject");
-    assert_eq!(
-        fs::read(mount.join("executions/e1/outputs/out.bin")).unwrap(),
-        data
-    );
-    assert_eq!(store.requests("GetObject"), gets);
+    let mut back = Vec::new();
+    fs::File::open(&path)
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, data);
+    assert_eq!(store.requests("GetObject"), gets, "read from the entry");
 }
 
 /// The mount's status (`rgrid-mount status --json`).

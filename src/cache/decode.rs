@@ -95,10 +95,7 @@ impl DecodeTarget {
             let _ = std::fs::remove_file(&path);
             cache.index().filling.remove(&name);
         };
-        match std::thread::Builder::new()
-            .name("rgrid-cache-decode".into())
-            .spawn(publish)
-        {
+        match self.cache.spawn_worker("rgrid-cache-decode", publish) {
             Ok(_) => self.handed_off = true,
             Err(e) => tracing::warn!(key = %self.key, "not cached: {e}"),
         }

@@ -150,9 +150,7 @@ impl Fill {
             record: self.record.clone(),
         });
         let spawned = writer.and_then(|writer| {
-            std::thread::Builder::new()
-                .name("rgrid-cache-fill".into())
-                .spawn(move || writer.run(rx))
+            (self.cache).spawn_worker("rgrid-cache-fill", move || writer.run(rx))
         });
         match spawned {
             Ok(_) => State::Running(tx),

@@ -376,13 +376,16 @@ impl RgridFs {
             return Ok(());
         };
         let kept = self.namespace.upload_attrs(writer.ino).kept;
+        // Linked before the queue can send it and remove it. A queued spool's content
+        // is final: a later change goes on in a copy (`own_spool`).
+        let linked = (self.cache.as_ref()).and_then(|c| c.link_spool(writer.spool.path()));
         let spool = (self.uploader()?)
             .enqueue(&writer.key, &writer.spool, stream, kept)
             .await?;
         writer.dirty = false;
         writer.stored_as = None;
         writer.queued = Some(spool.clone());
-        self.write_backs.closed(writer.ino, spool);
+        self.write_backs.closed(writer.ino, spool, linked);
         self.namespace.kept_sent(writer.ino, kept);
         Ok(())
     }
@@ -443,7 +446,7 @@ impl RgridFs {
                 if uploader.is_pending(writer.spool.path()) {
                     // Until the retry loop gets it there, the file's content is here.
                     let spool = writer.spool.path().to_owned();
-                    self.write_backs.closed(writer.ino, spool);
+                    self.write_backs.closed(writer.ino, spool, None);
                 }
                 return Err(e.into());
             }

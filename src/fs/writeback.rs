@@ -5,14 +5,17 @@
 //!
 //! The write engine reports each upload that reached the store; the filesystem takes
 //! them up at its next operation (the engine never calls up into this layer), and a
-//! file whose content is in the store is read from there again.
+//! file whose content is in the store is read from there again, or from the object
+//! cache entry its spool became.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{lock, FileHandle, FsError, OpenFile, RgridFs};
+use crate::cache::{Form, LinkedSpool};
 use crate::namespace::InodeNo;
+use crate::object::ObjectId;
 use crate::view::FileReader;
 
 /// The spool of each file's newest content closed in write-back mode, and the reverse.
@@ -23,14 +26,27 @@ pub(super) struct WriteBacks(Mutex<Spooled>);
 struct Spooled {
     by_ino: HashMap<InodeNo, PathBuf>,
     by_spool: HashMap<PathBuf, InodeNo>,
+    /// Queued spools linked into the object cache, to become entries once uploaded.
+    linked: HashMap<PathBuf, LinkedSpool>,
+}
+
+impl Spooled {
+    fn remove_spool(&mut self, spool: &Path) {
+        self.by_spool.remove(spool);
+        self.linked.remove(spool);
+    }
 }
 
 impl WriteBacks {
-    /// `ino`'s newest content is in `spool`, closed and queued.
-    pub(super) fn closed(&self, ino: InodeNo, spool: PathBuf) {
+    /// `ino`'s newest content is in `spool`, closed and queued (and `linked` into the
+    /// object cache, if it is on).
+    pub(super) fn closed(&self, ino: InodeNo, spool: PathBuf, linked: Option<LinkedSpool>) {
         let mut map = lock(&self.0);
         if let Some(old) = map.by_ino.insert(ino, spool.clone()) {
-            map.by_spool.remove(&old);
+            map.remove_spool(&old);
+        }
+        if let Some(linked) = linked {
+            map.linked.insert(spool.clone(), linked);
         }
         map.by_spool.insert(spool, ino);
     }
@@ -39,7 +55,7 @@ impl WriteBacks {
     pub(super) fn forget(&self, ino: InodeNo) {
         let mut map = lock(&self.0);
         if let Some(old) = map.by_ino.remove(&ino) {
-            map.by_spool.remove(&old);
+            map.remove_spool(&old);
         }
     }
 
@@ -48,12 +64,14 @@ impl WriteBacks {
         lock(&self.0).by_ino.get(&ino).cloned()
     }
 
-    /// The file whose newest content `spool` holds, which is no longer pending.
-    fn committed(&self, spool: &Path) -> Option<InodeNo> {
+    /// The file whose newest content `spool` holds, which is no longer pending, and the
+    /// spool's link into the cache.
+    fn committed(&self, spool: &Path) -> Option<(InodeNo, Option<LinkedSpool>)> {
         let mut map = lock(&self.0);
+        let linked = map.linked.remove(spool);
         let ino = map.by_spool.remove(spool)?;
         map.by_ino.remove(&ino);
-        Some(ino)
+        Some((ino, linked))
     }
 }
 
@@ -65,11 +83,32 @@ impl RgridFs {
             return;
         };
         for done in uploader.take_committed() {
-            if let Some(ino) = self.write_backs.committed(&done.spool) {
-                if !self.namespace.is_unlinked(ino) {
-                    self.after_upload(ino, done.uploaded).await;
+            let Some((ino, linked)) = self.write_backs.committed(&done.spool) else {
+                continue;
+            };
+            if self.namespace.is_unlinked(ino) {
+                continue;
+            }
+            let up = &done.uploaded;
+            let id = ObjectId::new(up.key.clone(), up.etag.clone());
+            let (form, size, sha256) = (Form::of(&up.headers), up.size, up.sha256.clone());
+            self.after_upload(ino, done.uploaded).await;
+            // The spool's content is the version the file shows: a script that wrote it
+            // and reads it back reads locally.
+            if let Some(linked) = linked {
+                if self.namespace.current_etag(ino).as_ref() == Some(&id.etag) {
+                    linked.publish(&id, form, size, &sha256);
                 }
             }
+        }
+    }
+
+    /// At exit, once uploads are drained: what reached the store is taken up, and the
+    /// cache entries being published are waited for.
+    pub async fn finish(&self) {
+        self.settle_write_backs().await;
+        if let Some(cache) = self.cache.clone() {
+            let _ = tokio::task::spawn_blocking(move || cache.wait_for_workers()).await;
         }
     }
 
