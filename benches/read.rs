@@ -1,8 +1,8 @@
 //! Read benchmark: the mount against the raw aws-sdk-s3 client, same store, same run.
 //!
 //! `cargo bench --bench read [-- SCENARIO...]` (root, /dev/fuse; scenarios: sequential,
-//! concurrent, random, tail, listing, big, and direct-* for the first three through a
-//! `--direct-io` mount). Every figure is the median of RUNS runs
+//! concurrent, random, tail, listing, big, direct-* for the first three through a
+//! `--direct-io` mount, and requests: CPU per GiB by FUSE request size). Every figure is the median of RUNS runs
 //! and is printed beside the raw client doing the same work; ratios are mount/raw
 //! throughput (time ratios for listings). Request counts come from the store itself.
 
@@ -422,6 +422,102 @@ fn big_file_rss(store: &TestStore) -> Row {
     }
 }
 
+/// CPU seconds (user and system) that process `pid` has used.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu(&stat)
+}
+
+/// utime + stime of a /proc stat line, in seconds (the name may hold spaces: fields
+/// are counted after its closing parenthesis).
+fn stat_cpu(stat: &str) -> f64 {
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds used by this process's threads named `raw-client*`.
+fn raw_client_cpu() -> f64 {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("raw-client") {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+                total += stat_cpu(&stat);
+            }
+        }
+    }
+    total
+}
+
+/// Read requests the daemon served so far (its status counters).
+fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
+    let status = common::status_json(store, mount);
+    status["mounts"][0]["status"]["counters"]["reads"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Cold sequential reads of 1 GiB through mounts with FUSE requests of 1, 4 and 16 MiB:
+/// the daemon's CPU seconds per GiB against the raw client's (its own runtime's threads,
+/// apart from the store's), and the requests per GiB.
+fn request_sizes(store: &TestStore) -> Vec<Row> {
+    let raw = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("raw-client")
+        .enable_all()
+        .build()
+        .unwrap();
+    let sdk = store.sdk();
+    let limit = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit").ok();
+    let mut rows = Vec::new();
+    for mib in ["1", "4", "16"] {
+        let mount = Mount::new(
+            store,
+            &[NO_CACHE[0], NO_CACHE[1], "--fuse-request-size", mib],
+        );
+        let (mut m, mut r, mut mcpu, mut rcpu, mut reqs) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..RUNS {
+            cold_mount_warm_store(store, &["seq-1g.bin"]);
+            let (cpu, reads) = (process_cpu(mount.pid()), daemon_reads(store, &mount));
+            let t = Instant::now();
+            assert_eq!(read_through_mount(&mount.join("seq-1g.bin")), GIB);
+            m.push(gbps(GIB, t.elapsed()));
+            mcpu.push(process_cpu(mount.pid()) - cpu);
+            reqs.push((daemon_reads(store, &mount) - reads) as f64);
+            cold_mount_warm_store(store, &["seq-1g.bin"]);
+            let cpu = raw_client_cpu();
+            let t = Instant::now();
+            // On the raw runtime's workers, whose CPU is counted.
+            let sdk = sdk.clone();
+            let task = raw.spawn(async move { raw_parallel_get(&sdk, "seq-1g.bin", GIB).await });
+            assert_eq!(raw.block_on(task).unwrap(), GIB);
+            r.push(gbps(GIB, t.elapsed()));
+            rcpu.push(raw_client_cpu() - cpu);
+        }
+        let (m, r, mc, rc) = (median(m), median(r), median(mcpu), median(rcpu));
+        rows.push(Row {
+            name: format!("cold sequential read, 1 GiB, FUSE requests of {mib} MiB"),
+            mount: format!("{m:.2} GB/s"),
+            raw: format!("{r:.2} GB/s"),
+            ratio: format!("{:.2}", m / r),
+            rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
+            notes: format!(
+                "daemon {mc:.2} CPU-s/GiB vs raw client {rc:.2} ({:.1}x); {:.0} FUSE reads per GiB",
+                mc / rc.max(0.01),
+                median(reqs)
+            ),
+        });
+    }
+    if let Some(limit) = limit {
+        let _ = std::fs::write("/proc/sys/fs/fuse/max_pages_limit", limit.trim());
+    }
+    rows
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("read: bench");
@@ -462,11 +558,14 @@ fn main() {
         ("listing", &|| listing(&store, &sdk)),
         ("big", &|| big_file_rss(&store)),
     ];
-    let rows: Vec<Row> = scenarios
+    let mut rows: Vec<Row> = scenarios
         .into_iter()
         .filter(|(name, _)| selected(name))
         .map(|(_, scenario)| scenario())
         .collect();
+    if selected("requests") {
+        rows.extend(request_sizes(&store));
+    }
     println!(
         "\n| scenario (median of {RUNS}) | mount | raw SDK | ratio | daemon peak RSS | notes |"
     );

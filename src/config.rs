@@ -98,6 +98,12 @@ pub struct MountArgs {
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_read_window: u64,
 
+    /// The largest read or write one FUSE request carries, in MiB (1 to 16). Past 1 MiB,
+    /// root raises the kernel's /proc/sys/fs/fuse/max_pages_limit to allow it; the
+    /// kernel's read-ahead for the mount is 4 requests, at least 4 MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1)]
+    pub fuse_request_size: u64,
+
     /// Where files being written are spooled, pending uploads journaled and objects
     /// cached (default: $XDG_CACHE_HOME/rgrid-mount, else /var/cache/rgrid for root,
     /// ~/.cache/rgrid-mount).
@@ -405,12 +411,23 @@ fn read_config(args: &MountArgs) -> anyhow::Result<ReadConfig> {
     if args.max_read_memory < args.read_part_size * 2 {
         bail!("--max-read-memory must hold at least two read parts");
     }
+    if !(1..=16).contains(&args.fuse_request_size) {
+        bail!("--fuse-request-size must be between 1 and 16 MiB");
+    }
     Ok(ReadConfig {
         part_size: args.read_part_size * MIB,
+        request_size: args.fuse_request_size * MIB,
+        kernel_readahead: kernel_readahead(args.fuse_request_size * MIB),
         max_window: args.max_read_window * MIB,
         max_memory: args.max_read_memory * MIB,
         ..ReadConfig::default()
     })
+}
+
+/// The mount's kernel read-ahead for requests of `request_size`: four of them in flight,
+/// and at least 4 MiB.
+fn kernel_readahead(request_size: u64) -> u64 {
+    (4 * request_size).max(4 * MIB)
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -619,6 +636,8 @@ impl MountConfig {
                 attr_ttl: ttl,
                 threads: 4,
                 read_only: args.read_only,
+                request_size: (args.fuse_request_size * MIB) as u32,
+                kernel_readahead: kernel_readahead(args.fuse_request_size * MIB),
             },
             foreground: args.foreground,
             log_level: args.log_level,

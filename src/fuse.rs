@@ -29,8 +29,6 @@ use crate::namespace::{InodeKind, InodeNo};
 use backing::Backings;
 pub use session::{serve, SessionConfig};
 
-/// The largest read or write one FUSE request carries (256 pages, the kernel's maximum).
-const MAX_REQUEST: u32 = crate::readahead::MAX_REQUEST as u32;
 /// Asynchronous requests (read-ahead) the kernel may keep in flight.
 const MAX_BACKGROUND: u16 = 64;
 
@@ -40,6 +38,8 @@ pub struct FuseAdapter {
     fs: Arc<RgridFs>,
     runtime: Handle,
     ttl: Duration,
+    /// The largest read or write one request carries.
+    request_size: u32,
     backings: Backings,
 }
 
@@ -148,11 +148,12 @@ fn reply_xattr(fs: &RgridFs, op: &str, result: Result<XattrValue, FsError>, repl
 
 impl FuseAdapter {
     /// Binds `fs`, running its operations on `runtime`.
-    pub fn new(fs: Arc<RgridFs>, runtime: Handle, ttl: Duration) -> Self {
+    pub fn new(fs: Arc<RgridFs>, runtime: Handle, session: &SessionConfig) -> Self {
         FuseAdapter {
             fs,
             runtime,
-            ttl,
+            ttl: session.attr_ttl,
+            request_size: session.request_size,
             backings: Backings::default(),
         }
     }
@@ -214,11 +215,14 @@ fn empty(fs: &RgridFs, op: &str, result: Result<(), FsError>, reply: ReplyEmpty)
 
 impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Take the largest read-ahead the kernel offers, up to the 1 MiB one request can
-        // carry (max_pages is negotiated from it and max_write), and let it keep many
-        // read-ahead requests in flight: the read engine serves them concurrently.
-        if let Err(max) = config.set_max_readahead(MAX_REQUEST) {
+        // Requests of up to `request_size` (max_pages is negotiated from max_write and
+        // max_readahead; the kernel caps it at max_pages_limit), and many read-ahead
+        // requests in flight: the read engine serves them concurrently.
+        if let Err(max) = config.set_max_readahead(self.request_size) {
             let _ = config.set_max_readahead(max);
+        }
+        if let Err(max) = config.set_max_write(self.request_size) {
+            let _ = config.set_max_write(max);
         }
         let _ = config.set_max_background(MAX_BACKGROUND);
         // readdirplus hands attributes over with the entries: `ls -l` of N files then

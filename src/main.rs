@@ -71,7 +71,9 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         return detach(&config);
     }
     rgrid_mount::logging::init(&config.log_level)?;
+    // Named, so that `top -H` and profiles tell the daemon's threads from others.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("rgrid-worker")
         .enable_all()
         .build()?;
     let mut client_config = config.client.clone();
@@ -125,11 +127,7 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         retention,
         config.fs,
     ));
-    let adapter = FuseAdapter::new(
-        fs.clone(),
-        runtime.handle().clone(),
-        config.session.attr_ttl,
-    );
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), &config.session);
     service::announce_when_live(
         runtime.handle(),
         config.mountpoint.clone(),

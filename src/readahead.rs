@@ -50,6 +50,13 @@ pub struct ReadConfig {
     pub max_window: u64,
     /// Largest single GET of a sequential window.
     pub part_size: u64,
+    /// The largest read one FUSE request carries: sequential parts end on this grid, so
+    /// a request is a slice of one part rather than a copy joining two.
+    pub request_size: u64,
+    /// How far ahead of a reader the kernel's read-ahead sends requests (the mount's
+    /// read_ahead_kb). Those requests run concurrently and arrive in any order within
+    /// that distance.
+    pub kernel_readahead: u64,
     /// Smallest block of a random read.
     pub min_block: u64,
     /// Largest block of a random read.
@@ -68,8 +75,10 @@ impl Default for ReadConfig {
             initial_window: (1 << 20) + (128 << 10),
             max_window: 64 << 20,
             part_size: 8 << 20,
+            request_size: 1 << 20,
+            kernel_readahead: 4 << 20,
             min_block: 64 << 10,
-            max_block: MAX_REQUEST,
+            max_block: 1 << 20,
             max_memory: 128 << 20,
             stall_timeout: Duration::from_secs(20),
             attempts: 3,
@@ -322,8 +331,8 @@ impl Window {
     /// Whether `offset` is in the window or within one window size (or the kernel's
     /// read-ahead) past it: the kernel's concurrent read-ahead requests arrive out of
     /// order, and must not reset the stream.
-    fn reaches(&self, offset: u64) -> bool {
-        let ahead = self.size.max(KERNEL_READAHEAD);
+    fn reaches(&self, offset: u64, kernel_readahead: u64) -> bool {
+        let ahead = self.size.max(kernel_readahead);
         self.range()
             .is_some_and(|r| r.start <= offset && offset < r.end + ahead)
     }
@@ -340,15 +349,6 @@ pub struct ReadAhead {
     /// Reads in a row that each started where the previous one ended.
     streak: u32,
 }
-
-/// The largest read request the kernel sends (256 pages): sequential parts end on this
-/// grid, and it is the largest random block.
-pub const MAX_REQUEST: u64 = 1 << 20;
-
-/// How far ahead of a reader the kernel's own read-ahead sends requests (the mount's
-/// read_ahead_kb, which the FUSE adapter sets to this). Those requests run concurrently
-/// and arrive in any order within that distance.
-pub const KERNEL_READAHEAD: u64 = 4 << 20;
 
 /// Reads in a row, each where the last ended, that make a reader sequential. Two random
 /// reads that happen to touch are not a stream, and a window would over-fetch for them.
@@ -381,7 +381,9 @@ impl ReadAhead {
             _ => 0,
         };
         self.last_end = Some(end);
-        let sequential = self.streak >= SEQUENTIAL_STREAK || self.window.reaches(offset);
+        let kernel_readahead = self.engine.config.kernel_readahead;
+        let sequential =
+            self.streak >= SEQUENTIAL_STREAK || self.window.reaches(offset, kernel_readahead);
         if sequential {
             self.read_window(offset..end).await
         } else {
@@ -400,7 +402,8 @@ impl ReadAhead {
     }
 
     async fn read_window(&mut self, want: Range<u64>) -> Result<Bytes, ReadError> {
-        if !self.window.reaches(want.start) {
+        let kernel_readahead = self.engine.config.kernel_readahead;
+        if !self.window.reaches(want.start, kernel_readahead) {
             self.window = Window {
                 parts: VecDeque::new(),
                 size: self.engine.config.initial_window,
@@ -409,7 +412,7 @@ impl ReadAhead {
         // Keep the parts the kernel's read-ahead requests still in flight may want (they
         // arrive out of order), and at least the part before the one being read: small
         // backward seeks stay free.
-        let behind = want.start.saturating_sub(KERNEL_READAHEAD);
+        let behind = want.start.saturating_sub(kernel_readahead);
         while self.window.parts.len() > 1 && self.window.parts[1].range.end <= behind {
             self.window.parts.pop_front();
         }
@@ -439,11 +442,12 @@ impl ReadAhead {
             .min(want.start + self.window.size.max(want.end - want.start));
         while next < target {
             let mut len = config.part_size.min(self.window.size);
-            if len >= 2 * MAX_REQUEST {
+            let grid = config.request_size;
+            if len >= 2 * grid {
                 // Parts end on the grid the kernel's requests are cut on: a request
                 // inside one part is a slice, one across two a copy. (Not the window's
                 // first, small part: `head` is one GET of it.)
-                len = (next + len) / MAX_REQUEST * MAX_REQUEST - next;
+                len = (next + len) / grid * grid - next;
             }
             len = len.min(self.size - next);
             let permit = self.engine.budget.try_take(len);

@@ -28,6 +28,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("direct_io", Takes::Nothing),
     ("endpoint_url", Takes::Value),
     ("expiry_warning", Takes::Value),
+    ("fuse_request_size", Takes::Value),
     ("gid", Takes::Value),
     ("listing_heads", Takes::Value),
     ("local", Takes::Value),

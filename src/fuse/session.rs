@@ -22,6 +22,10 @@ pub struct SessionConfig {
     pub threads: usize,
     /// Mount read-only: the kernel refuses every change (EROFS) before asking us.
     pub read_only: bool,
+    /// The largest read or write one FUSE request carries.
+    pub request_size: u32,
+    /// The mount's kernel read-ahead, in bytes.
+    pub kernel_readahead: u64,
 }
 
 /// Mounts `adapter` on `mountpoint` and serves it until the mount goes away: `umount`,
@@ -51,12 +55,13 @@ pub fn serve(
     };
     fuse_config.n_threads = Some(config.threads);
     fuse_config.clone_fd = true;
+    raise_max_pages(config.request_size);
     let mut session = fuser::Session::new(adapter, mountpoint, &fuse_config)?;
     runtime.spawn(unmount_on_signal(
         session.unmount_callable(),
         mountpoint.to_owned(),
     ));
-    raise_kernel_readahead(&runtime, mountpoint.to_owned());
+    raise_kernel_readahead(&runtime, mountpoint.to_owned(), config.kernel_readahead);
     tracing::info!("mounted");
     session.run()
 }
@@ -128,13 +133,41 @@ async fn detach(mountpoint: &Path) -> bool {
     false
 }
 
-/// Kernel read-ahead for this mount, in KiB. FUSE starts at 128 KiB; larger read-ahead
-/// means fewer, larger requests (up to 1 MiB each) for sequential readers.
-const KERNEL_READAHEAD_KB: u64 = crate::readahead::KERNEL_READAHEAD >> 10;
+/// The kernel's cap on the pages of one FUSE request, for every FUSE mount (256 unless
+/// raised; Linux 6.13 and later make it settable).
+const MAX_PAGES_LIMIT: &str = "/proc/sys/fs/fuse/max_pages_limit";
 
-/// Raises the mount's read-ahead through sysfs (root only; best effort). It needs a stat
-/// of the mount point, which the session answers, so it runs beside the session loop.
-fn raise_kernel_readahead(runtime: &Handle, mountpoint: PathBuf) {
+/// Raises the kernel's cap on FUSE request pages so that one request can carry
+/// `request_size` bytes (root only; best effort, as gcsfuse does). It is a cap, not a
+/// setting: other FUSE mounts keep the sizes they ask for. Never lowered.
+fn raise_max_pages(request_size: u32) {
+    let wanted = u64::from(request_size).div_ceil(4096);
+    let Some(limit) = std::fs::read_to_string(MAX_PAGES_LIMIT)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        debug!("no {MAX_PAGES_LIMIT}: FUSE requests stay at the kernel's fixed 1 MiB");
+        return;
+    };
+    if limit >= wanted {
+        return;
+    }
+    match std::fs::write(MAX_PAGES_LIMIT, wanted.to_string()) {
+        Ok(()) => tracing::info!(
+            "raised {MAX_PAGES_LIMIT} from {limit} to {wanted}: one FUSE request carries {} KiB",
+            wanted * 4
+        ),
+        Err(e) => tracing::info!(
+            "FUSE requests stay at {} KiB ({MAX_PAGES_LIMIT}: {e})",
+            limit * 4
+        ),
+    }
+}
+
+/// Raises the mount's read-ahead through sysfs to `bytes` (root only; best effort; FUSE
+/// starts at 128 KiB): fewer, larger requests for sequential readers. It needs a stat of
+/// the mount point, which the session answers, so it runs beside the session loop.
+fn raise_kernel_readahead(runtime: &Handle, mountpoint: PathBuf, bytes: u64) {
     runtime.spawn_blocking(move || {
         use std::os::unix::fs::MetadataExt;
         let dev = std::fs::metadata(&mountpoint)?.dev();
@@ -143,7 +176,7 @@ fn raise_kernel_readahead(runtime: &Handle, mountpoint: PathBuf) {
             libc::major(dev),
             libc::minor(dev)
         );
-        std::fs::write(&knob, KERNEL_READAHEAD_KB.to_string())
+        std::fs::write(&knob, (bytes >> 10).to_string())
             .inspect_err(|e| debug!("read-ahead left as is ({knob}: {e})"))
     });
 }

@@ -97,7 +97,7 @@ async fn parts_after_the_first_end_on_the_kernels_request_grid() {
     );
     for end in &ends[1..] {
         assert!(
-            end % MAX_REQUEST == 0 || *end == bytes.len() as u64,
+            end % ReadConfig::default().request_size == 0 || *end == bytes.len() as u64,
             "part ends at {end}"
         );
     }
