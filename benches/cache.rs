@@ -28,10 +28,15 @@ fn drop_caches() {
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
 
-/// Reads `path` to the end in 1 MiB reads, as `cat` does; returns the bytes read.
+/// Reads `path` to the end in 1 MiB reads; returns the bytes read.
 fn read_all(path: &Path) -> u64 {
+    read_in(path, MIB as usize)
+}
+
+/// Reads `path` to the end in reads of `size` bytes; returns the bytes read.
+fn read_in(path: &Path, size: usize) -> u64 {
     let mut f = File::open(path).unwrap();
-    let mut buf = vec![0u8; MIB as usize];
+    let mut buf = vec![0u8; size];
     let mut total = 0;
     loop {
         match f.read(&mut buf).unwrap() {
@@ -119,23 +124,30 @@ fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
 /// Cold first reads, store side warm: a fresh cache filling against the cache off.
 fn fill(store: &TestStore) -> Row {
     let (mut on, mut off, mut rss) = (vec![], vec![], vec![]);
+    let (mut cpu_on, mut cpu_off) = (vec![], vec![]);
     let stored = store.dir.path().join(BUCKET).join(KEY);
-    for _ in 0..RUNS {
-        for filling in [true, false] {
+    for run in 0..RUNS {
+        for filling in [run % 2 == 0, run % 2 == 1] {
             let cache = tempfile::tempdir().unwrap();
             let size = if filling { "4096" } else { "0" };
             let dir = cache.path().display().to_string();
             let mount = Mount::new(store, &["--cache-dir", &dir, "--max-cache-size", size]);
             drop_caches();
             read_all(&stored);
+            let cpu = process_cpu(mount.pid());
             let t = Instant::now();
             assert_eq!(read_all(&mount.join(KEY)), GIB);
             let speed = mbps(GIB, t.elapsed());
+            // The fill's last writes and its sync belong to its cost.
+            std::thread::sleep(Duration::from_secs(2));
+            let cpu = process_cpu(mount.pid()) - cpu;
             if filling {
                 on.push(speed);
+                cpu_on.push(cpu);
                 rss.push(peak_rss_mib(mount.pid()));
             } else {
                 off.push(speed);
+                cpu_off.push(cpu);
             }
         }
     }
@@ -144,7 +156,77 @@ fn fill(store: &TestStore) -> Row {
         mount: median(on),
         local: median(off),
         rss: median(rss),
-        notes: "store side warm; both through the daemon".into(),
+        notes: format!(
+            "store side warm; daemon {:.2} CPU-s/GiB filling vs {:.2} off (the tee: one more copy, into the entry's page cache, and its writeback)",
+            median(cpu_on),
+            median(cpu_off)
+        ),
+    }
+}
+
+/// The kernel's page cache, in bytes (`Cached` of /proc/meminfo).
+fn page_cache() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = meminfo.lines().find(|l| l.starts_with("Cached:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        << 10
+}
+
+/// CPU seconds (user and system) that process `pid` has used.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// One cold first read with the cache filling, through a mount with `extra` flags in
+/// reads of `size`: MB/s, the page cache it added (the mount's pages and the entry's),
+/// and the daemon's CPU seconds.
+fn cold_fill_once(store: &TestStore, extra: &[&str], size: usize) -> (f64, f64, f64) {
+    let cache = tempfile::tempdir_in(store.dir.path()).unwrap();
+    let mount = mount(store, cache.path(), extra);
+    drop_caches();
+    read_all(&store.dir.path().join(BUCKET).join(KEY));
+    let (cached, cpu) = (page_cache(), process_cpu(mount.pid()));
+    let t = Instant::now();
+    assert_eq!(read_in(&mount.join(KEY), size), GIB);
+    let speed = mbps(GIB, t.elapsed());
+    std::thread::sleep(Duration::from_secs(2)); // the entry's sync and publish
+    let grown = page_cache().saturating_sub(cached) as f64 / GIB as f64;
+    (speed, grown, process_cpu(mount.pid()) - cpu)
+}
+
+/// Cold first reads with the cache filling: `--direct-io` against the page cache, in
+/// reads of `size` (1 MiB as `dd bs=1M`, 128 KiB as `cat`).
+fn cold_modes(store: &TestStore, size: usize, name: &'static str) -> Row {
+    let (mut direct, mut cached) = ((vec![], vec![], vec![]), (vec![], vec![], vec![]));
+    for run in 0..RUNS {
+        for mode in [run % 2 == 0, run % 2 == 1] {
+            let extra: &[&str] = if mode { &["--direct-io"] } else { &[] };
+            let (speed, grown, cpu) = cold_fill_once(store, extra, size);
+            let side = if mode { &mut direct } else { &mut cached };
+            side.0.push(speed);
+            side.1.push(grown);
+            side.2.push(cpu);
+        }
+    }
+    Row {
+        name,
+        mount: median(direct.0),
+        local: median(cached.0),
+        rss: 0.0,
+        notes: format!(
+            "page cache added: {:.2} GiB direct vs {:.2} GiB cached; daemon {:.2} vs {:.2} CPU-s/GiB",
+            median(direct.1),
+            median(cached.1),
+            median(direct.2),
+            median(cached.2)
+        ),
     }
 }
 
@@ -277,6 +359,14 @@ fn main() {
     }
     if selected("fill") {
         rows.push(fill(&store));
+    }
+    if selected("cold") {
+        let name = "cold first read, cache filling, 1 MiB reads: --direct-io (mount) vs page cache (local column)";
+        rows.push(cold_modes(&store, MIB as usize, name));
+        let name = "the same in 128 KiB reads (cat)";
+        rows.push(cold_modes(&store, 128 << 10, name));
+        let name = "the same in 16 KiB reads";
+        rows.push(cold_modes(&store, 16 << 10, name));
     }
     if selected("gzip") {
         rows.push(gzip_grep(&store));

@@ -6,7 +6,8 @@
 //!   SHA-256 when known); `<name>` is the hex SHA-256 of key and ETag. The record is
 //!   written last: an entry exists once its record does, and only complete, checked
 //!   content gets one. A fill writes under `tmp/`; a crash leaves only that, which the
-//!   next start deletes.
+//!   next start deletes. The record names the boot until a background pass has synced
+//!   the data (`cache/durable.rs`): a reboot drops what the kernel may not have written.
 //! - An entry is used only for the ETag it was filled from: the namespace's current ETag
 //!   (listing or HEAD within the metadata TTL) picks it, so a replaced object never
 //!   serves old bytes.
@@ -19,6 +20,7 @@
 
 mod adopt;
 mod decode;
+mod durable;
 mod fill;
 
 use std::collections::HashSet;
@@ -56,6 +58,9 @@ struct Record {
     size: u64,
     #[serde(default)]
     sha256: Option<String>,
+    /// The boot the data was written in, while it is not known to be on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot: Option<String>,
 }
 
 impl Record {
@@ -108,6 +113,10 @@ pub struct ObjectCache {
     tmp_counter: AtomicU64,
     /// The threads that write and publish entries, so that an unmount waits for them.
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// This boot's id: entries are published before their sync, stamped with it.
+    boot: Option<String>,
+    /// Entries published and not yet synced.
+    unsynced: Mutex<durable::Unsynced>,
 }
 
 /// What an entry holds: the content as readers see it, which for a gzip-stored object
@@ -147,6 +156,19 @@ impl ObjectCache {
     /// first), everything else (half fills, data without a record) deleted. `None` when
     /// the cache is off.
     pub fn open(config: &CacheConfig) -> io::Result<Option<Arc<ObjectCache>>> {
+        let cache = Self::open_in_boot(config, durable::boot_id())?;
+        if let Some(cache) = &cache {
+            cache.start_syncer();
+        }
+        Ok(cache)
+    }
+
+    /// [`ObjectCache::open`] in boot `boot` (unknown: `None`), without the background
+    /// sync pass.
+    fn open_in_boot(
+        config: &CacheConfig,
+        boot: Option<String>,
+    ) -> io::Result<Option<Arc<ObjectCache>>> {
         if config.max_size == 0 {
             return Ok(None);
         }
@@ -154,7 +176,7 @@ impl ObjectCache {
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         remove_stale_tmp(&tmp);
-        let mut found = scan(&dir)?;
+        let mut found = scan(&dir, boot.as_deref())?;
         found.sort_by_key(|(_, _, used)| *used);
         let mut index = Index {
             entries: LruCache::unbounded(),
@@ -174,6 +196,8 @@ impl ObjectCache {
             drained: tokio::sync::Notify::new(),
             tmp_counter: AtomicU64::new(0),
             workers: Mutex::default(),
+            boot,
+            unsynced: Mutex::default(),
         };
         cache.evict();
         Ok(Some(Arc::new(cache)))
@@ -288,19 +312,22 @@ impl ObjectCache {
         (self.index().bytes, self.max_size)
     }
 
-    /// Makes the complete, checked (and synced) file at `data`, in this cache's
-    /// filesystem, the entry of `record`: linked into place (never over a file another
-    /// mount published there: same name, same bytes), then its record written.
+    /// Makes the complete, checked file at `data`, in this cache's filesystem, the entry
+    /// of `record`: linked into place (never over a file another mount published there:
+    /// same name, same bytes), then its record written, stamped with this boot until
+    /// the background pass syncs it (`cache/durable.rs`).
     fn publish(&self, data: &Path, record: &Record) -> io::Result<()> {
         let name = record.name();
+        let mut record = record.clone();
+        self.stamp(data, &mut record)?;
         match std::fs::hard_link(data, self.data_path(&name)) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        let text = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let tmp = self.tmp_path(&format!("{name}.json"));
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, self.record_path(&name))?;
+        self.write_record(&name, &record)?;
+        if record.boot.is_some() {
+            self.published_unsynced(name.clone());
+        }
         let mut index = self.index();
         if let Some(old) = index.entries.put(name, record.size) {
             index.bytes -= old;
@@ -310,6 +337,14 @@ impl ObjectCache {
         self.stats.fills.fetch_add(1, Ordering::Relaxed);
         self.evict();
         Ok(())
+    }
+
+    /// Writes `record` as `name`'s record, whole or not at all.
+    fn write_record(&self, name: &str, record: &Record) -> io::Result<()> {
+        let text = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let tmp = self.tmp_path(&format!("{name}.json"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.record_path(name))
     }
 
     /// Runs `work` (writing or publishing an entry) on a thread of its own, which
@@ -356,8 +391,9 @@ impl ObjectCache {
 }
 
 /// The entries in `dir`: (name, size, last use), each with its record and a data file
-/// of the recorded size. Data files without a record are deleted.
-fn scan(dir: &Path) -> io::Result<Vec<(String, u64, std::time::SystemTime)>> {
+/// of the recorded size, synced or written in boot `boot`. Data files without such a
+/// record are deleted.
+fn scan(dir: &Path, boot: Option<&str>) -> io::Result<Vec<(String, u64, std::time::SystemTime)>> {
     let mut found = Vec::new();
     let mut data = HashSet::new();
     let mut records = Vec::new();
@@ -382,7 +418,7 @@ fn scan(dir: &Path) -> io::Result<Vec<(String, u64, std::time::SystemTime)>> {
         let whole = record
             .as_ref()
             .zip(meta.as_ref())
-            .is_some_and(|(r, m)| r.size == m.len() && r.name() == name);
+            .is_some_and(|(r, m)| r.size == m.len() && r.name() == name && r.serves_in(boot));
         if !whole {
             let _ = std::fs::remove_file(&path);
             continue;

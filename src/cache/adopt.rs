@@ -4,7 +4,6 @@
 //! once the upload is confirmed and the version is still the file's: at once in
 //! write-through mode, when the queue reports it in write-back mode.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -60,8 +59,8 @@ impl ObjectCache {
 
 impl LinkedSpool {
     /// The upload is in: the content is version `id` in `form`, `size` bytes hashing to
-    /// `sha256`. Synced and published by a thread of its own (a release never waits for
-    /// the disk); a link of another length is not published.
+    /// `sha256`. Published by a thread of its own (a release never waits for the disk);
+    /// a link of another length is not published.
     pub fn publish(mut self, id: &ObjectId, form: Form, size: u64, sha256: &str) {
         let Some(etag) = id.etag.clone() else {
             return;
@@ -72,15 +71,12 @@ impl LinkedSpool {
             form,
             size,
             sha256: Some(sha256.to_owned()),
+            boot: None,
         };
         let (cache, tmp) = (self.cache.clone(), self.tmp.clone());
         let publish = move || {
-            let synced = File::open(&tmp).and_then(|f| {
-                let whole = f.metadata()?.len() == record.size;
-                f.sync_data()?;
-                Ok(whole)
-            });
-            let published = match synced {
+            let whole = std::fs::metadata(&tmp).map(|m| m.len() == record.size);
+            let published = match whole {
                 Ok(true) => cache.publish(&tmp, &record),
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),

@@ -70,9 +70,8 @@ impl ObjectCache {
 }
 
 impl DecodeTarget {
-    /// The decode ended and checked out: `size` bytes hashing to `sha256`. Synced and
-    /// published by a thread of its own, so the reader that finished it never waits for
-    /// the disk.
+    /// The decode ended and checked out: `size` bytes hashing to `sha256`. Published by
+    /// a thread of its own, so the reader that finished it never waits for the disk.
     pub fn publish(mut self, size: u64, sha256: String) {
         if !self.cache.fits(size) {
             return;
@@ -83,12 +82,11 @@ impl DecodeTarget {
             form: Form::Decoded,
             size,
             sha256: Some(sha256),
+            boot: None,
         };
         let (cache, path, name) = (self.cache.clone(), self.path.clone(), self.name.clone());
         let publish = move || {
-            let published = File::open(&path)
-                .and_then(|f| f.sync_data())
-                .and_then(|()| cache.publish(&path, &record));
+            let published = cache.publish(&path, &record);
             if let Err(e) = published {
                 tracing::warn!(key = %record.key, "not cached: {e}");
             }

@@ -28,7 +28,7 @@ const START_WITHIN: u64 = 8 << 20;
 
 enum Msg {
     Data(u64, Bytes),
-    /// Every byte is in: sync and publish.
+    /// Every byte is in: publish.
     Seal,
 }
 
@@ -69,6 +69,7 @@ impl ObjectCache {
             form,
             size,
             sha256,
+            boot: None,
         };
         if !self.fits(size) || self.index().entries.contains(&record.name()) {
             return None;
@@ -239,7 +240,6 @@ impl Writer {
                     if self.file.metadata()?.len() != self.record.size {
                         return Ok(());
                     }
-                    self.file.sync_data()?;
                     return self.cache.publish(&self.path, &self.record);
                 }
             }

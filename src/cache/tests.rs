@@ -233,3 +233,44 @@ fn a_decode_target_becomes_the_decoded_entry_or_leaves_nothing() {
         "too big to keep"
     );
 }
+
+fn cache_in_boot(dir: &Path, boot: &str) -> Arc<ObjectCache> {
+    let config = CacheConfig {
+        dir: dir.to_owned(),
+        max_size: 1 << 20,
+    };
+    ObjectCache::open_in_boot(&config, Some(boot.into()))
+        .unwrap()
+        .expect("on")
+}
+
+#[test]
+fn an_unsynced_entry_lasts_its_boot_and_a_synced_one_survives_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (id("a", "\"1\""), id("b", "\"1\""));
+    let one = cache_in_boot(dir.path(), "boot-1");
+    for (v, data) in [(&a, &b"first"[..]), (&b, &b"second"[..])] {
+        let path = spool(dir.path(), data);
+        adopt(&one, v, &path, data.len() as u64);
+    }
+    // Only `b` is synced: as the background pass does once its time has come.
+    one.wait_for_workers();
+    lock_unsynced_drop(&one, "a");
+    one.sync_older_than(Duration::ZERO);
+    drop(one);
+    let same_boot = cache_in_boot(dir.path(), "boot-1");
+    assert!(same_boot.has(&a, Form::Plain), "a daemon restart keeps it");
+    drop(same_boot);
+    let rebooted = cache_in_boot(dir.path(), "boot-2");
+    assert!(
+        !rebooted.has(&a, Form::Plain),
+        "written in another boot, never synced"
+    );
+    assert_eq!(read_entry(&rebooted, &b).as_deref(), Some(&b"second"[..]));
+}
+
+/// Takes `key`'s entry off the list of entries to sync.
+fn lock_unsynced_drop(cache: &ObjectCache, key: &str) {
+    let name = entry_name(key, "\"1\"", Form::Plain);
+    cache.unsynced.lock().unwrap().retain(|(_, n)| *n != name);
+}
