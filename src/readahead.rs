@@ -369,6 +369,16 @@ impl ReadAhead {
         &self.version.key
     }
 
+    /// The object version read, and its size.
+    pub fn version(&self) -> (&ObjectId, u64) {
+        (&self.version, self.size)
+    }
+
+    /// The engine it reads through.
+    pub fn engine(&self) -> &Arc<ReadEngine> {
+        &self.engine
+    }
+
     /// Up to `len` bytes at `offset`; fewer only at the end of the file.
     pub async fn read(&mut self, offset: u64, len: u32) -> Result<Bytes, ReadError> {
         let end = self.size.min(offset.saturating_add(u64::from(len)));

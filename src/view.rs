@@ -239,6 +239,31 @@ impl FileReader {
         result.map_err(|e| self.fail(e))
     }
 
+    /// The handle is closed. A plain object of at most [`WHOLE_FETCH_MAX`] bytes that it
+    /// read only in part (a random reader: a zip directory, a database page) is fetched
+    /// whole in the background, one GET, to complete its cache entry.
+    pub fn close(&mut self) {
+        let Inner::Plain {
+            reader,
+            verifier,
+            fill,
+        } = &mut self.inner
+        else {
+            return;
+        };
+        let (id, size) = reader.version();
+        if size > WHOLE_FETCH_MAX || !fill.as_ref().is_some_and(Fill::is_running) {
+            return;
+        }
+        let (Some(fill), Some(handle)) = (fill.take(), tokio::runtime::Handle::try_current().ok())
+        else {
+            return;
+        };
+        let sha256 = verifier.as_ref().map(|v| v.expected().to_owned());
+        let job = fetch_whole(reader.engine().clone(), id.clone(), size, sha256, fill);
+        handle.spawn(job);
+    }
+
     fn fail(&mut self, e: ViewError) -> ViewError {
         if let ViewError::Mismatch { why, .. } | ViewError::Corrupt { why, .. } = &e {
             tracing::warn!(key = %self.key, "{why}");
@@ -276,6 +301,31 @@ async fn read_plain(
         }
     }
     Ok(Chunk { data, size: None })
+}
+
+/// Plain objects this small that a handle left part read are fetched whole at its close.
+pub const WHOLE_FETCH_MAX: u64 = 8 << 20;
+
+/// Fetches version `id` (`size` bytes, hashing to `sha256` if known) in one GET and
+/// completes `fill` with it; nothing is kept if the bytes are not the object's.
+async fn fetch_whole(
+    engine: Arc<ReadEngine>,
+    id: ObjectId,
+    size: u64,
+    sha256: Option<String>,
+    mut fill: Fill,
+) {
+    let data = match engine.read_small(&id, 0..size).await {
+        Ok(data) => Bytes::from(data),
+        Err(e) => return tracing::debug!(key = %id.key, "no whole fetch for the cache: {e}"),
+    };
+    let checked = data.len() as u64 == size
+        && sha256.is_none_or(|sha| sha.eq_ignore_ascii_case(&artifact::sha256_hex(&data)));
+    if !checked {
+        return tracing::warn!(key = %id.key, "not cached: the object's bytes are not what its metadata says");
+    }
+    fill.feed(0, &data).await;
+    fill.seal();
 }
 
 /// Up to `len` bytes of a local file at `offset`.

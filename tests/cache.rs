@@ -208,6 +208,35 @@ fn a_file_written_back_reads_back_from_the_cache_once_uploaded() {
     assert_eq!(store.requests("GetObject"), gets, "read from the entry");
 }
 
+#[test]
+fn a_small_file_read_at_random_is_fetched_whole_at_close() {
+    use std::os::unix::fs::FileExt;
+    let store = TestStore::start();
+    let small = pseudo_random(3 << 20, 21);
+    let big = pseudo_random(9 << 20, 22);
+    store.put("db/small.sqlite", small.clone());
+    store.put("db/big.sqlite", big.clone());
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let mount = mount(&store, cache.path(), &[]);
+        for (name, data) in [("small", &small), ("big", &big)] {
+            let file = fs::File::open(mount.join(&format!("db/{name}.sqlite"))).unwrap();
+            let mut page = [0u8; 4096];
+            for offset in [2 << 20, 4096, 1 << 20] {
+                file.read_exact_at(&mut page, offset).unwrap();
+                assert_eq!(&page[..], &data[offset as usize..offset as usize + 4096]);
+            }
+        }
+        wait_entries(cache.path(), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(entries(cache.path()), 1, "past 8 MiB, no whole fetch");
+    }
+    let mount = mount(&store, cache.path(), &[]);
+    let gets = store.requests("GetObject");
+    assert_eq!(fs::read(mount.join("db/small.sqlite")).unwrap(), small);
+    assert_eq!(store.requests("GetObject"), gets, "read from the entry");
+}
+
 /// The mount's status (`rgrid-mount status --json`).
 fn status(store: &TestStore, mount: &Mount) -> serde_json::Value {
     common::status_json(store, mount)["mounts"][0]["status"].clone()

@@ -179,6 +179,11 @@ impl Fill {
         self.covered.insert(start, end);
     }
 
+    /// Whether it has bytes and takes more: started, not sealed or dropped.
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, State::Running(_))
+    }
+
     /// Whether every byte has been fed.
     pub fn is_whole(&self) -> bool {
         self.covered

@@ -510,8 +510,9 @@ impl RgridFs {
             return;
         };
         let mut file = file.lock().await;
-        let OpenFile::Write(writer) = &mut *file else {
-            return;
+        let writer = match &mut *file {
+            OpenFile::Write(writer) => writer,
+            OpenFile::Read(reader) => return reader.view.close(),
         };
         let attrs_changed = self.namespace.upload_attrs(writer.ino).pending;
         if (writer.dirty || attrs_changed) && writer.failed.is_none() {

@@ -55,6 +55,11 @@ impl Verifier {
         }
     }
 
+    /// The hex SHA-256 the content must hash to.
+    pub fn expected(&self) -> &str {
+        &self.expected
+    }
+
     /// Takes the bytes a read at `offset` returned.
     pub fn feed(&mut self, offset: u64, data: &Bytes) -> Verdict {
         if self.done || data.is_empty() {
