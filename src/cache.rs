@@ -22,20 +22,20 @@ mod adopt;
 mod decode;
 mod durable;
 mod fill;
+mod index;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 pub use adopt::LinkedSpool;
 pub use decode::DecodeTarget;
 pub use fill::Fill;
+use index::{Entry, Index};
 
 use crate::artifact;
 use crate::object::{ObjectHeaders, ObjectId};
@@ -61,6 +61,9 @@ struct Record {
     /// The boot the data was written in, while it is not known to be on disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     boot: Option<String>,
+    /// When the store deletes the object (Unix seconds), if known: evicted first after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
 }
 
 impl Record {
@@ -82,15 +85,6 @@ pub struct CacheStats {
     pub evictions: AtomicU64,
     /// Entries published.
     pub fills: AtomicU64,
-}
-
-/// What the cache holds, in memory: each entry's size, least recently used first.
-#[derive(Debug)]
-struct Index {
-    entries: LruCache<String, u64>,
-    bytes: u64,
-    /// Entries being filled: one fill per entry at a time.
-    filling: HashSet<String>,
 }
 
 /// Fills at once, at most: each has a thread and a temp file.
@@ -176,17 +170,7 @@ impl ObjectCache {
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         remove_stale_tmp(&tmp);
-        let mut found = scan(&dir, boot.as_deref())?;
-        found.sort_by_key(|(_, _, used)| *used);
-        let mut index = Index {
-            entries: LruCache::unbounded(),
-            bytes: 0,
-            filling: HashSet::new(),
-        };
-        for (name, size, _) in found {
-            index.bytes += size;
-            index.entries.put(name, size);
-        }
+        let index = Index::load(&dir, boot.as_deref())?;
         let cache = ObjectCache {
             dir,
             max_size: config.max_size,
@@ -232,7 +216,7 @@ impl ObjectCache {
 
     fn open_whole(&self, id: &ObjectId, form: Form) -> Option<File> {
         let name = entry_name(&id.key, id.etag.as_deref()?, form);
-        let size = *self.index().entries.get(&name)?;
+        let size = self.index().entries.get(&name)?.size;
         let file = File::open(self.data_path(&name));
         let len = file
             .as_ref()
@@ -256,11 +240,7 @@ impl ObjectCache {
 
     /// Drops `name` from the index and the disk.
     fn forget(&self, name: &str) {
-        let mut index = self.index();
-        if let Some(size) = index.entries.pop(name) {
-            index.bytes -= size;
-        }
-        drop(index);
+        self.index().remove(name);
         let _ = std::fs::remove_file(self.record_path(name));
         let _ = std::fs::remove_file(self.data_path(name));
     }
@@ -278,7 +258,7 @@ impl ObjectCache {
     /// and this is what it decodes to (no counting, no recency).
     pub fn decoded_size(&self, id: &ObjectId) -> Option<u64> {
         let name = entry_name(&id.key, id.etag.as_deref()?, Form::Decoded);
-        self.index().entries.peek(&name).copied()
+        self.index().entries.peek(&name).map(|e| e.size)
     }
 
     /// A fresh temp path, this process's own.
@@ -319,6 +299,7 @@ impl ObjectCache {
     fn publish(&self, data: &Path, record: &Record) -> io::Result<()> {
         let name = record.name();
         let mut record = record.clone();
+        record.expires_at = self.index().expiring.get(&name).copied();
         self.stamp(data, &mut record)?;
         match std::fs::hard_link(data, self.data_path(&name)) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
@@ -328,12 +309,11 @@ impl ObjectCache {
         if record.boot.is_some() {
             self.published_unsynced(name.clone());
         }
-        let mut index = self.index();
-        if let Some(old) = index.entries.put(name, record.size) {
-            index.bytes -= old;
-        }
-        index.bytes += record.size;
-        drop(index);
+        let entry = Entry {
+            size: record.size,
+            expires_at: record.expires_at,
+        };
+        self.index().insert(name, entry);
         self.stats.fills.fetch_add(1, Ordering::Relaxed);
         self.evict();
         Ok(())
@@ -367,7 +347,21 @@ impl ObjectCache {
         }
     }
 
-    /// Removes least recently used entries until the entries fit the bound.
+    /// The store deletes version `id` at `at` (the retention policy's expiry): once
+    /// that has passed, its entry in `form` is the first to go when room is needed.
+    pub fn note_expiry(&self, id: &ObjectId, form: Form, at: std::time::SystemTime) {
+        let Some(etag) = id.etag.as_deref() else {
+            return;
+        };
+        let at = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.index()
+            .note_expiry(entry_name(&id.key, etag, form), at);
+    }
+
+    /// Removes entries until they fit the bound: those of expired objects first, then the
+    /// least recently used.
     fn evict(&self) {
         loop {
             let name = {
@@ -375,11 +369,10 @@ impl ObjectCache {
                 if index.bytes <= self.max_size {
                     return;
                 }
-                let Some((name, size)) = index.entries.pop_lru() else {
-                    return;
-                };
-                index.bytes -= size;
-                name
+                match index.take_victim(std::time::SystemTime::now()) {
+                    Some(name) => name,
+                    None => return,
+                }
             };
             // The record first: a data file without one is not an entry.
             let _ = std::fs::remove_file(self.record_path(&name));
@@ -388,51 +381,6 @@ impl ObjectCache {
             crate::metrics::object_cache_eviction();
         }
     }
-}
-
-/// The entries in `dir`: (name, size, last use), each with its record and a data file
-/// of the recorded size, synced or written in boot `boot`. Data files without such a
-/// record are deleted.
-fn scan(dir: &Path, boot: Option<&str>) -> io::Result<Vec<(String, u64, std::time::SystemTime)>> {
-    let mut found = Vec::new();
-    let mut data = HashSet::new();
-    let mut records = Vec::new();
-    for item in std::fs::read_dir(dir)? {
-        let item = item?;
-        let Some(name) = item.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        match name.strip_suffix(".json") {
-            Some(stem) => records.push((stem.to_owned(), item.path())),
-            None if item.file_type()?.is_file() => {
-                data.insert(name);
-            }
-            None => {}
-        }
-    }
-    for (name, path) in records {
-        let record: Option<Record> = std::fs::read(&path)
-            .ok()
-            .and_then(|text| serde_json::from_slice(&text).ok());
-        let meta = std::fs::metadata(dir.join(&name)).ok();
-        let whole = record
-            .as_ref()
-            .zip(meta.as_ref())
-            .is_some_and(|(r, m)| r.size == m.len() && r.name() == name && r.serves_in(boot));
-        if !whole {
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
-        data.remove(&name);
-        let used = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        found.push((name, meta.map_or(0, |m| m.len()), used));
-    }
-    for orphan in data {
-        let _ = std::fs::remove_file(dir.join(orphan));
-    }
-    Ok(found)
 }
 
 /// Deletes the temp files in `tmp` of processes no longer running: what a crash left.

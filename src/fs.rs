@@ -365,7 +365,7 @@ impl RgridFs {
             let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
             return self.opened(fh, ino, false, false, None);
         }
-        self.warn_if_expiring(&node);
+        self.note_expiry(&node);
         let (view, backing) = self.reader_of(&node)?;
         let cached = backing.is_some();
         // A decoded entry whose size the kernel may not have been told: every read
@@ -485,9 +485,10 @@ impl RgridFs {
         }
     }
 
-    /// Logs, once per key, that the file being opened expires within the warning period.
+    /// At the open of `node`: logs, once per key, that the file expires within the
+    /// warning period, and tells the cache when its entry stops being worth keeping.
     /// Opens make no request for it: the tags count if this mount has them.
-    fn warn_if_expiring(&self, node: &Node) {
+    fn note_expiry(&self, node: &Node) {
         let object = Subject {
             key: &node.key,
             size: node.stored_size,
@@ -497,6 +498,9 @@ impl RgridFs {
         let Some(Expiry::At { at, source }) = expiry else {
             return;
         };
+        if let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) {
+            cache.note_expiry(&node.object_id(), Form::of(headers), at);
+        }
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
         if left >= self.retention.warning() {
             return;

@@ -72,6 +72,7 @@ impl LinkedSpool {
             size,
             sha256: Some(sha256.to_owned()),
             boot: None,
+            expires_at: None,
         };
         let (cache, tmp) = (self.cache.clone(), self.tmp.clone());
         let publish = move || {

@@ -83,6 +83,7 @@ impl DecodeTarget {
             size,
             sha256: Some(sha256),
             boot: None,
+            expires_at: None,
         };
         let (cache, path, name) = (self.cache.clone(), self.path.clone(), self.name.clone());
         let publish = move || {

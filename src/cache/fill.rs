@@ -70,6 +70,7 @@ impl ObjectCache {
             size,
             sha256,
             boot: None,
+            expires_at: None,
         };
         if !self.fits(size) || self.index().entries.contains(&record.name()) {
             return None;

@@ -274,3 +274,25 @@ fn lock_unsynced_drop(cache: &ObjectCache, key: &str) {
     let name = entry_name(key, "\"1\"", Form::Plain);
     cache.unsynced.lock().unwrap().retain(|(_, n)| *n != name);
 }
+
+#[test]
+fn an_expired_object_is_evicted_before_older_entries_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = cache(dir.path(), 1 << 20);
+    let (old, expired) = (id("old", "\"1\""), id("expired", "\"1\""));
+    let yesterday = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    one.note_expiry(&expired, Form::Plain, yesterday);
+    for (v, data) in [(&old, &[1u8; 1000][..]), (&expired, &[2u8; 1000][..])] {
+        let path = spool(dir.path(), data);
+        adopt(&one, v, &path, 1000);
+    }
+    assert!(
+        read_entry(&one, &expired).is_some(),
+        "the most recently used"
+    );
+    drop(one);
+    // Room for one entry: the expired one goes, though the other is older.
+    let two = cache(dir.path(), 1500);
+    assert!(two.has(&old, Form::Plain));
+    assert!(!two.has(&expired, Form::Plain));
+}
