@@ -1,13 +1,15 @@
-//! Object cache benchmark: what a cached file costs to read again, on a fresh mount
-//! with the page cache dropped, against `cat`-like reading of the same bytes from a local
-//! file on the same disk (the entry itself, read as a plain file); the same with passthrough off (reads through the daemon); and
-//! the cold first read with the cache filling against the cache off, both against the
-//! raw-client-warm store; and `grep` of a gzip-stored 1 GiB CSV a second time, on a fresh
-//! mount, against `grep` of its decoded entry as a local file. Medians of RUNS runs, same
-//! run, ratios mount/local.
+//! Object cache benchmark, medians of RUNS runs in one run, ratios mount/local:
+//! - re-reads of a cached 1 GiB file on a fresh mount, page cache dropped, against
+//!   reading the same bytes from a local file on the same disk (the entry itself, read
+//!   as a plain file); the same with passthrough off (reads through the daemon); both
+//!   again with the entry in the page cache;
+//! - the cold first read with the cache filling against the cache off (raw-client-warm
+//!   store), and with the cache filling, direct I/O against the page cache;
+//! - `grep` of a gzip-stored 1 GiB CSV a second time, on a fresh mount, against `grep`
+//!   of its decoded entry as a local file.
 //!
 //! `cargo bench --bench cache [-- SCENARIO...]` (root, /dev/fuse; scenarios: reread,
-//! fallback, fill, gzip).
+//! fallback, warm, fill, cold, gzip).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,14 +19,23 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{median, peak_rss_mib, pseudo_random, selected, Mount, TestStore, BUCKET};
+use common::{
+    daemon_reads, median, peak_rss_mib, process_cpu, pseudo_random, selected, Mount, TestStore,
+    BUCKET,
+};
 
 const RUNS: usize = 5;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const KEY: &str = "cached-1g.bin";
 
+/// Empties the page cache: written back first, since dirty pages (an entry just
+/// published) are not dropped.
 fn drop_caches() {
+    assert!(std::process::Command::new("sync")
+        .status()
+        .unwrap()
+        .success());
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
 
@@ -66,59 +77,88 @@ struct Row {
     notes: String,
 }
 
-/// Re-reads of the cached file on fresh mounts (`extra` flags), page cache dropped,
-/// against the same bytes read from a local file on the same disk.
+/// Re-reads of the cached file on fresh mounts (`extra` flags), page cache dropped
+/// (`cold`) or holding the entry, against the same bytes read from a local file on the
+/// same disk.
 fn reread(
     store: &TestStore,
     cache: &Path,
     local: &Path,
-    extra: &[&str],
+    (extra, cold): (&[&str], bool),
     name: &'static str,
 ) -> Row {
-    let (mut m, mut l, mut rss, mut gets, mut reads) = (vec![], vec![], vec![], vec![], vec![]);
-    for run in 0..RUNS {
-        // The disk's speed drifts: which side goes first alternates.
-        let read_local = |l: &mut Vec<f64>| {
-            drop_caches();
-            let t = Instant::now();
-            assert_eq!(read_all(local), GIB);
-            l.push(mbps(GIB, t.elapsed()));
-        };
-        if run % 2 == 1 {
-            read_local(&mut l);
-        }
-        let mount = mount(store, cache, extra);
-        let before = (store.requests("GetObject"), daemon_reads(store, &mount));
-        drop_caches();
+    let settle = || match cold {
+        true => drop_caches(),
+        false => assert_eq!(read_all(local), GIB),
+    };
+    let timed = |path: &Path| {
         let t = Instant::now();
-        assert_eq!(read_all(&mount.join(KEY)), GIB);
-        m.push(mbps(GIB, t.elapsed()));
-        gets.push((store.requests("GetObject") - before.0) as f64);
-        reads.push((daemon_reads(store, &mount) - before.1) as f64);
-        rss.push(peak_rss_mib(mount.pid()));
-        if run % 2 == 0 {
-            read_local(&mut l);
-        }
-    }
+        assert_eq!(read_all(path), GIB);
+        t.elapsed()
+    };
+    let sides = Sides {
+        settle: &settle,
+        on_mount: &|mount| timed(&mount.join(KEY)),
+        local: &|| timed(local),
+    };
+    let got = alternate(store, cache, extra, &sides);
     Row {
         name,
-        mount: median(m),
-        local: median(l),
-        rss: median(rss),
+        mount: median(got.mount),
+        local: median(got.local),
+        rss: median(got.rss),
         notes: format!(
             "{:.0} GETs, {:.0} reads seen by the daemon per re-read",
-            median(gets),
-            median(reads)
+            median(got.gets),
+            median(got.reads)
         ),
     }
 }
 
-/// Read requests the daemon served so far (its status counters).
-fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
-    let status = common::status_json(store, mount);
-    status["mounts"][0]["status"]["counters"]["reads"]
-        .as_u64()
-        .unwrap()
+/// What [`alternate`] runs: `settle` before each side, the mount's work, the local one;
+/// each side returns how long its GiB took.
+struct Sides<'a> {
+    settle: &'a dyn Fn(),
+    on_mount: &'a dyn Fn(&Mount) -> Duration,
+    local: &'a dyn Fn() -> Duration,
+}
+
+/// Per run, MB/s of each side, and the mount's peak RSS, GETs and daemon reads.
+#[derive(Default)]
+struct Samples {
+    mount: Vec<f64>,
+    local: Vec<f64>,
+    rss: Vec<f64>,
+    gets: Vec<f64>,
+    reads: Vec<f64>,
+}
+
+/// RUNS runs of both sides, each on a fresh mount sharing `cache` (`extra` flags); which
+/// side goes first alternates, as the disk's speed drifts.
+fn alternate(store: &TestStore, cache: &Path, extra: &[&str], sides: &Sides) -> Samples {
+    let mut got = Samples::default();
+    let local = |got: &mut Samples| {
+        (sides.settle)();
+        got.local.push(mbps(GIB, (sides.local)()));
+    };
+    for run in 0..RUNS {
+        if run % 2 == 1 {
+            local(&mut got);
+        }
+        let mount = mount(store, cache, extra);
+        let before = (store.requests("GetObject"), daemon_reads(store, &mount));
+        (sides.settle)();
+        got.mount.push(mbps(GIB, (sides.on_mount)(&mount)));
+        got.gets
+            .push((store.requests("GetObject") - before.0) as f64);
+        got.reads
+            .push((daemon_reads(store, &mount) - before.1) as f64);
+        got.rss.push(peak_rss_mib(mount.pid()));
+        if run % 2 == 0 {
+            local(&mut got);
+        }
+    }
+    got
 }
 
 /// Cold first reads, store side warm: a fresh cache filling against the cache off.
@@ -176,18 +216,10 @@ fn page_cache() -> u64 {
         << 10
 }
 
-/// CPU seconds (user and system) that process `pid` has used.
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
 /// One cold first read with the cache filling, through a mount with `extra` flags in
 /// reads of `size`: MB/s, the page cache it added (the mount's pages and the entry's),
-/// and the daemon's CPU seconds.
-fn cold_fill_once(store: &TestStore, extra: &[&str], size: usize) -> (f64, f64, f64) {
+/// the daemon's CPU seconds and its peak RSS.
+fn cold_fill_once(store: &TestStore, extra: &[&str], size: usize) -> (f64, f64, f64, f64) {
     let cache = tempfile::tempdir_in(store.dir.path()).unwrap();
     let mount = mount(store, cache.path(), extra);
     drop_caches();
@@ -198,17 +230,20 @@ fn cold_fill_once(store: &TestStore, extra: &[&str], size: usize) -> (f64, f64, 
     let speed = mbps(GIB, t.elapsed());
     std::thread::sleep(Duration::from_secs(2)); // the entry's sync and publish
     let grown = page_cache().saturating_sub(cached) as f64 / GIB as f64;
-    (speed, grown, process_cpu(mount.pid()) - cpu)
+    let rss = peak_rss_mib(mount.pid());
+    (speed, grown, process_cpu(mount.pid()) - cpu, rss)
 }
 
 /// Cold first reads with the cache filling: `--direct-io` against the page cache, in
 /// reads of `size` (1 MiB as `dd bs=1M`, 128 KiB as `cat`).
 fn cold_modes(store: &TestStore, size: usize, name: &'static str) -> Row {
     let (mut direct, mut cached) = ((vec![], vec![], vec![]), (vec![], vec![], vec![]));
+    let mut rss = vec![];
     for run in 0..RUNS {
         for mode in [run % 2 == 0, run % 2 == 1] {
             let extra: &[&str] = if mode { &["--direct-io"] } else { &[] };
-            let (speed, grown, cpu) = cold_fill_once(store, extra, size);
+            let (speed, grown, cpu, peak) = cold_fill_once(store, extra, size);
+            rss.push(peak);
             let side = if mode { &mut direct } else { &mut cached };
             side.0.push(speed);
             side.1.push(grown);
@@ -219,7 +254,7 @@ fn cold_modes(store: &TestStore, size: usize, name: &'static str) -> Row {
         name,
         mount: median(direct.0),
         local: median(cached.0),
-        rss: 0.0,
+        rss: median(rss),
         notes: format!(
             "page cache added: {:.2} GiB direct vs {:.2} GiB cached; daemon {:.2} vs {:.2} CPU-s/GiB",
             median(direct.1),
@@ -264,41 +299,28 @@ fn gzip_grep(store: &TestStore) -> Row {
     let records = walk_records(cache.path());
     assert_eq!(records.len(), 1, "the first grep filled the cache");
     let local = records[0].with_extension("");
-    let (mut m, mut l, mut rss, mut gets, mut reads) = (vec![], vec![], vec![], vec![], vec![]);
-    for run in 0..RUNS {
-        let grep_local = |l: &mut Vec<f64>| {
-            drop_caches();
-            let (plain, took) = grep(&local);
-            assert_eq!(plain, count);
-            l.push(mbps(GIB, took));
-        };
-        if run % 2 == 1 {
-            grep_local(&mut l);
-        }
-        let mount = mount(store, cache.path(), &[]);
-        let before = (store.requests("GetObject"), daemon_reads(store, &mount));
-        drop_caches();
-        let (again, took) = grep(&mount.join(CSV_KEY));
-        assert_eq!(again, count);
-        m.push(mbps(GIB, took));
-        gets.push((store.requests("GetObject") - before.0) as f64);
-        reads.push((daemon_reads(store, &mount) - before.1) as f64);
-        rss.push(peak_rss_mib(mount.pid()));
-        if run % 2 == 0 {
-            grep_local(&mut l);
-        }
-    }
+    let grep_timed = |path: &Path| {
+        let (found, took) = grep(path);
+        assert_eq!(found, count);
+        took
+    };
+    let sides = Sides {
+        settle: &drop_caches,
+        on_mount: &|mount| grep_timed(&mount.join(CSV_KEY)),
+        local: &|| grep_timed(&local),
+    };
+    let got = alternate(store, cache.path(), &[], &sides);
     Row {
         name: "grep of a gzip-stored 1 GiB CSV a second time, fresh mount, page cache dropped",
-        mount: median(m),
-        local: median(l),
-        rss: median(rss),
+        mount: median(got.mount),
+        local: median(got.local),
+        rss: median(got.rss),
         notes: format!(
             "{stored_mib} MiB stored; first grep (decode + fill) {:.0} MB/s; {:.0} GETs, \
              {:.0} daemon reads per second grep: no decode",
             mbps(GIB, first),
-            median(gets),
-            median(reads)
+            median(got.gets),
+            median(got.reads)
         ),
     }
 }
@@ -345,17 +367,19 @@ fn main() {
     let mut rows = Vec::new();
     if selected("reread") {
         let name = "re-read of a cached 1 GiB file, fresh mount, page cache dropped (passthrough)";
-        rows.push(reread(&store, cache.path(), &local, &[], name));
+        rows.push(reread(&store, cache.path(), &local, (&[], true), name));
     }
     if selected("fallback") {
         let name = "the same with --no-passthrough (reads through the daemon)";
-        rows.push(reread(
-            &store,
-            cache.path(),
-            &local,
-            &["--no-passthrough"],
-            name,
-        ));
+        let flags: &[&str] = &["--no-passthrough"];
+        rows.push(reread(&store, cache.path(), &local, (flags, true), name));
+    }
+    if selected("warm") {
+        let name = "re-read with the entry in the page cache (passthrough)";
+        rows.push(reread(&store, cache.path(), &local, (&[], false), name));
+        let name = "the same with --no-passthrough";
+        let flags: &[&str] = &["--no-passthrough"];
+        rows.push(reread(&store, cache.path(), &local, (flags, false), name));
     }
     if selected("fill") {
         rows.push(fill(&store));

@@ -17,7 +17,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use common::{median, peak_rss_mib, pseudo_random, selected, Mount, TestStore, BUCKET};
+use common::{
+    daemon_reads, median, peak_rss_mib, process_cpu, pseudo_random, selected, stat_cpu, Mount,
+    TestStore, BUCKET,
+};
 use futures::StreamExt;
 
 const RUNS: usize = 5;
@@ -422,20 +425,6 @@ fn big_file_rss(store: &TestStore) -> Row {
     }
 }
 
-/// CPU seconds (user and system) that process `pid` has used.
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat_cpu(&stat)
-}
-
-/// utime + stime of a /proc stat line, in seconds (the name may hold spaces: fields
-/// are counted after its closing parenthesis).
-fn stat_cpu(stat: &str) -> f64 {
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
 /// CPU seconds used by this process's threads named `raw-client*`.
 fn raw_client_cpu() -> f64 {
     let mut total = 0.0;
@@ -451,14 +440,6 @@ fn raw_client_cpu() -> f64 {
         }
     }
     total
-}
-
-/// Read requests the daemon served so far (its status counters).
-fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
-    let status = common::status_json(store, mount);
-    status["mounts"][0]["status"]["counters"]["reads"]
-        .as_u64()
-        .unwrap()
 }
 
 /// Cold sequential reads of 1 GiB through mounts with FUSE requests of 1, 4 and 16 MiB:

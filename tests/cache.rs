@@ -242,10 +242,6 @@ fn status(store: &TestStore, mount: &Mount) -> serde_json::Value {
     common::status_json(store, mount)["mounts"][0]["status"].clone()
 }
 
-fn reads(store: &TestStore, mount: &Mount) -> u64 {
-    status(store, mount)["counters"]["reads"].as_u64().unwrap()
-}
-
 fn sha256(data: &[u8]) -> String {
     rgrid_mount::artifact::sha256_hex(data)
 }
@@ -337,7 +333,7 @@ fn a_gzip_object_read_once_greps_again_after_remount_without_get_or_decode() {
         let path = mount.join("e/table.csv");
         // The entry tells the decoded size: `ls -l` agrees with a read before any open.
         assert_eq!(fs::metadata(&path).unwrap().len(), data.len() as u64);
-        let before = reads(&store, &mount);
+        let before = common::daemon_reads(&store, &mount);
         assert_eq!(grep_count(&path, "7"), count);
         assert_eq!(fs::read(&path).unwrap(), data);
         assert_eq!(
@@ -346,7 +342,11 @@ fn a_gzip_object_read_once_greps_again_after_remount_without_get_or_decode() {
             "no GET: the decoded entry"
         );
         if extra.is_empty() {
-            assert_eq!(reads(&store, &mount), before, "passthrough: no daemon read");
+            assert_eq!(
+                common::daemon_reads(&store, &mount),
+                before,
+                "passthrough: no daemon read"
+            );
         }
     }
 }
@@ -394,14 +394,17 @@ fn cached_files_are_served_by_passthrough_and_map_shared() {
     let cache = tempfile::tempdir().unwrap();
     read_once(&store, cache.path(), "d/model.bin");
     let mount = mount(&store, cache.path(), &[]);
-    let (before, gets) = (reads(&store, &mount), store.requests("GetObject"));
+    let (before, gets) = (
+        common::daemon_reads(&store, &mount),
+        store.requests("GetObject"),
+    );
     assert_eq!(fs::read(mount.join("d/model.bin")).unwrap(), data);
     assert_eq!(
         common::map_shared(&mount.join("d/model.bin")).unwrap(),
         data
     );
     assert_eq!(
-        reads(&store, &mount),
+        common::daemon_reads(&store, &mount),
         before,
         "the kernel served every read"
     );
@@ -411,9 +414,12 @@ fn cached_files_are_served_by_passthrough_and_map_shared() {
     drop(mount);
 
     let off = self::mount(&store, cache.path(), &["--no-passthrough"]);
-    let before = reads(&store, &off);
+    let before = common::daemon_reads(&store, &off);
     assert_eq!(fs::read(off.join("d/model.bin")).unwrap(), data);
-    assert!(reads(&store, &off) > before, "the fallback reads here");
+    assert!(
+        common::daemon_reads(&store, &off) > before,
+        "the fallback reads here"
+    );
     assert_eq!(store.requests("GetObject"), gets, "from the entry");
 }
 

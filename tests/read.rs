@@ -217,14 +217,6 @@ fn reads_waiting_on_a_silent_store_leave_the_mount_answering() {
     );
 }
 
-/// Read requests the daemon served so far.
-fn daemon_reads(store: &TestStore, mount: &Mount) -> u64 {
-    let status = common::status_json(store, mount);
-    status["mounts"][0]["status"]["counters"]["reads"]
-        .as_u64()
-        .unwrap()
-}
-
 #[test]
 fn larger_fuse_requests_carry_the_same_bytes_in_fewer_reads() {
     let store = TestStore::start();
@@ -234,12 +226,12 @@ fn larger_fuse_requests_carry_the_same_bytes_in_fewer_reads() {
         &store,
         &["--fuse-request-size", "4", "--max-cache-size", "0"],
     );
-    let before = daemon_reads(&store, &mount);
+    let before = common::daemon_reads(&store, &mount);
     assert!(
         fs::read(mount.join("big.bin")).unwrap() == data,
         "bytes differ"
     );
-    let reads = daemon_reads(&store, &mount) - before;
+    let reads = common::daemon_reads(&store, &mount) - before;
     // 1 MiB requests would be 24 at least; the kernel's first ones are smaller.
     assert!(reads <= 16, "{reads} FUSE reads for 24 MiB");
     let limit = fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit").unwrap();
@@ -249,13 +241,11 @@ fn larger_fuse_requests_carry_the_same_bytes_in_fewer_reads() {
     );
     for bad in ["0", "17"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_rgrid-mount"))
-            .args(["--fuse-request-size", bad])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let stderr = common::refused(
+            Command::new(env!("CARGO_BIN_EXE_rgrid-mount"))
+                .args(["--fuse-request-size", bad])
+                .arg(dir.path()),
+        );
         assert!(
             stderr.contains("--fuse-request-size must be between 1 and 16"),
             "{stderr}"

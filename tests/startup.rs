@@ -3,16 +3,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{is_mounted, rgrid_mount, Mount, TestStore};
+use common::{is_mounted, refused, rgrid_mount, Mount, TestStore};
 
 fn fails(mut cmd: Command, mountpoint: &std::path::Path) -> String {
     let started = Instant::now();
-    let out: Output = cmd.arg("--foreground").arg(mountpoint).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused(cmd.arg("--foreground").arg(mountpoint));
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "slow failure: {:?}",
@@ -138,15 +136,13 @@ fn detached_mode_returns_once_mounted() {
 #[test]
 fn detached_mode_reports_the_daemons_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rgrid-mount"))
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "y")
-        .args(["--endpoint-url", "http://127.0.0.1:1"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused(
+        Command::new(env!("CARGO_BIN_EXE_rgrid-mount"))
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y")
+            .args(["--endpoint-url", "http://127.0.0.1:1"])
+            .arg(dir.path()),
+    );
     assert!(
         stderr.contains("cannot reach the store at http://127.0.0.1:1"),
         "{stderr}"

@@ -447,6 +447,36 @@ impl Drop for Mount {
     }
 }
 
+/// Read requests the daemon of `mount` served so far (its status counters).
+pub fn daemon_reads(store: &dyn Endpoint, mount: &Mount) -> u64 {
+    let status = status_json(store, mount);
+    status["mounts"][0]["status"]["counters"]["reads"]
+        .as_u64()
+        .unwrap()
+}
+
+/// CPU seconds (user and system) that process `pid` has used.
+pub fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu(&stat)
+}
+
+/// utime + stime of a /proc stat line, in seconds (the name may hold spaces: fields
+/// are counted after its closing parenthesis).
+pub fn stat_cpu(stat: &str) -> f64 {
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Runs `cmd`, which must fail as bad input does (exit code 1): its stderr.
+pub fn refused(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// Runs `cmd`: its stdout if it succeeded, else its stderr.
 pub fn outcome(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().unwrap();
