@@ -95,11 +95,15 @@ fn sync_waits_for_the_store_and_names_what_it_refuses() {
         Some(libc::EACCES)
     );
     drop(file);
-    assert!(
-        upload_state(&path).starts_with("failed: "),
-        "{}",
-        upload_state(&path)
-    );
+    // The release (sent after close returns) tries the upload once more: "uploading"
+    // until the store refuses it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !upload_state(&path).starts_with("failed: ") {
+        let state = upload_state(&path);
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        assert_eq!(state, "uploading");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let mp = mount.path.to_str().unwrap();
     let refused = cli(&store, &["sync", mp]);
