@@ -210,12 +210,24 @@ pub struct StoreArgs {
     /// CA, as production MinIO often has); default: $AWS_CA_BUNDLE, as the AWS CLI reads.
     #[arg(long, value_name = "PATH")]
     pub ca_bundle: Option<PathBuf>,
+
+    /// Seconds a request to the store may take to answer, and a body to send its next
+    /// bytes (uploads: one more second per MiB sent). One that takes longer fails (EIO),
+    /// and the store counts as unreachable: later requests fail at once, with one try
+    /// every 2 s, until it answers again.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub request_timeout: f64,
 }
 
 impl StoreArgs {
     /// The object client's settings.
     pub fn client_config(&self) -> anyhow::Result<S3ClientConfig> {
+        if !(self.request_timeout.is_finite() && (1.0..=3600.0).contains(&self.request_timeout)) {
+            bail!("--request-timeout must be between 1 and 3600 seconds");
+        }
         let mut client = S3ClientConfig::new(&self.bucket);
+        client.request_timeout = Duration::from_secs_f64(self.request_timeout);
+        client.read_timeout = client.request_timeout;
         client.force_path_style = self.endpoint_url.is_some();
         client.endpoint_url = self.endpoint_url.clone();
         client.region = self.region.clone();

@@ -22,7 +22,7 @@ use rgrid_mount::config::{
 use rgrid_mount::fs::RgridFs;
 use rgrid_mount::fuse::{self, FuseAdapter};
 use rgrid_mount::namespace::Namespace;
-use rgrid_mount::object::{MeteredClient, ObjectClient, ObjectError, S3Client};
+use rgrid_mount::object::{GuardedClient, MeteredClient, ObjectClient, ObjectError, S3Client};
 use rgrid_mount::readahead::ReadEngine;
 use rgrid_mount::retention::{self, Retention};
 use rgrid_mount::service;
@@ -96,7 +96,9 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
     let s3 = runtime
         .block_on(S3Client::new(client_config.clone()))
         .map_err(|e| startup_error(e, &client_config))?;
-    let mut client: Arc<dyn ObjectClient> = Arc::new(s3);
+    let s3: Arc<dyn ObjectClient> = Arc::new(s3);
+    let mut client: Arc<dyn ObjectClient> =
+        Arc::new(GuardedClient::new(s3, client_config.request_timeout));
     if let Some(addr) = config.metrics_addr {
         let _runtime = runtime.enter();
         rgrid_mount::metrics::serve(addr)?;
@@ -314,10 +316,12 @@ fn startup_error(e: ObjectError, client: &rgrid_mount::object::S3ClientConfig) -
     let endpoint = client.endpoint_url.as_deref().unwrap_or("AWS S3");
     let bucket = &client.bucket;
     match e {
-        ObjectError::Unavailable { message, .. } if message.contains("certificate") => {
+        ObjectError::Unavailable { message, .. } | ObjectError::Unreachable { message, .. }
+            if message.contains("certificate") =>
+        {
             anyhow::anyhow!("the TLS certificate of {endpoint} does not verify (a private CA needs --ca-bundle): {message}")
         }
-        ObjectError::Unavailable { message, .. } => {
+        ObjectError::Unavailable { message, .. } | ObjectError::Unreachable { message, .. } => {
             anyhow::anyhow!("cannot reach the store at {endpoint}: {message}")
         }
         ObjectError::NoSuchBucket { .. } => {

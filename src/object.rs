@@ -5,6 +5,7 @@
 //! Dynamic dispatch costs nothing next to a first byte that takes a millisecond or more.
 
 mod error;
+mod guarded;
 mod memory;
 mod metered;
 mod s3;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::ObjectError;
+pub use guarded::GuardedClient;
 pub use memory::{MemoryClient, Operation};
 pub use metered::MeteredClient;
 pub use s3::{S3Client, S3ClientConfig};

@@ -44,6 +44,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("read_only", Takes::Nothing),
     ("read_part_size", Takes::Value),
     ("region", Takes::Value),
+    ("request_timeout", Takes::Value),
     ("retention_days", Takes::Value),
     ("share_link_ttl", Takes::Value),
     ("uid", Takes::Value),

@@ -215,6 +215,7 @@ fn object_errno(e: &ObjectError) -> i32 {
         ObjectError::PreconditionFailed { .. }
         | ObjectError::NoSuchBucket { .. }
         | ObjectError::Unavailable { .. }
+        | ObjectError::Unreachable { .. }
         | ObjectError::Other { .. } => libc::EIO,
     }
 }

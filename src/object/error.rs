@@ -31,7 +31,16 @@ pub enum ObjectError {
         /// What the store said.
         message: String,
     },
-    /// The store could not be reached, timed out, or kept failing after retries.
+    /// No answer: the connection failed, or the store did not answer within the request
+    /// timeout. The store counts as unreachable until it answers again.
+    #[error("store unreachable for {target}: {message}")]
+    Unreachable {
+        /// Key or bucket.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The store answered with a failure (5xx) after retries, or a body broke off.
     #[error("store unavailable for {target}: {message}")]
     Unavailable {
         /// Key or bucket.
@@ -60,6 +69,9 @@ pub enum ObjectError {
 impl ObjectError {
     /// True when the same call may succeed later (the SDK has already retried it).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ObjectError::Unavailable { .. })
+        matches!(
+            self,
+            ObjectError::Unavailable { .. } | ObjectError::Unreachable { .. }
+        )
     }
 }

@@ -37,6 +37,7 @@ fn outcome<T>(result: &Result<T, ObjectError>) -> &'static str {
         Err(ObjectError::PreconditionFailed { .. }) => "precondition_failed",
         Err(ObjectError::AccessDenied { .. }) => "access_denied",
         Err(ObjectError::Unavailable { .. }) => "unavailable",
+        Err(ObjectError::Unreachable { .. }) => "unreachable",
         Err(ObjectError::Unsupported { .. }) => "unsupported",
         Err(ObjectError::Other { .. }) => "error",
     }

@@ -50,6 +50,9 @@ pub struct S3ClientConfig {
     pub connect_timeout: Duration,
     /// Longest silence on an open connection before the attempt fails.
     pub read_timeout: Duration,
+    /// The deadline of a whole request, retries included, that the mount's
+    /// `GuardedClient` holds this client to.
+    pub request_timeout: Duration,
     /// Attempts per request, first included.
     pub max_attempts: u32,
     /// PEM certificates trusted for HTTPS beside the system's roots (a private CA).
@@ -70,6 +73,7 @@ impl S3ClientConfig {
             // Long enough for a busy MinIO to start a large body, short enough to fail a read
             // of a dead store well before a user gives up.
             read_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(15),
             max_attempts: 4,
             ca_bundle: None,
         }
@@ -165,6 +169,13 @@ where
     let target = target.to_owned();
     let SdkError::ServiceError(service) = &err else {
         let message = DisplayErrorContext(&err).to_string();
+        // No response at all: the connection failed or nothing came in time.
+        if matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        ) {
+            return ObjectError::Unreachable { target, message };
+        }
         return ObjectError::Unavailable { target, message };
     };
     let status = service.raw().status().as_u16();
