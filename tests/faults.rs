@@ -59,7 +59,10 @@ fn a_silent_store_gives_eio_within_the_request_timeout_then_at_once_then_recover
         match fs::read(mount.join(&names[2])) {
             Ok(read) => {
                 assert!(read == data, "the store's bytes");
-                eprintln!("recovered {:?} after the store came back", restarted.elapsed());
+                eprintln!(
+                    "recovered {:?} after the store came back",
+                    restarted.elapsed()
+                );
                 break;
             }
             Err(e) => assert!(Instant::now() < deadline, "not recovered: {e}"),
