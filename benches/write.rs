@@ -145,16 +145,7 @@ fn main() {
 
 /// `rgrid-mount sync` of `mount`, which must succeed.
 fn sync(store: &TestStore, mount: &Mount) {
-    let out = rgrid_mount_bare(store)
-        .arg("sync")
-        .arg(&mount.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run(rgrid_mount_bare(store).arg("sync").arg(&mount.path));
 }
 
 /// Times of `command` through a write-back mount: until it returns, and until sync.

@@ -229,17 +229,10 @@ pub fn rgrid_mount_bare(store: &dyn Endpoint) -> Command {
 
 /// `rgrid-mount status --json` of `mount`, which must answer.
 pub fn status_json(store: &dyn Endpoint, mount: &Mount) -> serde_json::Value {
-    let out = rgrid_mount_bare(store)
+    let out = run(rgrid_mount_bare(store)
         .args(["status", "--json"])
-        .arg(&mount.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .arg(&mount.path));
+    serde_json::from_str(&out).unwrap()
 }
 
 /// An S3 endpoint a mount can be pointed at.
