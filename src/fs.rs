@@ -13,6 +13,7 @@ mod control;
 mod error;
 mod fill;
 mod passthrough;
+mod sizes;
 mod tree;
 mod write;
 mod writeback;
@@ -184,6 +185,8 @@ pub struct RgridFs {
     next_handle: AtomicU64,
     /// Keys whose coming expiry was logged.
     expiry_warned: Mutex<HashSet<String>>,
+    /// Gzip trailer sizes read (`fs/sizes.rs`).
+    trailers: sizes::Trailers,
     /// Control answers waiting for their read.
     answers: control::Answers,
     /// Operations served.
@@ -238,6 +241,7 @@ impl RgridFs {
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
             expiry_warned: Mutex::default(),
+            trailers: Mutex::default(),
             answers: control::Answers::default(),
             counters: control::OpCounters::default(),
             started: SystemTime::now(),
@@ -250,28 +254,7 @@ impl RgridFs {
         let name = entry_name(name).map_err(NamespaceError::lookup_of)?;
         self.settle_write_backs().await;
         let node = self.namespace.lookup(parent, name).await?;
-        Ok(self.attr_of(node))
-    }
-
-    /// The attributes of `node`, with the decoded size of its cache entry when the
-    /// namespace does not know it yet (a gzip object without its size in metadata): stat
-    /// agrees with read before anything opens it.
-    fn attr_of(&self, mut node: Node) -> Attr {
-        let plain = node.headers.as_deref().map(Form::of) == Some(Form::Plain);
-        let entry = self
-            .cache
-            .as_ref()
-            .filter(|_| !plain && node.kind == InodeKind::File);
-        if let Some(size) = entry.and_then(|cache| cache.decoded_size(&node.object_id())) {
-            if size != node.size
-                && self
-                    .namespace
-                    .learned_size(node.ino, node.etag.as_deref(), size)
-            {
-                node.size = size;
-            }
-        }
-        self.config.ownership.attr(&node)
+        Ok(self.attr_of(node).await)
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -327,7 +310,7 @@ impl RgridFs {
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr, FsError> {
         self.settle_write_backs().await;
         let node = self.namespace.getattr(ino).await?;
-        Ok(self.attr_of(node))
+        Ok(self.attr_of(node).await)
     }
 
     /// Opens file `ino`.
@@ -418,16 +401,6 @@ impl RgridFs {
         })
     }
 
-    /// Whether the size `node` showed is not its content's: a gzip-stored object whose
-    /// decoded entry is longer or shorter.
-    fn size_was_unknown(&self, node: &Node) -> bool {
-        let entry = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.decoded_size(&node.object_id()));
-        entry.is_some_and(|size| size != node.size)
-    }
-
     /// Whether `node`'s version has a cache entry that an open would pass through to.
     fn cache_has(&self, node: &Node) -> bool {
         let (Some(cache), Some(headers)) = (&self.cache, node.headers.as_deref()) else {
@@ -474,15 +447,6 @@ impl RgridFs {
             .then(|| cache.start_fill(&id, form, node.stored_size, sha256))
             .flatten();
         Ok((store(fill)?, None))
-    }
-
-    /// A gzip object without its original size in metadata: st_size from its trailer
-    /// until a reader decodes it to the end (reads do not depend on it: direct I/O).
-    async fn learn_gzip_size(&self, node: &Node) {
-        if let Some(size) = view::gzip_trailer_size(&self.engine, node).await {
-            self.namespace
-                .guessed_size(node.ino, node.etag.as_deref(), size);
-        }
     }
 
     /// At the open of `node`: logs, once per key, that the file expires within the
@@ -590,7 +554,8 @@ impl RgridFs {
     pub async fn opendir(&self, ino: InodeNo) -> Result<FileHandle, FsError> {
         self.settle_write_backs().await;
         let dir = self.namespace.getattr(ino).await?;
-        let entries = self.namespace.readdir(ino).await?;
+        let mut entries = self.namespace.readdir(ino).await?;
+        self.size_listed(&mut entries).await;
         let parent = self.namespace.parent(ino).unwrap_or(InodeNo::ROOT);
         let fh = self.new_handle();
         lock(&self.dirs).insert(

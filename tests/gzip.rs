@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -144,18 +145,22 @@ fn a_gzip_object_maps_shared_as_its_original_bytes() {
 }
 
 #[test]
-fn a_gzip_object_without_metadata_shows_its_trailer_size_once_opened() {
+fn a_gzip_object_without_metadata_shows_its_decoded_size_before_any_open() {
     let store = TestStore::start();
     let original = csv(300_000, 3);
-    put(&store, "t.csv", gzip(&original), &[], Some("gzip"));
-    let mount = Mount::new(&store, &["--metadata-ttl", "0"]);
-    let stored = fs::metadata(mount.join("t.csv")).unwrap().len();
-    assert!(
-        stored < original.len() as u64,
-        "before open: the stored size"
-    );
-    drop(File::open(mount.join("t.csv")).unwrap());
-    assert_eq!(fs::metadata(mount.join("t.csv")).unwrap().len(), 300_000);
+    put(&store, "t/t.csv", gzip(&original), &[], Some("gzip"));
+    for ttl in ["0", "5"] {
+        let mount = Mount::new(&store, &["--metadata-ttl", ttl, "--max-cache-size", "0"]);
+        // As a new user checks it: `ls -l`, then `cat | wc -c`.
+        let listing = common::run(Command::new("ls").arg("-l").arg(mount.join("t")));
+        assert!(listing.contains(" 300000 "), "ttl {ttl}: {listing}");
+        assert_eq!(fs::metadata(mount.join("t/t.csv")).unwrap().len(), 300_000);
+        let out = common::run(Command::new("sh").arg("-c").arg(format!(
+            "cat {} | wc -c",
+            mount.join("t/t.csv").display()
+        )));
+        assert_eq!(out.trim(), "300000");
+    }
 }
 
 #[test]
