@@ -39,7 +39,7 @@ use crate::namespace::{entry_name, DirEntry, InodeKind, InodeNo, Namespace, Name
 use crate::readahead::ReadEngine;
 use crate::retention::{Expiry, Retention, Subject};
 use crate::upload::Uploader;
-use crate::view::{self, Decodes, FileReader};
+use crate::view::{Decodes, FileReader};
 use passthrough::{IoMode, IoModes};
 use write::Writer;
 use writeback::WriteBacks;

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use std::process::Command;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::{csv, map_shared, Mount, TestStore, BUCKET};
@@ -155,10 +155,11 @@ fn a_gzip_object_without_metadata_shows_its_decoded_size_before_any_open() {
         let listing = common::run(Command::new("ls").arg("-l").arg(mount.join("t")));
         assert!(listing.contains(" 300000 "), "ttl {ttl}: {listing}");
         assert_eq!(fs::metadata(mount.join("t/t.csv")).unwrap().len(), 300_000);
-        let out = common::run(Command::new("sh").arg("-c").arg(format!(
-            "cat {} | wc -c",
-            mount.join("t/t.csv").display()
-        )));
+        let out = common::run(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("cat {} | wc -c", mount.join("t/t.csv").display())),
+        );
         assert_eq!(out.trim(), "300000");
     }
 }

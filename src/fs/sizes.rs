@@ -53,7 +53,10 @@ impl RgridFs {
     /// cache entry's (exact), else the trailer's (a guess a reader may correct).
     async fn decoded_size(&self, node: &Node) -> Option<u64> {
         let plain = node.headers.as_deref().map(Form::of) == Some(Form::Plain);
-        let entry = self.cache.as_ref().filter(|_| !plain && node.kind == InodeKind::File);
+        let entry = self
+            .cache
+            .as_ref()
+            .filter(|_| !plain && node.kind == InodeKind::File);
         if let Some(size) = entry.and_then(|cache| cache.decoded_size(&node.object_id())) {
             let etag = node.etag.as_deref();
             let shown = size != node.size && self.namespace.learned_size(node.ino, etag, size);
@@ -63,7 +66,8 @@ impl RgridFs {
             return None;
         }
         let size = self.trailer_size(node).await?;
-        self.namespace.guessed_size(node.ino, node.etag.as_deref(), size);
+        self.namespace
+            .guessed_size(node.ino, node.etag.as_deref(), size);
         Some(size)
     }
 
@@ -112,7 +116,10 @@ impl RgridFs {
     fn has_decoded_entry(&self, node: &Node) -> bool {
         let cache = self.cache.as_ref();
         node.kind == InodeKind::File
-            && cache.is_some_and(|c| c.decoded_size(&node.object_id()).is_some_and(|s| s != node.size))
+            && cache.is_some_and(|c| {
+                c.decoded_size(&node.object_id())
+                    .is_some_and(|s| s != node.size)
+            })
     }
 
     /// Whether the size `node` showed is not its content's: a gzip-stored object whose
