@@ -434,6 +434,8 @@ fn parse_with_offset(s: &str) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -545,6 +545,10 @@ impl RgridFs {
                     // The page cache may hold bytes of it: the next open must drop them.
                     lock(&self.cached_versions).remove(&reader.ino);
                 }
+                if e.is_version_gone() {
+                    let etag = reader.etag.as_deref();
+                    self.namespace.version_gone(reader.ino, etag);
+                }
                 Err(e.into())
             }
         }

@@ -124,6 +124,8 @@ pub struct Uploader {
     replaying: tokio::sync::Mutex<()>,
     /// The store refused tags on new objects: they go up without.
     untagged: std::sync::atomic::AtomicBool,
+    /// Multipart uploads whose abort failed, for the retry loop.
+    unaborted: complete::UnabortedUploads,
 }
 
 impl Uploader {
@@ -151,6 +153,7 @@ impl Uploader {
             board: Arc::default(),
             replaying: tokio::sync::Mutex::new(()),
             untagged: Default::default(),
+            unaborted: Default::default(),
         }))
     }
 
@@ -348,6 +351,7 @@ impl Uploader {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(uploader.config.retry_interval).await;
+                uploader.retry_aborts().await;
                 if let Err(e) = uploader.finish_moves().await {
                     tracing::warn!("directory rename still unfinished: {e}");
                 }
@@ -440,14 +444,13 @@ impl Uploader {
             .await;
         let completed = match result {
             Ok(parts) => self
-                .client
-                .complete_multipart(key, &upload_id, parts)
+                .complete(key, &upload_id, parts)
                 .await
                 .map_err(UploadError::from),
             Err(e) => Err(e),
         };
         if completed.is_err() {
-            let _ = self.client.abort_multipart(key, &upload_id).await;
+            self.abort(key, upload_id);
         }
         Ok((completed?, sent.into_inner()))
     }
@@ -493,6 +496,7 @@ fn hex_digest(hasher: Sha256) -> String {
 }
 
 mod barrier;
+mod complete;
 mod gzip;
 mod journal;
 mod moves;

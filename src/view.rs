@@ -3,7 +3,8 @@
 //! `Content-Encoding: gzip`) is its decompressed bytes, through `GzipReader`. Either
 //! way, content read front to back is checked against the object's `rgrid-sha256`: a
 //! mismatch, or a corrupt stream, is an error for the read that finds it and every read
-//! after it, never bytes passed off as good.
+//! after it, never bytes passed off as good. A small plain object is checked whole before
+//! its first byte is served.
 
 mod gzip;
 mod verify;
@@ -18,7 +19,7 @@ use thiserror::Error;
 use crate::artifact::{self, Compression};
 use crate::cache::{Fill, ObjectCache};
 use crate::namespace::Node;
-use crate::object::ObjectId;
+use crate::object::{ObjectError, ObjectId};
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
 use gzip::{Expected, GzipReader};
 use verify::{Verdict, Verifier};
@@ -51,6 +52,15 @@ pub enum ViewError {
 }
 
 impl ViewError {
+    /// True when the store no longer has the version being read: it answered with
+    /// another, or none.
+    pub fn is_version_gone(&self) -> bool {
+        matches!(
+            self,
+            ViewError::Read(ReadError::Object(ObjectError::PreconditionFailed { .. }))
+        )
+    }
+
     /// True when the object's content is bad (as opposed to the way to it failing).
     pub fn is_bad_content(&self) -> bool {
         matches!(self, ViewError::Corrupt { .. } | ViewError::Mismatch { .. })
@@ -70,12 +80,7 @@ pub struct Chunk {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Inner {
-    Plain {
-        reader: ReadAhead,
-        verifier: Option<Verifier>,
-        /// What is read goes into the object cache too, if it can.
-        fill: Option<Fill>,
-    },
+    Plain(Plain),
     Gzip(Arc<SharedGzip>),
     /// Content on local disk: a spool closed here and still waiting for its upload
     /// (write-back), or an object cache entry. Either stays readable through this handle
@@ -84,6 +89,17 @@ enum Inner {
 }
 
 type SharedGzip = tokio::sync::Mutex<GzipReader>;
+
+/// A reader of plain content.
+#[derive(Debug)]
+struct Plain {
+    reader: ReadAhead,
+    verifier: Option<Verifier>,
+    /// What is read goes into the object cache too, if it can.
+    fill: Option<Fill>,
+    /// A small object's whole content, checked before its first byte was served.
+    checked: Option<Bytes>,
+}
 
 /// What a decode is of: an object version, and the size and SHA-256 it is checked
 /// against (a metadata-only copy keeps S3's ETag but may change them).
@@ -168,11 +184,12 @@ impl FileReader {
         let source = || engine.open(node.object_id(), node.stored_size);
         let compression = headers.map_or(Compression::None, artifact::compression);
         let inner = match compression {
-            Compression::None => Inner::Plain {
+            Compression::None => Inner::Plain(Plain {
                 reader: source(),
                 verifier: sha256.map(|sha| Verifier::new(&sha, node.stored_size)),
                 fill,
-            },
+                checked: None,
+            }),
             Compression::Gzip => {
                 let expected = Expected {
                     size: headers.and_then(artifact::original_size),
@@ -223,11 +240,7 @@ impl FileReader {
             });
         }
         let result = match &mut self.inner {
-            Inner::Plain {
-                reader,
-                verifier,
-                fill,
-            } => read_plain(reader, verifier, fill, offset, len).await,
+            Inner::Plain(plain) => plain.read(offset, len).await,
             Inner::Gzip(reader) => reader
                 .lock()
                 .await
@@ -243,11 +256,12 @@ impl FileReader {
     /// read only in part (a random reader: a zip directory, a database page) is fetched
     /// whole in the background, one GET, to complete its cache entry.
     pub fn close(&mut self) {
-        let Inner::Plain {
+        let Inner::Plain(Plain {
             reader,
             verifier,
             fill,
-        } = &mut self.inner
+            ..
+        }) = &mut self.inner
         else {
             return;
         };
@@ -273,34 +287,69 @@ impl FileReader {
     }
 }
 
-/// A read of plain content: checked as it goes, and teed into `fill`, which is sealed
-/// once the content is whole and checked (its SHA-256 matched, or, without one, every
-/// byte went by).
-async fn read_plain(
-    reader: &mut ReadAhead,
-    verifier: &mut Option<Verifier>,
-    fill: &mut Option<Fill>,
-    offset: u64,
-    len: u32,
-) -> Result<Chunk, ViewError> {
-    let data = reader.read(offset, len).await?;
-    let verdict = verifier.as_mut().map(|v| v.feed(offset, &data));
-    if let Some(Verdict::Mismatch { expected, actual }) = verdict {
-        *fill = None;
-        return Err(ViewError::Mismatch {
-            key: reader.key().to_owned(),
-            why: format!("sha256 {actual}, metadata says {expected}"),
-        });
-    }
-    if let Some(fill) = fill {
-        fill.feed(offset, &data).await;
-        match verdict {
-            Some(Verdict::Matches) => fill.seal(),
-            None if fill.is_whole() => fill.seal(),
-            _ => {}
+/// Plain objects this small that carry a SHA-256 are read whole and checked before
+/// their first byte is served: a reader of a small file never sees a bad byte. Larger
+/// ones are checked as they go, and the read that completes them fails on a mismatch.
+pub const CHECKED_FIRST_MAX: u64 = 256 << 10;
+
+impl Plain {
+    /// A read of plain content: checked, and teed into the fill, which is sealed once
+    /// the content is whole and checked (its SHA-256 matched, or, without one, every
+    /// byte went by).
+    async fn read(&mut self, offset: u64, len: u32) -> Result<Chunk, ViewError> {
+        let (_, size) = self.reader.version();
+        if self.checked.is_none() && self.verifier.is_some() && size <= CHECKED_FIRST_MAX {
+            self.checked = Some(self.read_checked(size).await?);
         }
+        if let Some(whole) = &self.checked {
+            let start = offset.min(size) as usize;
+            let end = offset.saturating_add(u64::from(len)).min(size) as usize;
+            return Ok(Chunk {
+                data: whole.slice(start..end),
+                size: None,
+            });
+        }
+        let data = self.reader.read(offset, len).await?;
+        self.take(offset, &data).await?;
+        Ok(Chunk { data, size: None })
     }
-    Ok(Chunk { data, size: None })
+
+    /// The whole `size` bytes, checked.
+    async fn read_checked(&mut self, size: u64) -> Result<Bytes, ViewError> {
+        let mut whole = bytes::BytesMut::with_capacity(size as usize);
+        while (whole.len() as u64) < size {
+            let want = u32::try_from(size - whole.len() as u64).unwrap_or(u32::MAX);
+            let data = self.reader.read(whole.len() as u64, want).await?;
+            if data.is_empty() {
+                break;
+            }
+            whole.extend_from_slice(&data);
+        }
+        let whole = whole.freeze();
+        self.take(0, &whole).await?;
+        Ok(whole)
+    }
+
+    /// Checks and tees `data`, read at `offset`.
+    async fn take(&mut self, offset: u64, data: &Bytes) -> Result<(), ViewError> {
+        let verdict = self.verifier.as_mut().map(|v| v.feed(offset, data));
+        if let Some(Verdict::Mismatch { expected, actual }) = verdict {
+            self.fill = None;
+            return Err(ViewError::Mismatch {
+                key: self.reader.key().to_owned(),
+                why: format!("sha256 {actual}, metadata says {expected}"),
+            });
+        }
+        if let Some(fill) = &mut self.fill {
+            fill.feed(offset, data).await;
+            match verdict {
+                Some(Verdict::Matches) => fill.seal(),
+                None if fill.is_whole() => fill.seal(),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Plain objects this small that a handle left part read are fetched whole at its close.

@@ -14,20 +14,6 @@ use rgrid_mount::artifact::sha256_hex;
 
 const MIB: usize = 1 << 20;
 
-/// Entries (complete, not being written) in the upload journal under `cache`, wherever
-/// the store's subdirectory is.
-fn journaled(cache: &std::path::Path) -> usize {
-    let Ok(stores) = fs::read_dir(cache) else {
-        return 0;
-    };
-    let is_entry = |e: &fs::DirEntry| e.path().extension().is_some_and(|x| x == "json");
-    stores
-        .flatten()
-        .filter_map(|d| fs::read_dir(d.path().join("journal")).ok())
-        .map(|entries| entries.flatten().filter(is_entry).count())
-        .sum()
-}
-
 #[test]
 fn a_daemon_killed_while_uploading_finishes_the_upload_on_restart() {
     let store = TestStore::start();
@@ -49,7 +35,7 @@ fn a_daemon_killed_while_uploading_finishes_the_upload_on_restart() {
             })
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while journaled(cache.path()) == 0 {
+        while common::journaled(cache.path()) == 0 {
             assert!(std::time::Instant::now() < deadline, "{}", mount.log());
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -68,5 +54,9 @@ fn a_daemon_killed_while_uploading_finishes_the_upload_on_restart() {
     let (body, meta) = store.get("big.bin").expect("uploaded at restart");
     assert!(body == data);
     assert_eq!(meta.get("rgrid-sha256"), Some(&sha256_hex(&data)));
-    assert_eq!(journaled(cache.path()), 0, "journal empty once done");
+    assert_eq!(
+        common::journaled(cache.path()),
+        0,
+        "journal empty once done"
+    );
 }

@@ -353,14 +353,7 @@ fn an_aborted_connection_still_releases_open_files() {
     let mut mount = Mount::new(&store, &[]);
     let mut file = fs::File::create(mount.join("open.txt")).unwrap();
     file.write_all(b"written, never closed").unwrap();
-    let control = tempfile::tempdir().unwrap();
-    run(Command::new("mount")
-        .args(["-t", "fusectl", "fusectl"])
-        .arg(control.path()));
-    let connection = libc::minor(fs::metadata(&mount.path).unwrap().dev()).to_string();
-    let aborted = fs::write(control.path().join(connection).join("abort"), "1");
-    run(Command::new("umount").arg(control.path()));
-    aborted.unwrap();
+    common::abort_connection(&mount);
     assert!(
         mount.wait(Duration::from_secs(10)).is_some(),
         "daemon still running after the abort: {}",

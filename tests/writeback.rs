@@ -186,7 +186,8 @@ fn with_the_store_down_closes_succeed_sync_waits_and_only_the_last_content_goes_
     assert_eq!(
         store.requests("PutObject"),
         2,
-        "superseded content is not sent"
+        "superseded content is not sent: {}",
+        mount.log()
     );
 }
 

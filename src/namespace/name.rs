@@ -92,6 +92,7 @@ impl SkippedKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::os::unix::ffi::OsStrExt;
 
     #[test]
@@ -127,5 +128,79 @@ mod tests {
             check_key(&"k".repeat(KEY_MAX + 1)),
             Err(BadName::KeyTooLong)
         );
+    }
+
+    /// One piece of a name or key: the pieces the rules are about (empty, dots, slashes,
+    /// NUL, control characters, `%` escapes of bytes that are not UTF-8, segments around
+    /// NAME_MAX in one- and two-byte characters), and any other text.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just("/".to_owned()),
+            Just("//".to_owned()),
+            Just("\0".to_owned()),
+            Just("%ff%c3%28%e2%82".to_owned()),
+            "[\\x00-\\x1f\\x7f]{1,3}",
+            "\\PC{0,16}",
+            any::<String>(),
+            (250usize..260).prop_map(|n| "x".repeat(n)),
+            (125usize..130).prop_map(|n| "é".repeat(n)),
+        ]
+    }
+
+    /// A name made of a few pieces.
+    fn any_name() -> impl Strategy<Value = String> {
+        proptest::collection::vec(piece(), 0..4).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        /// Any string gets the rules' answer, no panic: refused exactly when it is empty,
+        /// `.` or `..`, longer than NAME_MAX bytes, or holds NUL.
+        #[test]
+        fn any_name_gets_the_rules_answer(name in any_name()) {
+            let expected = if name.is_empty() {
+                Err(BadName::Empty)
+            } else if name == "." || name == ".." {
+                Err(BadName::Dot)
+            } else if name.len() > NAME_MAX {
+                Err(BadName::TooLong)
+            } else if name.contains('\0') {
+                Err(BadName::Nul)
+            } else {
+                Ok(())
+            };
+            prop_assert_eq!(check_name(&name), expected);
+        }
+
+        /// Any bytes from the kernel: a name taken is those bytes, UTF-8, and passes the
+        /// rules; one refused is too long, not UTF-8, or breaks a rule.
+        #[test]
+        fn any_kernel_bytes_are_taken_only_as_good_names(bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any_name().prop_map(String::into_bytes),
+        ]) {
+            match entry_name(OsStr::from_bytes(&bytes)) {
+                Ok(name) => {
+                    prop_assert_eq!(name.as_bytes(), &bytes[..]);
+                    prop_assert_eq!(check_name(name), Ok(()));
+                }
+                Err(BadName::TooLong) => prop_assert!(bytes.len() > NAME_MAX),
+                Err(BadName::NotUtf8) => prop_assert!(std::str::from_utf8(&bytes).is_err()),
+                Err(why) => {
+                    let name = std::str::from_utf8(&bytes).expect("checked as UTF-8 before the rules");
+                    prop_assert_eq!(check_name(name), Err(why));
+                }
+            }
+        }
+
+        /// Any key is refused exactly when it is longer than the store keeps.
+        #[test]
+        fn any_key_is_refused_only_past_the_store_limit(
+            key in proptest::collection::vec(piece(), 0..8).prop_map(|pieces| pieces.concat()),
+        ) {
+            prop_assert_eq!(check_key(&key).is_ok(), key.len() <= KEY_MAX);
+        }
     }
 }

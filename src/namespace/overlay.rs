@@ -224,6 +224,25 @@ impl Namespace {
         tables.inodes.get(&ino).map(|i| i.node.etag.clone())
     }
 
+    /// The store no longer has `ino`'s version `etag` (a read found another, or none):
+    /// the next lookup or open asks the store, not the cached HEAD or listing, and
+    /// sees the new object or ENOENT.
+    pub fn version_gone(&self, ino: InodeNo, etag: Option<&str>) {
+        let mut tables = self.tables();
+        let Some(inode) = tables.inodes.get_mut(&ino) else {
+            return;
+        };
+        if inode.local || inode.node.etag.as_deref() != etag {
+            return;
+        }
+        let stale = self.config.metadata_ttl + std::time::Duration::from_secs(1);
+        if let Some(past) = Instant::now().checked_sub(stale) {
+            inode.validated = past;
+        }
+        let parent = inode.parent;
+        tables.forget_listing(parent);
+    }
+
     /// Drops what HEAD said of `ino`'s version `etag` (kept attributes stay): after a
     /// copy onto itself its LastModified and `x-amz-expiration` changed, and the next
     /// `describe` asks again.

@@ -2,12 +2,15 @@
 //! unreachable" state. A request that gets no answer within the deadline, or whose body
 //! sends nothing for as long, fails with [`ObjectError::Unreachable`], and so does one
 //! whose connection fails. Then the store is unreachable: requests fail at once (the
-//! program gets EIO in well under a second, not one timeout per request) until, every
-//! [`PROBE_EVERY`], one request goes through to try; the first answer of any kind (even
-//! an error status) ends the state, and the mount goes on by itself.
+//! program gets EIO in well under a second, not one timeout per request) while a probe
+//! in the background asks for the bucket every [`PROBE_EVERY`]; the first answer of any
+//! kind (even an error status), to the probe or to a request that was already out,
+//! ends the state, and the mount goes on by itself. No program's request waits for a
+//! probe.
 
 use std::future::Future;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +24,7 @@ use super::{
     ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, Tags,
 };
 
-/// While the store is unreachable, how often one request goes through to try it.
+/// While the store is unreachable, how often the probe asks it.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The client it wraps, with deadlines and the unreachable state.
@@ -36,48 +39,45 @@ pub struct GuardedClient {
 struct Reach {
     deadline: Duration,
     down: Mutex<Option<Down>>,
+    /// What the probe asks.
+    inner: Arc<dyn ObjectClient>,
+    /// A probe task is running.
+    probing: AtomicBool,
 }
 
-/// Since when the store has not answered, and when the next request may try it.
+/// Since when the store has not answered, and why.
 #[derive(Debug)]
 struct Down {
     since: Instant,
-    next_probe: Instant,
     cause: String,
 }
 
 impl Reach {
-    /// Whether a request may go out now: always while the store answers; while it does
-    /// not, once per probe interval (that request then has its deadline to answer).
+    /// Whether a request may go out now: only while the store answers.
     fn admit(&self, target: &str) -> Result<(), ObjectError> {
-        let mut down = lock(&self.down);
-        let Some(state) = down.as_mut() else {
+        let down = lock(&self.down);
+        let Some(state) = down.as_ref() else {
             return Ok(());
         };
-        let now = Instant::now();
-        if now < state.next_probe {
-            return Err(ObjectError::Unreachable {
-                target: target.to_owned(),
-                message: format!(
-                    "store unreachable for {}s ({}); trying again shortly",
-                    state.since.elapsed().as_secs(),
-                    state.cause
-                ),
-            });
-        }
-        state.next_probe = now + self.deadline + PROBE_EVERY;
-        Ok(())
+        Err(ObjectError::Unreachable {
+            target: target.to_owned(),
+            message: format!(
+                "store unreachable for {}s ({}); trying again shortly",
+                state.since.elapsed().as_secs(),
+                state.cause
+            ),
+        })
     }
 
     /// Takes note of what a request got: no answer marks the store down, any answer up.
-    fn observe<T>(&self, result: &Result<T, ObjectError>) {
+    fn observe<T>(self: &Arc<Self>, result: &Result<T, ObjectError>) {
         match result {
             Err(ObjectError::Unreachable { message, .. }) => self.mark_down(message),
             _ => self.mark_up(),
         }
     }
 
-    fn mark_down(&self, cause: &str) {
+    fn mark_down(self: &Arc<Self>, cause: &str) {
         let mut down = lock(&self.down);
         if down.is_none() {
             tracing::warn!("store unreachable: {cause}; requests fail at once until it answers");
@@ -85,9 +85,43 @@ impl Reach {
         let since = down.as_ref().map_or_else(Instant::now, |d| d.since);
         *down = Some(Down {
             since,
-            next_probe: Instant::now() + PROBE_EVERY,
             cause: cause.to_owned(),
         });
+        drop(down);
+        self.start_probe();
+    }
+
+    /// Asks for the bucket every [`PROBE_EVERY`] until the store answers, unless a
+    /// probe runs already (or there is no runtime to run one: then no request waits).
+    fn start_probe(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let reach = Arc::downgrade(self);
+        let mut next = Instant::now() + PROBE_EVERY;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep_until(next).await;
+                next += PROBE_EVERY;
+                let Some(reach) = reach.upgrade() else {
+                    return;
+                };
+                if lock(&reach.down).is_none() || reach.probe().await {
+                    reach.mark_up();
+                    reach.probing.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether the store answers the probe, with anything.
+    async fn probe(&self) -> bool {
+        let answer = tokio::time::timeout(self.deadline, self.inner.check_bucket()).await;
+        !matches!(answer, Err(_) | Ok(Err(ObjectError::Unreachable { .. })))
     }
 
     fn mark_up(&self) {
@@ -99,7 +133,7 @@ impl Reach {
 
     /// `request` for `target`, admitted, within the deadline, and observed.
     async fn call<T>(
-        &self,
+        self: &Arc<Self>,
         target: &str,
         request: impl Future<Output = Result<T, ObjectError>>,
     ) -> Result<T, ObjectError> {
@@ -109,7 +143,7 @@ impl Reach {
     /// [`Reach::call`] of a request that sends a body of `len` bytes: one more second
     /// per MiB to send it.
     async fn call_sending<T>(
-        &self,
+        self: &Arc<Self>,
         target: &str,
         len: usize,
         request: impl Future<Output = Result<T, ObjectError>>,
@@ -136,10 +170,12 @@ impl GuardedClient {
     /// `inner` with a `deadline` on every request and on every wait for body bytes.
     pub fn new(inner: Arc<dyn ObjectClient>, deadline: Duration) -> GuardedClient {
         GuardedClient {
-            inner,
+            inner: inner.clone(),
             reach: Arc::new(Reach {
                 deadline,
                 down: Mutex::new(None),
+                inner,
+                probing: AtomicBool::new(false),
             }),
         }
     }
@@ -309,6 +345,14 @@ mod tests {
     use super::*;
     use crate::object::{MemoryClient, Operation};
 
+    /// The probe interval passes, and the probe task runs.
+    async fn probe_runs() {
+        tokio::time::advance(PROBE_EVERY).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     fn guarded(memory: &MemoryClient, deadline: Duration) -> GuardedClient {
         GuardedClient::new(Arc::new(memory.clone()), deadline)
     }
@@ -332,8 +376,8 @@ mod tests {
         ));
         assert_eq!(at.elapsed(), Duration::ZERO);
         assert_eq!(memory.count(Operation::Head), heads);
-        // After the probe interval one request tries, and its answer ends the state.
-        tokio::time::advance(PROBE_EVERY).await;
+        // The probe's answer ends the state.
+        probe_runs().await;
         assert!(client.head("a").await.is_ok());
         assert!(client.head("a").await.is_ok());
         assert_eq!(memory.count(Operation::Head), heads + 2);
@@ -348,7 +392,7 @@ mod tests {
             .put("b", Bytes::new(), ObjectHeaders::default())
             .await;
         assert!(matches!(put, Err(ObjectError::Unreachable { .. })));
-        tokio::time::advance(PROBE_EVERY).await;
+        probe_runs().await;
         // The store answers "no such key": it is reachable.
         assert!(matches!(
             client.head("nope").await,
@@ -369,6 +413,8 @@ mod tests {
         let reach = Arc::new(Reach {
             deadline: Duration::from_secs(2),
             down: Mutex::new(None),
+            inner: Arc::new(MemoryClient::new()),
+            probing: AtomicBool::new(false),
         });
         let mut body = guard_body(stalled, "k".into(), reach.clone());
         assert_eq!(

@@ -74,11 +74,18 @@ impl S3ClientConfig {
             // of a dead store well before a user gives up.
             read_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(15),
-            max_attempts: 4,
+            // A 503 SlowDown on a tenth of requests must never reach a program: six
+            // attempts leave one request in a million failing.
+            max_attempts: 6,
             ca_bundle: None,
         }
     }
 }
+
+/// The first retry's backoff ceiling, doubling with each attempt (with full jitter):
+/// five retries wait 3 s at most in all, well inside a request's deadline, so that a
+/// store refusing everything is EIO in seconds.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// An HTTPS client that trusts the system's roots and those of `pem`.
 fn http_client_trusting(pem: &[u8]) -> Result<SharedHttpClient, ObjectError> {
@@ -134,7 +141,11 @@ impl S3Client {
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
             .force_path_style(config.force_path_style)
             .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts)
+                    .with_initial_backoff(RETRY_BACKOFF),
+            );
         if let Some(url) = &config.endpoint_url {
             builder = builder.endpoint_url(url);
         }
@@ -211,6 +222,37 @@ fn system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
 
 fn size(s: Option<i64>) -> u64 {
     s.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
+}
+
+/// Refuses an answer that is not the bytes asked for: another version than `if_match`
+/// (a store or cache that ignores the condition), or another length than the range (a
+/// store that ignores Range and sends the whole object, or less).
+fn check_served(
+    key: &str,
+    range: &Range<u64>,
+    if_match: Option<&str>,
+    length: Option<i64>,
+    etag: Option<&str>,
+) -> Result<(), ObjectError> {
+    let unquoted = |tag: &str| tag.trim_matches('"').to_owned();
+    if let (Some(asked), Some(served)) = (if_match, etag) {
+        if unquoted(asked) != unquoted(served) {
+            return Err(ObjectError::PreconditionFailed {
+                key: key.to_owned(),
+            });
+        }
+    }
+    let asked = range.end - range.start;
+    match length.map(u64::try_from) {
+        Some(Ok(served)) if served != asked => Err(ObjectError::Unavailable {
+            target: key.to_owned(),
+            message: format!(
+                "asked for {asked} bytes at {}, the store sent {served}",
+                range.start
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn body_stream(body: SdkByteStream, key: String) -> ByteStream {
@@ -335,6 +377,7 @@ impl ObjectClient for S3Client {
             .send()
             .await
             .map_err(|e| classify(e, key))?;
+        check_served(key, &range, if_match, out.content_length(), out.e_tag())?;
         Ok(body_stream(out.body, key.to_owned()))
     }
 
@@ -665,4 +708,28 @@ fn percent_encode(text: &str, keep_slash: bool) -> String {
 /// CopySource is a URL path: each key byte outside the unreserved set is %-encoded.
 fn url_encode_key(key: &str) -> String {
     percent_encode(key, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_of_another_version_or_length_is_refused() {
+        let range = 100..200;
+        let ok = check_served("k", &range, Some("\"e1\""), Some(100), Some("e1"));
+        assert!(ok.is_ok());
+        assert!(check_served("k", &range, None, None, None).is_ok());
+        assert!(matches!(
+            check_served("k", &range, Some("e1"), Some(100), Some("\"e2\"")),
+            Err(ObjectError::PreconditionFailed { .. })
+        ));
+        // The whole object for a range, or less than asked.
+        for length in [1000, 99] {
+            assert!(matches!(
+                check_served("k", &range, None, Some(length), None),
+                Err(ObjectError::Unavailable { .. })
+            ));
+        }
+    }
 }

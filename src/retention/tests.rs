@@ -1,3 +1,5 @@
+use proptest::prelude::*;
+
 use super::*;
 use crate::artifact;
 use crate::object::{MemoryClient, RuleFilter};
@@ -183,4 +185,130 @@ fn tiers_parse_as_users_write_them() {
     assert_eq!(Tier::from_tag(" 30d"), None, "S3 matches tags exactly");
     assert_eq!(Tier::from_tag("30"), None);
     assert_eq!(Tier::from_tag("030d"), None);
+}
+
+/// Text a tier may be given as: anything, and numbers with and without `d` around the
+/// limits, signs and blanks included.
+fn tier_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[ +\\-0]{0,2}[0-9]{0,12}d{0,2} ?",
+        Just("keep".to_owned()),
+        Just("latest".to_owned()),
+        (0..=MAX_DAYS + 1).prop_map(|d| format!("{d}d")),
+    ]
+}
+
+/// Any time, before 1970 and long after 9999 included.
+fn any_time() -> impl Strategy<Value = SystemTime> {
+    (any::<bool>(), 0u64..(1 << 44), 0u32..1_000_000_000).prop_map(|(before, secs, nanos)| {
+        let d = Duration::new(secs, nanos);
+        if before {
+            SystemTime::UNIX_EPOCH - d
+        } else {
+            SystemTime::UNIX_EPOCH + d
+        }
+    })
+}
+
+/// A size bound of a rule: none, a small one, or any.
+fn any_bound() -> impl Strategy<Value = Option<u64>> {
+    prop_oneof![
+        Just(None),
+        (0u64..64).prop_map(Some),
+        any::<u64>().prop_map(Some)
+    ]
+}
+
+/// A rule as a bucket may hold it: prefix, tag and size filters, days of any number,
+/// dates of any time.
+fn any_rule() -> impl Strategy<Value = ExpiryRule> {
+    let filter = (
+        "[ab/]{0,3}",
+        proptest::collection::btree_map("[ab]", "[xy]", 0..2),
+        any_bound(),
+        any_bound(),
+    )
+        .prop_map(|(prefix, tags, larger_than, smaller_than)| RuleFilter {
+            prefix,
+            tags,
+            larger_than,
+            smaller_than,
+        });
+    (
+        "\\PC{0,6}",
+        filter,
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any_time()),
+    )
+        .prop_map(|(id, filter, days, date)| ExpiryRule {
+            id,
+            filter,
+            days,
+            date,
+        })
+}
+
+proptest! {
+    /// Any text: a tier parsed is within its limits and reads back from what it shows
+    /// and from its tag; a tag names a tier only when it is exactly that tier's tag.
+    #[test]
+    fn any_tier_text_parses_or_not_and_reads_back(text in tier_text()) {
+        if let Some(tier) = Tier::parse(&text) {
+            if let Tier::Days(days) = tier {
+                prop_assert!((1..=MAX_DAYS).contains(&days));
+            }
+            prop_assert_eq!(Tier::parse(&tier.shown()), Some(tier));
+            prop_assert_eq!(Tier::from_tag(&tier.tag_value()), Some(tier));
+        }
+        if let Some(tier) = Tier::from_tag(&text) {
+            prop_assert_eq!(tier.tag_value(), text.clone());
+        }
+        let tags = Tags::from([(TIER_TAG.to_owned(), text.clone())]);
+        prop_assert_eq!(Tier::of(&tags), Tier::from_tag(&text));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any rules and any object whose tags are known: the expiry is the earliest one a
+    /// rule that selects it gives, else never, whatever the days or dates; an object past
+    /// a rule has that expiry behind it, and `retention show` prints a line a rule.
+    #[test]
+    fn the_earliest_selecting_rule_gives_the_expiry(
+        rules in proptest::collection::vec(any_rule(), 0..5),
+        key in "[ab/]{0,4}",
+        size in 0u64..64,
+        modified in any_time(),
+        tags in proptest::collection::btree_map("[ab]", "[xy]", 0..3),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = runtime.block_on(retention(rules.clone()));
+        let object = Subject {
+            key: &key,
+            size,
+            last_modified: modified,
+        };
+        let expected = rules
+            .iter()
+            .filter(|rule| rule.filter.selects(&key, size, Some(&tags)) == Some(true))
+            .filter_map(|rule| rule.expires_at(modified))
+            .min()
+            .map_or(Expiry::Never, |at| Expiry::At {
+                at,
+                source: ExpirySource::Lifecycle,
+            });
+        prop_assert_eq!(r.expiry(object, None, Some(&tags)), Some(expected));
+        if r.past_rules(object) {
+            let now = SystemTime::now();
+            prop_assert!(matches!(expected, Expiry::At { at, .. } if at <= now), "{expected:?}");
+        }
+        let _ = r.expiry(object, None, None);
+        let _ = r.check_tier(&key, Tier::Days(30));
+        prop_assert_eq!(describe(&rules).lines().count(), rules.len().max(1));
+    }
 }

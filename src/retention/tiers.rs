@@ -77,6 +77,8 @@ fn describe_rule(r: &ExpiryRule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retention::MAX_DAYS;
+    use proptest::prelude::*;
 
     #[test]
     fn tier_rules_are_replaced_per_prefix_only() {
@@ -98,5 +100,26 @@ mod tests {
             shown.contains("tagged rgrid-retention=90d expire 90 days"),
             "{shown}"
         );
+    }
+
+    proptest! {
+        /// Any rule id and prefix get an answer, no panic; the rules `retention set`
+        /// installs under a prefix are replaced by the next set for that prefix and for
+        /// no other, and `retention show` prints a line a rule.
+        #[test]
+        fn tier_rules_are_replaced_for_their_prefix_only(
+            prefix in "\\PC{0,12}",
+            other in prop_oneof!["\\PC{0,12}", "[:a-z/]{0,4}"],
+            days in proptest::collection::vec(1..=MAX_DAYS, 0..4),
+            id in prop_oneof!["\\PC{0,40}", "rgrid-(tier|retention):[0-9d:]{0,6}\\PC{0,8}"],
+        ) {
+            let _ = replaced_by_tiers(&id, &prefix);
+            let rules = tier_rules(&prefix, &days);
+            for rule in &rules {
+                prop_assert!(replaced_by_tiers(&rule.id, &prefix));
+                prop_assert_eq!(replaced_by_tiers(&rule.id, &other), other == prefix);
+            }
+            prop_assert_eq!(describe(&rules).lines().count(), days.len().max(1));
+        }
     }
 }

@@ -173,10 +173,7 @@ impl Uploader {
         s.done.sort_by_key(|(number, _)| *number);
         let upload_id = s.upload_id.take().unwrap_or_default();
         let parts = std::mem::take(&mut s.done);
-        let completed = self
-            .client
-            .complete_multipart(&entry.key, &upload_id, parts)
-            .await;
+        let completed = self.complete(&entry.key, &upload_id, parts).await;
         if completed.is_err() {
             s.upload_id = Some(upload_id);
         }
@@ -229,10 +226,7 @@ impl Uploader {
         }
         self.board.abandoned(&s.spool);
         if let Some(upload_id) = s.upload_id.take() {
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let _ = client.abort_multipart(&s.key, &upload_id).await;
-            });
+            self.abort(&s.key, upload_id);
         }
     }
 }

@@ -234,3 +234,192 @@ fn decode_file(dir: &Path) -> std::io::Result<File> {
     std::fs::remove_file(&path)?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::artifact::{sha256_hex, KeptAttrs};
+    use crate::namespace::{InodeKind, InodeNo, Node};
+    use crate::object::{MemoryClient, ObjectHeaders, ObjectId};
+    use crate::readahead::{ReadConfig, ReadEngine};
+    use crate::view::gzip_trailer_size;
+
+    /// One gzip member of `data`.
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// An engine over a bucket holding `stored` as `k.gz`, and that version's ETag.
+    fn engine(stored: &[u8]) -> (Arc<ReadEngine>, String) {
+        let client = MemoryClient::new();
+        let etag = client.insert("k.gz", stored.to_vec(), ObjectHeaders::default());
+        (
+            ReadEngine::new(Arc::new(client), ReadConfig::default()),
+            etag,
+        )
+    }
+
+    /// Decodes `stored` front to back, as a reader of the object expecting `expected`
+    /// would: the content once the stream ended and checked out, or the first error.
+    async fn decode(stored: &[u8], expected: Expected, dir: &Path) -> Result<Vec<u8>, ViewError> {
+        let (engine, etag) = engine(stored);
+        let source = engine.open(
+            ObjectId::new("k.gz".into(), Some(etag)),
+            stored.len() as u64,
+        );
+        let mut reader = GzipReader::new("k.gz".into(), source, dir, expected, None)?;
+        let mut out = Vec::new();
+        loop {
+            let (chunk, size) = reader.read(out.len() as u64, 64 << 10).await?;
+            if chunk.is_empty() {
+                // An empty read past the decoded bytes comes only once the end is checked.
+                assert_eq!(size, Some(out.len() as u64), "the end, checked");
+                return Ok(out);
+            }
+            out.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The trailer size of the model: the last four bytes of the first `size` (what the
+    /// listing says the object holds), little-endian, if they claim at least `size`.
+    fn trailer_model(stored: &[u8], size: u64) -> Option<u64> {
+        let end = usize::try_from(size)
+            .ok()
+            .filter(|&e| e >= 4 && e <= stored.len())?;
+        let tail: [u8; 4] = stored[end - 4..end].try_into().ok()?;
+        let claimed = u64::from(u32::from_le_bytes(tail));
+        (claimed >= size).then_some(claimed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any stored bytes (not gzip, a gzip header and noise, a stream and trailing
+        /// junk), with or without a size in the metadata: the decode ends in the content
+        /// (of exactly that size) or in an error about the content, never in a panic or
+        /// a read that never ends.
+        #[test]
+        fn any_stored_bytes_decode_or_are_refused(
+            stored in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..600),
+                proptest::collection::vec(any::<u8>(), 0..600)
+                    .prop_map(|noise| [&[0x1f, 0x8b, 0x08][..], &noise[..]].concat()),
+                (proptest::collection::vec(any::<u8>(), 0..600), proptest::collection::vec(any::<u8>(), 0..40))
+                    .prop_map(|(data, junk)| [gzip(&data), junk].concat()),
+            ],
+            size in proptest::option::of(0u64..2000),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let expected = Expected { size, sha256: None };
+            match runtime().block_on(decode(&stored, expected, dir.path())) {
+                Ok(out) => prop_assert!(size.is_none_or(|size| size == out.len() as u64)),
+                Err(e) => prop_assert!(e.is_bad_content(), "{e}"),
+            }
+        }
+
+        /// A stream of any content in one or more members, with a byte changed or its end
+        /// cut off or intact: with its size and SHA-256 known, a decode that ends without
+        /// an error gave exactly the content, and an intact stream always does.
+        #[test]
+        fn a_damaged_stream_never_passes_for_the_content(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            members in 1usize..4,
+            flip in proptest::option::of((any::<prop::sample::Index>(), 1u8..=255)),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let part = data.len().div_ceil(members).max(1);
+            let mut stored: Vec<u8> = data.chunks(part).flat_map(gzip).collect();
+            if stored.is_empty() {
+                stored = gzip(&[]);
+            }
+            let whole = stored.len();
+            if let Some((at, mask)) = flip {
+                let i = at.index(whole);
+                stored[i] ^= mask;
+            }
+            if let Some(at) = cut {
+                stored.truncate(at.index(whole + 1));
+            }
+            let damaged = flip.is_some() || stored.len() < whole;
+            let dir = tempfile::tempdir().unwrap();
+            let expected = Expected {
+                size: Some(data.len() as u64),
+                sha256: Some(sha256_hex(&data)),
+            };
+            match runtime().block_on(decode(&stored, expected, dir.path())) {
+                Ok(out) => prop_assert!(out == data, "other bytes passed the checks"),
+                Err(e) => {
+                    prop_assert!(e.is_bad_content(), "{e}");
+                    prop_assert!(damaged, "an intact stream failed: {e}");
+                }
+            }
+        }
+
+        /// A stream that decodes to more or fewer bytes than its metadata says is refused.
+        #[test]
+        fn a_size_other_than_the_metadata_is_refused(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            size in 0u64..4000,
+        ) {
+            prop_assume!(size != data.len() as u64);
+            let dir = tempfile::tempdir().unwrap();
+            let expected = Expected { size: Some(size), sha256: None };
+            let result = runtime().block_on(decode(&gzip(&data), expected, dir.path()));
+            prop_assert!(result.is_err_and(|e| e.is_bad_content()));
+        }
+
+        /// Any object, and any size a listing may say it has (stale ones included, and
+        /// around 4 GiB): the trailer size is its last four bytes when they claim at least
+        /// the stored size, else none; a gzip stream's is its content's size or none.
+        #[test]
+        fn the_trailer_size_is_the_last_four_bytes_or_none(
+            stored in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                proptest::collection::vec(any::<u8>(), 0..3000).prop_map(|data| gzip(&data)),
+            ],
+            listed in proptest::option::of(prop_oneof![
+                0u64..80,
+                Just((1u64 << 32) - 1),
+                Just(1u64 << 32),
+                Just(u64::MAX),
+            ]),
+        ) {
+            let (engine, etag) = engine(&stored);
+            let stored_size = listed.unwrap_or(stored.len() as u64);
+            let node = Node {
+                ino: InodeNo(2),
+                kind: InodeKind::File,
+                key: "k.gz".into(),
+                size: stored_size,
+                stored_size,
+                mtime: SystemTime::UNIX_EPOCH,
+                etag: Some(etag),
+                read_only: false,
+                unlinked: false,
+                headers: None,
+                kept: KeptAttrs::default(),
+            };
+            let got = runtime().block_on(gzip_trailer_size(&engine, &node));
+            let expected = if stored_size >= 1 << 32 {
+                None
+            } else {
+                trailer_model(&stored, stored_size)
+            };
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -440,6 +440,35 @@ impl Drop for Mount {
     }
 }
 
+/// Entries (complete, not being written) in the upload journal under `cache`, wherever
+/// the store's subdirectory is.
+pub fn journaled(cache: &std::path::Path) -> usize {
+    let Ok(stores) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    let is_entry = |e: &std::fs::DirEntry| e.path().extension().is_some_and(|x| x == "json");
+    stores
+        .flatten()
+        .filter_map(|d| std::fs::read_dir(d.path().join("journal")).ok())
+        .map(|entries| entries.flatten().filter(is_entry).count())
+        .sum()
+}
+
+/// Aborts the FUSE connection of `mount`, as `echo 1 > .../abort` in fusectl does to a
+/// hung mount.
+pub fn abort_connection(mount: &Mount) {
+    use std::os::unix::fs::MetadataExt;
+    let control = tempfile::tempdir().unwrap();
+    run(Command::new("mount")
+        .args(["-t", "fusectl", "fusectl"])
+        .arg(control.path()));
+    let dev = std::fs::metadata(&mount.path).unwrap().dev();
+    let connection = libc::minor(dev).to_string();
+    let aborted = std::fs::write(control.path().join(connection).join("abort"), "1");
+    run(Command::new("umount").arg(control.path()));
+    aborted.unwrap();
+}
+
 /// Read requests the daemon of `mount` served so far (its status counters).
 pub fn daemon_reads(store: &dyn Endpoint, mount: &Mount) -> u64 {
     let status = status_json(store, mount);

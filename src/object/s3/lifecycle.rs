@@ -141,6 +141,7 @@ pub(super) fn lifecycle_rule(rule: &ExpiryRule) -> Result<LifecycleRule, ObjectE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn lifecycle_headers_parse() {
@@ -183,5 +184,183 @@ mod tests {
         let sdk = lifecycle_rule(&plain).unwrap();
         assert!(sdk.filter().unwrap().and().is_none());
         assert_eq!(expiry_rule(&sdk), Some(plain));
+    }
+
+    /// An HTTP date, or text shaped like one with its fields mangled.
+    fn date_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,34}",
+            "(Mon|Fri|Xyz), [0-9]{2} (Jan|Dec|Foo) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,4})? GMT",
+        ]
+    }
+
+    /// An `x-amz-expiration` or `x-amz-restore` value: anything, and S3's shapes with
+    /// any date and quoting in them.
+    fn lifecycle_header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            (date_text(), "\\PC{0,6}")
+                .prop_map(|(date, id)| format!("expiry-date=\"{date}\", rule-id=\"{id}\"")),
+            ("(true|false|\\PC{0,4})", date_text())
+                .prop_map(|(on, date)| format!("ongoing-request=\"{on}\", expiry-date=\"{date}\"")),
+            "(expiry-date|ongoing-request)=\"?\\PC{0,12}",
+        ]
+    }
+
+    /// A rule as a store may send it: any status, no filter, a plain one or an `And`,
+    /// a tag, the old rule-level prefix, sizes and days of any sign, any date.
+    fn sdk_rule() -> impl Strategy<Value = LifecycleRule> {
+        (
+            prop_oneof![
+                Just("Enabled".to_owned()),
+                Just("Disabled".to_owned()),
+                "\\PC{0,8}"
+            ],
+            proptest::option::of("\\PC{0,8}"),
+            proptest::option::of("\\PC{0,8}"),
+            0u8..3,
+            proptest::option::of("\\PC{0,8}"),
+            proptest::collection::vec(("\\PC{0,6}", "\\PC{0,6}"), 0..3),
+            (
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+            ),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(
+                |(status, id, old_prefix, shape, prefix, tags, (larger, smaller), days, date)| {
+                    let tags: Vec<Tag> = tags
+                        .into_iter()
+                        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+                        .collect();
+                    let filter = match shape {
+                        0 => None,
+                        1 => Some(
+                            LifecycleRuleFilter::builder()
+                                .set_prefix(prefix)
+                                .set_tag(tags.first().cloned())
+                                .set_object_size_greater_than(larger)
+                                .set_object_size_less_than(smaller)
+                                .build(),
+                        ),
+                        _ => Some(
+                            LifecycleRuleFilter::builder()
+                                .and(
+                                    LifecycleRuleAndOperator::builder()
+                                        .set_prefix(prefix)
+                                        .set_tags(Some(tags))
+                                        .set_object_size_greater_than(larger)
+                                        .set_object_size_less_than(smaller)
+                                        .build(),
+                                )
+                                .build(),
+                        ),
+                    };
+                    let expiration = LifecycleExpiration::builder()
+                        .set_days(days)
+                        .set_date(date.map(DateTime::from_secs))
+                        .build();
+                    #[allow(deprecated)]
+                    let rule = LifecycleRule::builder().set_prefix(old_prefix);
+                    rule.set_id(id)
+                        .set_filter(filter)
+                        .status(ExpirationStatus::from(status.as_str()))
+                        .expiration(expiration)
+                        .build()
+                        .expect("the status is set")
+                },
+            )
+    }
+
+    /// One of our rules: any filter, days and date the SDK can carry, at least one of them.
+    fn our_rule() -> impl Strategy<Value = ExpiryRule> {
+        let bound = proptest::option::of(0..=i64::MAX as u64);
+        let filter = (
+            "\\PC{0,8}",
+            proptest::collection::btree_map("\\PC{1,6}", "\\PC{0,6}", 0..3),
+            bound.clone(),
+            bound,
+        )
+            .prop_map(|(prefix, tags, larger_than, smaller_than)| RuleFilter {
+                prefix,
+                tags,
+                larger_than,
+                smaller_than,
+            });
+        let date = (any::<bool>(), 0u64..(1 << 40), 0u32..1_000_000_000).prop_map(
+            |(before, secs, nanos)| {
+                let d = std::time::Duration::new(secs, nanos);
+                if before {
+                    SystemTime::UNIX_EPOCH - d
+                } else {
+                    SystemTime::UNIX_EPOCH + d
+                }
+            },
+        );
+        (
+            "\\PC{0,8}",
+            filter,
+            proptest::option::of(0..=i32::MAX as u32),
+            proptest::option::of(date),
+        )
+            .prop_map(|(id, filter, days, date)| ExpiryRule {
+                id,
+                filter,
+                days,
+                date,
+            })
+            .prop_filter("a rule expires by days or a date", |r| {
+                r.days.is_some() || r.date.is_some()
+            })
+    }
+
+    proptest! {
+        /// Any `x-amz-expiration` or `x-amz-restore` text parses or not, never a panic; a
+        /// restore's readable-until is the date the same text's expiry-date gives.
+        #[test]
+        fn lifecycle_headers_of_any_text_parse_or_not(text in lifecycle_header()) {
+            let expiry = expiry_date(&text);
+            match restore_state(&text) {
+                Some(Restore::Until(at)) => prop_assert_eq!(Some(at), expiry),
+                Some(Restore::Ongoing) => {
+                    prop_assert_eq!(quoted(&text, "ongoing-request"), Some("true"));
+                }
+                None => {}
+            }
+        }
+
+        /// Every HTTP date of years 1 to 9999 reads back as the time it names.
+        #[test]
+        fn http_dates_read_back(secs in -62_135_596_800i64..=253_402_300_799) {
+            let date = DateTime::from_secs(secs);
+            let text = date.fmt(DateTimeFormat::HttpDate).expect("years 1 to 9999 format");
+            let header = format!("expiry-date=\"{text}\", rule-id=\"r\"");
+            let expected = SystemTime::try_from(date).ok();
+            prop_assert!(expected.is_some());
+            prop_assert_eq!(expiry_date(&header), expected);
+        }
+
+        /// Any rule a store may send maps to ours or to none, never a panic; one that maps
+        /// is an enabled expiration with its days, and writing it back gives the same rule.
+        #[test]
+        fn any_sdk_rule_maps_and_writes_back(rule in sdk_rule()) {
+            let Some(ours) = expiry_rule(&rule) else {
+                return Ok(());
+            };
+            prop_assert_eq!(rule.status(), &ExpirationStatus::Enabled);
+            let days = rule.expiration().and_then(|e| e.days());
+            prop_assert_eq!(ours.days, days.and_then(|d| u32::try_from(d).ok()));
+            prop_assert!(ours.days.is_some() || ours.date.is_some());
+            let back = lifecycle_rule(&ours).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(expiry_rule(&back), Some(ours));
+        }
+
+        /// Any rule of ours the SDK can carry goes to the SDK and back unchanged.
+        #[test]
+        fn our_rules_round_trip_through_the_sdk(rule in our_rule()) {
+            let sdk = lifecycle_rule(&rule).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(expiry_rule(&sdk), Some(rule));
+        }
     }
 }

@@ -205,3 +205,207 @@ fn system_time(t: &Timestamp) -> Option<SystemTime> {
     let since = std::time::Duration::try_from_secs_f64(seconds).ok()?;
     Some(SystemTime::UNIX_EPOCH + since)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::super::Location;
+    use super::*;
+
+    /// Text for an XML element: anything, XML's own characters and references (named,
+    /// numeric, not characters at all), names from a small alphabet (so that filters
+    /// select), numbers of any size and sign.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,10}",
+            "[abxy/]{0,3}",
+            "-?[0-9]{1,22}",
+            "[<>&;\"'/a-z#0-9]{0,8}",
+            "[ab]?&(amp|lt|quot|#[0-9]{1,8}|#x[0-9a-fA-F]{1,7}|#x?|bogus);[ab]?",
+        ]
+    }
+
+    /// `<name>text</name>`, or nothing.
+    fn element(name: &'static str) -> impl Strategy<Value = String> {
+        proptest::option::of(text()).prop_map(move |value| {
+            value.map_or_else(String::new, |v| format!("<{name}>{v}</{name}>"))
+        })
+    }
+
+    /// One `<Rule>` as a client may PUT it: each element S3 defines, present or not,
+    /// with any text or a well-formed value, and the filter in each of its shapes.
+    fn rule_xml() -> impl Strategy<Value = String> {
+        let status = prop_oneof![
+            Just("<Status>Enabled</Status>".to_owned()),
+            Just("<Status>Disabled</Status>".to_owned()),
+            element("Status"),
+        ];
+        let days = prop_oneof![
+            (-2i32..40_000).prop_map(|d| format!("<Days>{d}</Days>")),
+            element("Days"),
+        ];
+        let date = prop_oneof![
+            "<Date>[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9])T[0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+\\-][01][0-9]:[0-5][0-9])</Date>",
+            element("Date"),
+        ];
+        let filter = (
+            0u8..4,
+            element("Prefix"),
+            element("Key"),
+            element("Value"),
+            element("ObjectSizeGreaterThan"),
+            element("ObjectSizeLessThan"),
+        )
+            .prop_map(|(shape, prefix, key, value, larger, smaller)| {
+                let tag = format!("<Tag>{key}{value}</Tag>");
+                match shape {
+                    0 => String::new(),
+                    1 => format!("<Filter>{prefix}{larger}{smaller}</Filter>"),
+                    2 => format!("<Filter>{tag}</Filter>"),
+                    _ => format!("<Filter><And>{prefix}{tag}{tag}{larger}{smaller}</And></Filter>"),
+                }
+            });
+        (element("ID"), status, element("Prefix"), filter, days, date).prop_map(
+            |(id, status, prefix, filter, days, date)| {
+                format!("<Rule>{id}{status}{prefix}{filter}<Expiration>{days}{date}</Expiration></Rule>")
+            },
+        )
+    }
+
+    /// A lifecycle configuration body: a few rules, with or without S3's namespace.
+    fn lifecycle_xml() -> impl Strategy<Value = Vec<u8>> {
+        (proptest::collection::vec(rule_xml(), 0..4), any::<bool>()).prop_map(|(rules, xmlns)| {
+            let ns = if xmlns {
+                " xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""
+            } else {
+                ""
+            };
+            let rules = rules.concat();
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><LifecycleConfiguration{ns}>{rules}</LifecycleConfiguration>")
+                .into_bytes()
+        })
+    }
+
+    /// What the store's S3 front end (s3s) makes of a PutBucketLifecycleConfiguration
+    /// body: the whole body read as one configuration, or nothing (MalformedXML).
+    fn parsed(xml: &[u8]) -> Option<dto::BucketLifecycleConfiguration> {
+        let mut d = s3s::xml::Deserializer::new(xml);
+        let config =
+            <dto::BucketLifecycleConfiguration as s3s::xml::Deserialize>::deserialize(&mut d)
+                .ok()?;
+        d.expect_eof().ok()?;
+        Some(config)
+    }
+
+    /// An object of the store's index.
+    fn entry(key: String, size: u64, mtime: SystemTime, tags: Tags) -> Entry {
+        Entry {
+            key,
+            size,
+            mtime,
+            etag: "e".into(),
+            location: Location::Blob,
+            content_type: None,
+            content_encoding: None,
+            metadata: HashMap::new(),
+            tags,
+            storage_class: None,
+            restored_until: None,
+        }
+    }
+
+    proptest! {
+        /// Any lifecycle body, well-formed or any bytes, is read or refused, never a
+        /// panic; a configuration read is kept as JSON that reads back (else the bucket's
+        /// lifecycle would be unreadable from then on), and a rule that maps is an
+        /// enabled expiration with its days, dated no earlier than 1970. Any bytes in
+        /// the JSON file are read or refused too.
+        #[test]
+        fn any_lifecycle_body_is_read_or_refused(
+            xml in prop_oneof![lifecycle_xml(), proptest::collection::vec(any::<u8>(), 0..300)],
+        ) {
+            let _ = serde_json::from_slice::<dto::BucketLifecycleConfiguration>(&xml);
+            let Some(config) = parsed(&xml) else {
+                return Ok(());
+            };
+            let json = serde_json::to_vec(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let reread = serde_json::from_slice::<dto::BucketLifecycleConfiguration>(&json)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(reread.rules.len(), config.rules.len());
+            for rule in &config.rules {
+                let Some(ours) = expiry_rule(rule) else {
+                    continue;
+                };
+                prop_assert_eq!(rule.status.as_str(), dto::ExpirationStatus::ENABLED);
+                let days = rule.expiration.as_ref().and_then(|e| e.days);
+                prop_assert_eq!(ours.days, days.and_then(|d| u32::try_from(d).ok()));
+                prop_assert!(ours.days.is_some() || ours.date.is_some());
+                prop_assert!(ours.date.is_none_or(|d| d >= SystemTime::UNIX_EPOCH));
+            }
+        }
+
+        /// Any rules and any object: the rule found is one that selects it with that
+        /// expiry, no rule that selects it expires it sooner, and the date is one
+        /// `x-amz-expiration` can write.
+        #[test]
+        fn the_earliest_rule_selects_and_comes_first(
+            xml in lifecycle_xml(),
+            key in "[ab/]{0,4}",
+            size in 0u64..64,
+            secs in 0u64..(1 << 36),
+            tags in proptest::collection::btree_map("[ab]", "[xy]", 0..2),
+        ) {
+            let Some(config) = parsed(&xml) else {
+                return Ok(());
+            };
+            let rules: Vec<ExpiryRule> = config.rules.iter().filter_map(expiry_rule).collect();
+            let entry = entry(key, size, SystemTime::UNIX_EPOCH + Duration::from_secs(secs), tags);
+            let Some((at, id)) = earliest(&rules, &entry) else {
+                return Ok(());
+            };
+            let selecting: Vec<&ExpiryRule> = rules
+                .iter()
+                .filter(|r| r.filter.selects(&entry.key, entry.size, Some(&entry.tags)) == Some(true))
+                .collect();
+            prop_assert!(selecting.iter().any(|r| r.id == id && r.expires_at(entry.mtime) == Some(at)));
+            prop_assert!(selecting.iter().all(|r| r.expires_at(entry.mtime).is_none_or(|t| t >= at)));
+            let at = at.min(crate::artifact::last_time());
+            let mut date = Vec::new();
+            prop_assert!(Timestamp::from(at).format(TimestampFormat::HttpDate, &mut date).is_ok());
+        }
+
+        /// A rule id of any text goes into `x-amz-expiration` as unreserved characters and
+        /// `%XX` escapes only (nothing that ends the quoted value), and decodes back to
+        /// itself.
+        #[test]
+        fn rule_ids_are_url_encoded_reversibly(id in any::<String>()) {
+            let encoded = url_encoded(&id);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+            let mut decoded = Vec::new();
+            let mut rest = encoded.as_str();
+            while let Some(c) = rest.chars().next() {
+                if c == '%' {
+                    let byte = rest.get(1..3).and_then(|h| u8::from_str_radix(h, 16).ok());
+                    prop_assert!(byte.is_some(), "{rest}");
+                    decoded.extend(byte);
+                    rest = &rest[3..];
+                } else {
+                    decoded.push(c as u8);
+                    rest = &rest[1..];
+                }
+            }
+            prop_assert_eq!(decoded, id.into_bytes());
+        }
+
+        /// Whole-second dates of 1970 to 9999 go through the store's conversion exactly.
+        #[test]
+        fn whole_second_dates_convert_exactly(secs in 0u64..=253_402_300_799) {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            prop_assert_eq!(system_time(&Timestamp::from(t)), Some(t));
+        }
+    }
+}

@@ -116,6 +116,7 @@ fn checked_tags(set: dto::TagSet) -> S3Result<BTreeMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn tag(key: &str, value: &str) -> dto::Tag {
         dto::Tag {
@@ -144,5 +145,38 @@ mod tests {
         assert!(tagging_header(None).unwrap().is_empty());
         assert!(tagging_header(Some("a=%zz")).is_err());
         assert!(tagging_header(Some("a=1&a=2")).is_err());
+    }
+
+    proptest! {
+        /// Any `x-amz-tagging` text, bad `%` escapes and escapes of bytes that are not
+        /// UTF-8 included, gives a tag set within S3's limits or InvalidTag, never a
+        /// panic.
+        #[test]
+        fn any_tagging_header_parses_or_is_refused(header in prop_oneof![
+            any::<String>(),
+            "([a-z=&+]|%[0-9a-fA-F]{2}|%[0-9a-zA-Z+\\-]{0,2}|%[c-f][0-9a-f]%[0-7][0-9a-f]){0,16}",
+        ]) {
+            if let Ok(tags) = tagging_header(Some(header.as_str())) {
+                prop_assert!(tags.len() <= MAX_TAGS);
+                for (key, value) in &tags {
+                    prop_assert!(!key.is_empty() && key.chars().count() <= MAX_TAG_KEY);
+                    prop_assert!(value.chars().count() <= MAX_TAG_VALUE);
+                }
+            }
+        }
+
+        /// Any tag set within the limits, written as a query with every byte escaped,
+        /// reads back as itself.
+        #[test]
+        fn escaped_tag_sets_read_back(
+            tags in proptest::collection::btree_map("\\PC{1,8}", "\\PC{0,8}", 0..=MAX_TAGS),
+        ) {
+            let escaped = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+            let pairs: Vec<String> = tags
+                .iter()
+                .map(|(k, v)| format!("{}={}", escaped(k), escaped(v)))
+                .collect();
+            prop_assert_eq!(tagging_header(Some(pairs.join("&").as_str())).ok(), Some(tags));
+        }
     }
 }

@@ -1,0 +1,202 @@
+//! Reads under a failing store: broken, short, stalled and spoiled bodies, and a store
+//! that serves another version than the one asked for.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use super::proxy::{Fault, Op, When};
+use super::{errno, record, Rig, MIB};
+use crate::common::pseudo_random;
+
+#[test]
+fn a_connection_reset_mid_read_is_retried_with_the_same_bytes() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0"]);
+    let data = pseudo_random(20 * MIB, 5);
+    rig.store.put("big.bin", data.clone());
+    rig.proxy
+        .inject(Op::Get, Fault::ResetAfter(300_000), When::Next(2));
+    let started = Instant::now();
+    let read = fs::read(mount.join("big.bin")).unwrap();
+    assert!(read == data, "the same bytes");
+    assert_eq!(rig.proxy.faulted(), 2);
+    record(
+        "connection reset mid-read, twice",
+        "ok, same bytes",
+        started,
+    );
+}
+
+#[test]
+fn a_body_shorter_than_its_length_is_retried_then_eio() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0"]);
+    let data = pseudo_random(6 * MIB, 7);
+    rig.store.put("short.bin", data.clone());
+    rig.proxy
+        .inject(Op::Get, Fault::ShortBody(1000), When::Next(1));
+    let started = Instant::now();
+    assert!(fs::read(mount.join("short.bin")).unwrap() == data);
+    record(
+        "body short of its Content-Length, once",
+        "ok, same bytes",
+        started,
+    );
+    rig.proxy
+        .inject(Op::Get, Fault::ShortBody(1000), When::Always);
+    drop(mount);
+    let mount = rig.mount(&["--max-cache-size", "0"]);
+    let started = Instant::now();
+    assert_eq!(errno(fs::read(mount.join("short.bin"))), libc::EIO);
+    record("body short of its Content-Length, always", "EIO", started);
+}
+
+#[test]
+fn a_store_stalling_mid_body_gives_eio_within_the_request_timeout() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0", "--request-timeout", "3"]);
+    rig.store.put("stall.bin", pseudo_random(8 * MIB, 8));
+    let pause = Fault::PauseAfter {
+        bytes: MIB as u64,
+        pause: Duration::from_secs(600),
+    };
+    rig.proxy.inject(Op::Get, pause, When::Always);
+    let started = Instant::now();
+    assert_eq!(errno(fs::read(mount.join("stall.bin"))), libc::EIO);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "EIO after {took:?}");
+    record(
+        "store pauses mid-body (request timeout 3 s)",
+        "EIO",
+        started,
+    );
+    rig.proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read(mount.join("stall.bin")).is_err() {
+        assert!(Instant::now() < deadline, "not recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Puts `data` under `key` with its SHA-256, as a file written through a mount has it.
+fn put_summed(rig: &Rig, key: &str, data: &[u8]) {
+    let sha = rgrid_mount::artifact::sha256_hex(data);
+    rig.store
+        .put_with_meta(key, data.to_vec(), &[("rgrid-sha256", &sha)]);
+}
+
+#[test]
+fn a_flipped_byte_is_eio_and_never_reaches_the_cache() {
+    let rig = Rig::new();
+    let data = pseudo_random(12 * MIB, 9);
+    put_summed(&rig, "sum.bin", &data);
+    let mount = rig.mount(&[]);
+    rig.proxy
+        .inject(Op::Get, Fault::FlipByte(1000), When::Always);
+    let started = Instant::now();
+    assert_eq!(errno(fs::read(mount.join("sum.bin"))), libc::EIO);
+    record(
+        "one byte flipped in a GET body, 12 MiB",
+        "EIO at the last read",
+        started,
+    );
+    drop(mount);
+    rig.proxy.heal();
+    rig.proxy.reset_counts();
+    let mount = rig.mount(&[]);
+    assert!(fs::read(mount.join("sum.bin")).unwrap() == data);
+    assert!(
+        rig.proxy.count(Op::Get) > 0,
+        "read from the store: no entry was kept"
+    );
+}
+
+#[test]
+fn a_small_object_with_a_flipped_byte_gives_the_reader_no_byte() {
+    let rig = Rig::new();
+    put_summed(&rig, "small.txt", &pseudo_random(200_000, 10));
+    let mount = rig.mount(&[]);
+    rig.proxy
+        .inject(Op::Get, Fault::FlipByte(150_000), When::Always);
+    let started = Instant::now();
+    let mut file = fs::File::open(mount.join("small.txt")).unwrap();
+    let mut first = [0u8; 4096];
+    let read = std::io::Read::read(&mut file, &mut first);
+    assert_eq!(errno(read), libc::EIO, "the first read fails");
+    record(
+        "one byte flipped in a GET body, 200 kB",
+        "EIO at the first read",
+        started,
+    );
+}
+
+#[test]
+fn a_store_serving_another_version_is_eio_never_mixed_bytes() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0"]);
+    let data = pseudo_random(20 * MIB, 11);
+    rig.store.put("v.bin", data.clone());
+    let other = pseudo_random(20 * MIB, 12);
+    let mut file = fs::File::open(mount.join("v.bin")).unwrap();
+    let mut head = vec![0u8; MIB];
+    std::io::Read::read_exact(&mut file, &mut head).unwrap();
+    assert!(head[..] == data[..MIB]);
+    // A store or cache that ignores If-Match, with the object replaced.
+    rig.store.put("v.bin", other.clone());
+    let substitute = Fault::Substitute {
+        body: other.clone().into(),
+        etag: "another-version".into(),
+    };
+    rig.proxy.inject(Op::Get, substitute, When::Always);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut file, &mut rest);
+    assert_eq!(errno(read), libc::EIO);
+    assert!(
+        rest.iter().zip(&data[MIB..]).all(|(a, b)| a == b),
+        "bytes before the error are the first version's"
+    );
+    record("another version served for an If-Match GET", "EIO", started);
+    drop(file);
+    rig.proxy.heal();
+    assert!(
+        fs::read(mount.join("v.bin")).unwrap() == other,
+        "reopen: the new object"
+    );
+}
+
+#[test]
+fn an_object_that_shrank_after_its_listing_never_reads_as_zeros() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0", "--metadata-ttl", "60"]);
+    rig.store.put("d/s.bin", pseudo_random(4 * MIB, 13));
+    assert_eq!(
+        fs::metadata(mount.join("d/s.bin")).unwrap().len(),
+        4 * MIB as u64
+    );
+    let smaller = pseudo_random(MIB, 14);
+    rig.store.put("d/s.bin", smaller.clone());
+    // The listing still says 4 MiB; the GET finds another object.
+    let started = Instant::now();
+    let read = fs::read(mount.join("d/s.bin"));
+    match read {
+        Ok(bytes) => assert!(bytes == smaller, "the new object, whole, no zeros"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+    }
+    record(
+        "object shrank after its listing",
+        "EIO or the new bytes",
+        started,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let size = fs::metadata(mount.join("d/s.bin")).unwrap().len();
+        if let Ok(bytes) = fs::read(mount.join("d/s.bin")) {
+            if bytes == smaller && size == MIB as u64 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "stat and read do not agree");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
