@@ -434,7 +434,7 @@ fn parse_with_offset(s: &str) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

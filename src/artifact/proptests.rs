@@ -25,7 +25,7 @@ fn field() -> impl Strategy<Value = String> {
 }
 
 /// Any time, before 1970 and long after 9999 included.
-fn any_time() -> impl Strategy<Value = SystemTime> {
+pub(crate) fn any_time() -> impl Strategy<Value = SystemTime> {
     (any::<bool>(), 0u64..(1 << 44), 0u32..1_000_000_000).prop_map(|(before, secs, nanos)| {
         let d = Duration::new(secs, nanos);
         if before {

@@ -18,22 +18,7 @@ fn namespace(keys: &[&str]) -> (Namespace, MemoryClient) {
     for key in keys {
         client.insert(key, key.as_bytes().to_vec(), ObjectHeaders::default());
     }
-    let config = NamespaceConfig {
-        root_prefix: String::new(),
-        inputs_prefix: None,
-        metadata_ttl: Duration::from_secs(60),
-        listing_heads: 0,
-    };
-    let retention = RetentionConfig {
-        tier: crate::retention::Tier::Days(30),
-        warning: Duration::from_secs(3600),
-        refresh: Duration::from_secs(600),
-    };
-    let retention = Arc::new(Retention::new(Arc::new(client.clone()), retention));
-    (
-        Namespace::new(Arc::new(client.clone()), retention, config),
-        client,
-    )
+    (namespace_over(Arc::new(client.clone()), ""), client)
 }
 
 fn names(entries: &[DirEntry]) -> Vec<(&str, InodeKind)> {

@@ -199,17 +199,7 @@ fn tier_text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Any time, before 1970 and long after 9999 included.
-fn any_time() -> impl Strategy<Value = SystemTime> {
-    (any::<bool>(), 0u64..(1 << 44), 0u32..1_000_000_000).prop_map(|(before, secs, nanos)| {
-        let d = Duration::new(secs, nanos);
-        if before {
-            SystemTime::UNIX_EPOCH - d
-        } else {
-            SystemTime::UNIX_EPOCH + d
-        }
-    })
-}
+use crate::artifact::proptests::any_time;
 
 /// A size bound of a rule: none, a small one, or any.
 fn any_bound() -> impl Strategy<Value = Option<u64>> {
