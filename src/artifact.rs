@@ -327,9 +327,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&sha2::Sha256::digest(data))
 }
 
-/// The SHA-256 the content must have, if the object carries one.
+/// The SHA-256 the content must have, if the object carries one: 64 lowercase hex
+/// digits, as rgrid writes it. Anything else is no hash (and no xattr), not a hash that
+/// every read would fail against.
 pub fn sha256(headers: &ObjectHeaders) -> Option<&str> {
-    headers.user_metadata.get(SHA256).map(String::as_str)
+    let value = headers.user_metadata.get(SHA256)?;
+    let hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    (value.len() == 64 && value.bytes().all(|b| hex(&b))).then_some(value.as_str())
 }
 
 /// Whether the object's SHA-256 is to be read from its tags.
@@ -465,6 +469,25 @@ mod tests {
             !sha256_in_tag(&headers),
             "the marker goes with the adoption"
         );
+    }
+
+    #[test]
+    fn a_sha256_that_is_not_64_lowercase_hex_digits_is_no_hash() {
+        let with = |value: &str| ObjectHeaders {
+            user_metadata: [(SHA256.to_owned(), value.to_owned())].into(),
+            ..ObjectHeaders::default()
+        };
+        let good = "0f".repeat(32);
+        assert_eq!(sha256(&with(&good)), Some(good.as_str()));
+        for bad in [
+            "",
+            "abc",
+            &"0F".repeat(32),
+            &"0g".repeat(32),
+            &"0f".repeat(33),
+        ] {
+            assert_eq!(sha256(&with(bad)), None, "{bad:?}");
+        }
     }
 
     #[test]

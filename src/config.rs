@@ -517,6 +517,7 @@ fn write_config(args: &MountArgs, cache_dir: PathBuf) -> anyhow::Result<Option<W
             threshold: args.compress_threshold.saturating_mul(MIB),
         },
         part_size: args.upload_part_size * MIB,
+        part_limits: crate::upload::S3_LIMITS,
         concurrency: args.upload_concurrency,
         retry_interval: Duration::from_secs(5),
         tags: [(TIER_TAG.to_owned(), args.retention_days.tag_value())].into(),
@@ -632,6 +633,8 @@ impl MountConfig {
                 identity,
                 share_link_ttl: Duration::from_secs(args.share_link_ttl),
                 passthrough: !args.no_passthrough,
+                // The daemon sets it from its descriptor limit once raised.
+                max_open_files: usize::MAX,
             },
             read,
             write,

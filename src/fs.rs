@@ -12,6 +12,8 @@ mod attr;
 mod control;
 mod error;
 mod fill;
+#[cfg(test)]
+mod model;
 mod passthrough;
 mod sizes;
 mod tree;
@@ -61,6 +63,10 @@ pub struct FsConfig {
     pub share_link_ttl: std::time::Duration,
     /// Cached files are served by FUSE passthrough where the kernel allows it.
     pub passthrough: bool,
+    /// Files open at once through the mount; an open past it is ENFILE. Each holds a
+    /// descriptor of the daemon (its spool or cache entry), and the daemon keeps some
+    /// for itself: connections, the journal, fills.
+    pub max_open_files: usize,
 }
 
 /// Who asks: the calling thread and its user.
@@ -315,6 +321,7 @@ impl RgridFs {
 
     /// Opens file `ino`.
     pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> Result<Opened, FsError> {
+        self.check_open_files()?;
         self.settle_write_backs().await;
         // With its headers: how it is stored, what it must hash to, when it expires.
         let node = self.namespace.describe(ino).await?;
@@ -481,6 +488,17 @@ impl RgridFs {
 
     fn new_handle(&self) -> FileHandle {
         FileHandle(self.next_handle.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Refuses an open at the mount's limit of open files, before any descriptor is
+    /// taken: the daemon's own (connections, journal) are never the ones to run out.
+    fn check_open_files(&self) -> Result<(), FsError> {
+        if lock(&self.files).len() >= self.config.max_open_files {
+            let max = self.config.max_open_files;
+            tracing::warn!(max, "open refused: the mount has its most files open");
+            return Err(FsError::TooManyOpen { max });
+        }
+        Ok(())
     }
 
     fn insert_file(&self, file: OpenFile) -> FileHandle {

@@ -71,6 +71,7 @@ fn run(args: MountArgs) -> anyhow::Result<()> {
         return detach(&config);
     }
     rgrid_mount::logging::init(&config.log_level)?;
+    config.fs.max_open_files = open_files_cap(raise_open_file_limit());
     // Named, so that `top -H` and profiles tell the daemon's threads from others.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("rgrid-worker")
@@ -189,6 +190,41 @@ fn share_one_allocator_arena() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// Every file open through the mount holds a descriptor here (its spool, or its cache
+/// entry): the soft limit, often 1,024, goes up to the hard one, as file servers do, so
+/// that a thousand files open at once are fine. Returns the limit.
+#[allow(unsafe_code)]
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(limit = limit.rlim_cur, "open file limit");
+    } else {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!("open file limit not raised: {e}");
+    }
+    limit.rlim_cur
+}
+
+/// Descriptors kept for the daemon's own use (connections, the journal, cache fills)
+/// below its limit; files open through the mount get the rest, at least half.
+const DAEMON_DESCRIPTORS: u64 = 256;
+
+/// How many files may be open through the mount with a descriptor limit of `limit`.
+fn open_files_cap(limit: u64) -> usize {
+    let cap = limit.saturating_sub(DAEMON_DESCRIPTORS).max(limit / 2);
+    usize::try_from(cap).unwrap_or(usize::MAX)
 }
 
 /// `rgrid-mount status|sync|retention`.

@@ -31,6 +31,64 @@ pub const MAX_COPY_SIZE: u64 = 5 << 30;
 /// The body of a GET, as it arrives.
 pub type ByteStream = BoxStream<'static, Result<Bytes, ObjectError>>;
 
+/// The body of an uploaded part: bytes in memory, or a range of a local file that is
+/// read as the request goes out (and again for a retry), so a part of hundreds of MiB
+/// never sits in memory whole.
+#[derive(Debug, Clone)]
+pub enum PartBody {
+    /// Bytes already in memory.
+    Bytes(Bytes),
+    /// `len` bytes of the file at `path` from `start`; the file must not change under it.
+    File {
+        /// The file (a spool).
+        path: std::path::PathBuf,
+        /// Offset of the first byte.
+        start: u64,
+        /// Bytes in the part.
+        len: u64,
+    },
+}
+
+impl PartBody {
+    /// Bytes in the part.
+    pub fn len(&self) -> u64 {
+        match self {
+            PartBody::Bytes(bytes) => bytes.len() as u64,
+            PartBody::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the part has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The part's bytes in memory (read from its file, for a file part).
+    pub async fn into_bytes(self) -> std::io::Result<Bytes> {
+        match self {
+            PartBody::Bytes(bytes) => Ok(bytes),
+            PartBody::File { path, start, len } => {
+                let read = move || {
+                    use std::os::unix::fs::FileExt;
+                    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+                    let mut buf = vec![0; len];
+                    std::fs::File::open(path)?.read_exact_at(&mut buf, start)?;
+                    Ok(Bytes::from(buf))
+                };
+                tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        }
+    }
+}
+
+impl From<Bytes> for PartBody {
+    fn from(bytes: Bytes) -> PartBody {
+        PartBody::Bytes(bytes)
+    }
+}
+
 /// An object's S3 tag set, by tag key.
 pub type Tags = BTreeMap<String, String>;
 
@@ -236,7 +294,7 @@ pub trait ObjectClient: Send + Sync + Debug {
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<String, ObjectError>;
 
     /// Completes an upload from its parts, `(number, ETag)` in ascending order; returns

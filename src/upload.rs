@@ -35,8 +35,11 @@ use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
 pub struct WriteConfig {
     /// Holds `spool/` and `journal/`; mode 0700.
     pub cache_dir: PathBuf,
-    /// Files up to this size go up in one PutObject; larger ones in parts of this size.
+    /// Files up to this size go up in one PutObject; larger ones in parts of this size,
+    /// growing for files of many GiB (`PartPlan`).
     pub part_size: u64,
+    /// What the store accepts in one multipart upload.
+    pub part_limits: PartLimits,
     /// Bodies (parts, small files) uploaded at once, all files together.
     pub concurrency: usize,
     /// How often pending uploads are tried again.
@@ -67,6 +70,16 @@ pub enum UploadError {
     Damaged {
         /// Destination key.
         key: String,
+    },
+    /// Larger than any multipart upload of the store can carry.
+    #[error("{key}: {size} bytes is more than the store takes in one object ({max})")]
+    TooLarge {
+        /// Destination key.
+        key: String,
+        /// The file's size.
+        size: u64,
+        /// The largest the part plan uploads.
+        max: u64,
     },
 }
 
@@ -117,6 +130,8 @@ pub struct Uploader {
     /// Write-back: what closes may leave pending, and what they did.
     queue: queue::QueueState,
     slots: UploadSlots,
+    /// The sizes of every multipart upload's parts.
+    plan: PartPlan,
     /// Where each upload stands, for status, sync and `upload_state`.
     board: Arc<UploadBoard>,
     /// Held by a pass over the journal: the retry loop and a sync never replay the same
@@ -139,7 +154,9 @@ impl Uploader {
         std::fs::create_dir_all(config.cache_dir.join("spool"))?;
         let journal = UploadJournal::open(config.cache_dir.join("journal"))?;
         let slots = UploadSlots::new(config.concurrency);
+        let plan = PartPlan::with_limits(config.part_size, config.part_limits);
         Ok(Arc::new(Uploader {
+            plan,
             client,
             journal,
             open_spools: Default::default(),
@@ -155,6 +172,21 @@ impl Uploader {
             untagged: Default::default(),
             unaborted: Default::default(),
         }))
+    }
+
+    /// The largest file this mount uploads: a write or truncate past it is EFBIG.
+    pub fn max_file_size(&self) -> u64 {
+        self.plan.max_size()
+    }
+
+    /// Refuses a file larger than the part plan carries.
+    fn check_size(&self, key: &str, size: u64) -> Result<(), UploadError> {
+        let max = self.plan.max_size();
+        if size > max {
+            let key = key.to_owned();
+            return Err(UploadError::TooLarge { key, size, max });
+        }
+        Ok(())
     }
 
     /// A new spool for a file being written.
@@ -369,14 +401,14 @@ impl Uploader {
         file: Arc<File>,
     ) -> Result<Uploaded, UploadError> {
         let (key, size) = (entry.key.as_str(), entry.size);
-        if self.config.compress.applies(key, size) {
+        if self.compresses(key, size) {
             return self.put_compressed(entry, file).await;
         }
         let headers = entry.headers();
         let etag = if size <= self.config.part_size {
             let body = self.slots.read(file, 0, size).await?;
             let etag = self
-                .put_new(key, body.bytes.clone(), headers.clone())
+                .put_new(key, body.body.clone(), headers.clone())
                 .await?;
             self.board.sent(key, &entry.spool, size);
             etag
@@ -399,15 +431,14 @@ impl Uploader {
         file: Arc<File>,
         headers: ObjectHeaders,
     ) -> Result<Option<String>, UploadError> {
-        let size = entry.size;
-        let part_size = self.config.part_size;
+        self.check_size(&entry.key, entry.size)?;
         let slots = self.slots.clone();
-        let parts =
-            futures::stream::iter((0..size).step_by(part_size as usize)).then(move |start| {
-                let len = part_size.min(size - start);
-                let (slots, file) = (slots.clone(), file.clone());
-                async move { Ok(slots.read(file, start, len).await?) }
-            });
+        let parts = self.plan.parts(entry.size).collect::<Vec<_>>();
+        let parts = futures::stream::iter(parts).then(move |part| {
+            let (slots, file) = (slots.clone(), file.clone());
+            let spool = entry.spool.clone();
+            async move { Ok(slots.part(&spool, file, part.start, part.len).await?) }
+        });
         Ok(self.put_parts(entry, headers, parts).await?.0)
     }
 
@@ -428,11 +459,11 @@ impl Uploader {
             async move {
                 let part = part?;
                 let number = i as u32 + 1;
-                let len = part.bytes.len() as u64;
+                let len = part.body.len();
                 sent.fetch_add(len, Ordering::Relaxed);
                 let etag = self
                     .client
-                    .upload_part(key, upload_id, number, part.bytes.clone())
+                    .upload_part(key, upload_id, number, part.body.clone())
                     .await?;
                 self.board.sent(key, &entry.spool, len);
                 Ok::<_, UploadError>((number, etag))
@@ -500,6 +531,7 @@ mod complete;
 mod gzip;
 mod journal;
 mod moves;
+mod parts;
 mod progress;
 mod queue;
 mod send;
@@ -513,6 +545,7 @@ pub use barrier::SyncFailure;
 pub use gzip::{CompressMode, CompressPolicy};
 pub use journal::{JournalEntry, UploadJournal};
 pub use moves::{TreeLimits, TreeMoveError};
+pub use parts::{PartLimits, PartPlan, S3_LIMITS};
 pub use progress::{UploadBoard, UploadRecord, UploadState};
 pub use queue::Committed;
 pub use send::Sent;

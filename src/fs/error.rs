@@ -70,6 +70,18 @@ pub enum FsError {
     /// A barrier (fsync) found an upload that did not reach the store, for this reason.
     #[error("upload failed: {0}")]
     UploadFailed(String),
+    /// The mount has `--max-open-files` files open (from the daemon's descriptor limit).
+    #[error("the mount has its most files open ({max})")]
+    TooManyOpen {
+        /// The limit.
+        max: usize,
+    },
+    /// A write or truncate past the largest object the store takes.
+    #[error("file larger than the store's object limit ({max} bytes)")]
+    TooLarge {
+        /// The largest file size.
+        max: u64,
+    },
     /// The object is in an archive storage class and not restored.
     #[error("{key} is archived ({class}) and not restored yet; to restore it: setfattr -n user.rgrid.restore -v DAYS FILE")]
     Archived {
@@ -124,6 +136,7 @@ impl FsError {
             }
             FsError::Upload(UploadError::Object(e)) | FsError::Object(e) => object_errno(e),
             FsError::Upload(UploadError::Damaged { .. }) => libc::EIO,
+            FsError::Upload(UploadError::TooLarge { .. }) | FsError::TooLarge { .. } => libc::EFBIG,
             FsError::Exists => libc::EEXIST,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
@@ -137,6 +150,7 @@ impl FsError {
             FsError::UploadFailed(_) => libc::EIO,
             FsError::Archived { .. } => libc::EREMOTE,
             FsError::TextBusy => libc::ETXTBSY,
+            FsError::TooManyOpen { .. } => libc::ENFILE,
             FsError::Retention(TierError::NoTiers) => libc::ENOTSUP,
             FsError::Retention(TierError::NoRule { .. }) => libc::EINVAL,
             FsError::Retention(TierError::RulesUnknown) => libc::EIO,
@@ -170,6 +184,7 @@ impl FsError {
             | FsError::Io(_)
             | FsError::UploadFailed(_)
             | FsError::Archived { .. }
+            | FsError::TooManyOpen { .. }
             | FsError::TextBusy => Severity::Warn,
             FsError::BadHandle(_) => Severity::Warn,
             FsError::ReadOnly
@@ -183,6 +198,7 @@ impl FsError {
             | FsError::Busy
             | FsError::AccessDenied
             | FsError::Range
+            | FsError::TooLarge { .. }
             | FsError::Retention(_) => Severity::Debug,
         }
     }

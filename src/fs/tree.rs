@@ -137,6 +137,7 @@ impl RgridFs {
             return Ok(());
         }
         let pending = uploader.has_pending(&node.key) || node.etag.is_none();
+        self.complete_fills(node.ino).await?;
         let etag = uploader.rename_file(&node.object_id(), &new_key).await?;
         if let Some(replaced) = target {
             self.write_backs.forget(replaced.ino);

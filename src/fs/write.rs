@@ -229,6 +229,7 @@ impl RgridFs {
     ) -> Result<(Attr, Opened), FsError> {
         let name = entry_name(name)?;
         let uploader = self.writable(&[parent])?;
+        self.check_open_files()?;
         let spool = uploader.spool()?;
         let node = match self.namespace.create_local(parent, name, InodeKind::File) {
             Ok(node) => node,
@@ -257,7 +258,7 @@ impl RgridFs {
         if clear_setid {
             self.clear_setid(fh).await?;
         }
-        self.counters.write(data.len());
+        self.counters.write(written as usize);
         Ok(written)
     }
 
@@ -278,6 +279,7 @@ impl RgridFs {
     }
 
     async fn write_file(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let data = within_limit(offset, data, self.uploader()?.max_file_size())?;
         let file = self.file(fh)?;
         let mut file = file.lock().await;
         let OpenFile::Write(writer) = &mut *file else {
@@ -302,6 +304,21 @@ impl RgridFs {
             }
         }
         Ok(data.len() as u32)
+    }
+
+    /// Copies in what open writers of `ino` have not yet copied from its object, before
+    /// a rename takes the object from under their lazy fills: their content goes up
+    /// under the new name whole, and their next write does not fail.
+    pub(super) async fn complete_fills(&self, ino: InodeNo) -> Result<(), FsError> {
+        let open: Vec<_> = lock(&self.files).values().cloned().collect();
+        for file in open {
+            if let OpenFile::Write(writer) = &mut *file.lock().await {
+                if writer.ino == ino {
+                    writer.complete_fill().await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Before a change after a write-back close: the queued spool is the upload's, so the
@@ -525,6 +542,22 @@ impl RgridFs {
         if let Some(uploader) = &self.uploader {
             uploader.close_spool(&writer.spool);
         }
+        let unchanged = !writer.dirty && !attrs_changed;
+        let queued = self.write_backs.spool_of(writer.ino).is_some();
+        if unchanged && !queued && !self.has_writer(writer.ino).await {
+            self.namespace.end_write(writer.ino);
+        }
+    }
+
+    /// Whether a file still open writes `ino`.
+    async fn has_writer(&self, ino: InodeNo) -> bool {
+        let open: Vec<_> = lock(&self.files).values().cloned().collect();
+        for file in open {
+            if matches!(&*file.lock().await, OpenFile::Write(w) if w.ino == ino) {
+                return true;
+            }
+        }
+        false
     }
 
     /// At release: a spool whose content is the version it was uploaded as, unchanged
@@ -560,6 +593,10 @@ impl RgridFs {
         size: u64,
         fh: Option<FileHandle>,
     ) -> Result<Attr, FsError> {
+        let max = self.uploader()?.max_file_size();
+        if size > max {
+            return Err(FsError::TooLarge { max });
+        }
         let file = match fh {
             Some(fh) => Some(self.file(fh)?),
             None => None,
@@ -568,7 +605,10 @@ impl RgridFs {
             let mut file = file.lock().await;
             if let OpenFile::Write(writer) = &mut *file {
                 self.end_stream(writer);
+                // What stays is copied before the cut: a failed copy leaves the file as
+                // it was, not with its tail dropped from the fill but never copied.
                 if let Some(fill) = writer.fill.as_mut() {
+                    fill.fill(&writer.spool, 0..size).await?;
                     fill.truncated(size);
                 }
                 writer.complete_fill().await?;
@@ -592,6 +632,17 @@ impl RgridFs {
         result?;
         self.getattr(ino).await
     }
+}
+
+/// The part of `data` written at `offset` that ends within `max` bytes, as a local disk
+/// does at its file size limit: a write that crosses it is short, one past it EFBIG.
+fn within_limit(offset: u64, data: &[u8], max: u64) -> Result<&[u8], FsError> {
+    let room = max.saturating_sub(offset);
+    if room == 0 && !data.is_empty() {
+        return Err(FsError::TooLarge { max });
+    }
+    let fits = usize::try_from(room).map_or(data.len(), |room| room.min(data.len()));
+    Ok(&data[..fits])
 }
 
 /// The process (thread group) of thread `tid`: FUSE requests name the calling thread, and

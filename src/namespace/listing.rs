@@ -129,6 +129,13 @@ impl Namespace {
                     }
                 }
             }
+            // A store that hands back the token it was given would be listed forever.
+            if page.next_token.is_some() && page.next_token == token {
+                return Err(NamespaceError::Object(ObjectError::Other {
+                    target: prefix.to_owned(),
+                    message: "listing repeats its continuation token".to_owned(),
+                }));
+            }
             token = page.next_token;
             if token.is_none() {
                 break;

@@ -63,6 +63,35 @@ impl Namespace {
         }
     }
 
+    /// The last writer of `ino` closed with nothing to upload: the store's facts are the
+    /// file's again, asked anew (the store may have a new version since the open).
+    pub fn end_write(&self, ino: InodeNo) {
+        let mut tables = self.tables();
+        let Some(inode) = tables.inodes.get_mut(&ino) else {
+            return;
+        };
+        let stored = inode.node.etag.is_some() && inode.node.kind == InodeKind::File;
+        if !inode.local || !stored || inode.kept_pending || inode.node.unlinked {
+            return;
+        }
+        inode.local = false;
+        self.ask_again(&mut tables, ino);
+    }
+
+    /// Makes the next lookup of `ino` ask the store: its HEAD and its parent's listing
+    /// are past the TTL.
+    fn ask_again(&self, tables: &mut Tables, ino: InodeNo) {
+        let Some(inode) = tables.inodes.get_mut(&ino) else {
+            return;
+        };
+        let stale = self.config.metadata_ttl + std::time::Duration::from_secs(1);
+        if let Some(past) = Instant::now().checked_sub(stale) {
+            inode.validated = past;
+        }
+        let parent = inode.parent;
+        tables.forget_listing(parent);
+    }
+
     /// The content of a file being written changed, to `size` bytes: its mtime is now,
     /// whatever one was kept (a tool that keeps times sets them after writing).
     pub fn set_size(&self, ino: InodeNo, size: u64) {
@@ -235,12 +264,7 @@ impl Namespace {
         if inode.local || inode.node.etag.as_deref() != etag {
             return;
         }
-        let stale = self.config.metadata_ttl + std::time::Duration::from_secs(1);
-        if let Some(past) = Instant::now().checked_sub(stale) {
-            inode.validated = past;
-        }
-        let parent = inode.parent;
-        tables.forget_listing(parent);
+        self.ask_again(&mut tables, ino);
     }
 
     /// Drops what HEAD said of `ino`'s version `etag` (kept attributes stay): after a

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::object::{
-    ByteStream, ExpiryRule, ListPage, MemoryClient, ObjectInfo, ObjectMeta, Operation, Tags,
+    ByteStream, ExpiryRule, ListPage, MemoryClient, ObjectInfo, ObjectMeta, Operation, PartBody,
+    Tags,
 };
 use crate::retention::RetentionConfig;
 
@@ -228,6 +229,7 @@ fn namespace_over(client: Arc<dyn ObjectClient>, root_prefix: &str) -> Namespace
 
 /// A store whose every first page of a listing is `page`, whatever the prefix: keys
 /// outside the prefix or below it, prefixes without their `/`, names no rule allows.
+/// Asked for the page after it, it answers `page` again (a token that repeats).
 /// Everything else is `inner`'s.
 #[derive(Debug)]
 struct OddListing {
@@ -251,7 +253,7 @@ impl ObjectClient for OddListing {
         token: Option<&str>,
         max_keys: Option<u32>,
     ) -> Result<ListPage, ObjectError> {
-        if token.is_none() {
+        if token.is_none() || token == self.page.next_token.as_deref() {
             return Ok(self.page.clone());
         }
         self.inner.list_page(prefix, token, max_keys).await
@@ -292,7 +294,7 @@ impl ObjectClient for OddListing {
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<String, ObjectError> {
         self.inner.upload_part(key, upload_id, number, body).await
     }
@@ -436,4 +438,25 @@ proptest! {
             Ok(())
         })?;
     }
+
+}
+
+#[tokio::test]
+async fn a_listing_that_repeats_its_token_fails_instead_of_looping() {
+    let page = ListPage {
+        objects: Vec::new(),
+        prefixes: vec!["r/d/".to_owned()],
+        next_token: Some("again".to_owned()),
+    };
+    let client = OddListing {
+        inner: MemoryClient::new(),
+        page,
+    };
+    let ns = namespace_over(Arc::new(client), "r/");
+    let listed = tokio::time::timeout(Duration::from_secs(5), ns.readdir(InodeNo::ROOT)).await;
+    let result = listed.expect("readdir returns");
+    assert!(
+        matches!(result, Err(NamespaceError::Object(_))),
+        "{result:?}"
+    );
 }

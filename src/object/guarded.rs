@@ -21,7 +21,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, Tags,
+    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
+    PartBody, Tags,
 };
 
 /// While the store is unreachable, how often the probe asks it.
@@ -269,9 +270,9 @@ impl ObjectClient for GuardedClient {
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<String, ObjectError> {
-        let len = body.len();
+        let len = body.len() as usize;
         let part = self.inner.upload_part(key, upload_id, number, body);
         self.reach.call_sending(key, len, part).await
     }

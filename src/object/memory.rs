@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use super::{
     ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
-    ObjectMeta, Tags,
+    ObjectMeta, PartBody, Tags,
 };
 
 /// The operations that [`MemoryClient`] counts.
@@ -75,6 +75,8 @@ struct State {
     got_bytes: u64,
     /// Tagging calls fail as on a server without the API.
     no_tagging: bool,
+    /// Parts whose body came as a file range, not bytes in memory.
+    file_parts: u64,
 }
 
 /// A creation with tags fails where tagging is refused, as on a server without it.
@@ -159,6 +161,11 @@ impl MemoryClient {
     /// Bytes all GETs so far returned.
     pub fn got_bytes(&self) -> u64 {
         self.lock().got_bytes
+    }
+
+    /// Parts uploaded from a file range rather than from memory.
+    pub fn file_parts(&self) -> u64 {
+        self.lock().file_parts
     }
 
     /// The most PUT and part uploads that were in flight at once.
@@ -369,10 +376,15 @@ impl ObjectClient for MemoryClient {
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<String, ObjectError> {
         drop(self.begin(Operation::Multipart, key)?);
         self.upload_in_flight().await;
+        self.lock().file_parts += u64::from(matches!(body, PartBody::File { .. }));
+        let body = body.into_bytes().await.map_err(|e| ObjectError::Other {
+            target: key.to_owned(),
+            message: e.to_string(),
+        })?;
         let mut state = self.lock();
         let upload = state
             .uploads

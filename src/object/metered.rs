@@ -12,7 +12,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::{
-    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo, Tags,
+    ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
+    PartBody, Tags,
 };
 use crate::metrics;
 
@@ -116,9 +117,9 @@ impl ObjectClient for MeteredClient {
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<String, ObjectError> {
-        let len = body.len();
+        let len = body.len() as usize;
         let part = self.inner.upload_part(key, upload_id, number, body);
         let etag = observe("UploadPart", part).await?;
         metrics::bytes_to_store(len);

@@ -17,10 +17,10 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, Length};
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, GlacierJobParameters,
-    LifecycleRule, MetadataDirective, RestoreRequest, Tag, Tagging, Tier,
+    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, EncodingType,
+    GlacierJobParameters, LifecycleRule, MetadataDirective, RestoreRequest, Tag, Tagging, Tier,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -30,7 +30,7 @@ use lifecycle::{expiry_date, expiry_rule, lifecycle_rule, restore_state};
 
 use super::{
     ByteStream, ExpiryRule, ListPage, ObjectClient, ObjectError, ObjectHeaders, ObjectInfo,
-    ObjectMeta, Tags,
+    ObjectMeta, PartBody, Tags,
 };
 
 /// How to reach the bucket.
@@ -86,6 +86,9 @@ impl S3ClientConfig {
 /// five retries wait 3 s at most in all, well inside a request's deadline, so that a
 /// store refusing everything is EIO in seconds.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Bytes read from a file part's spool at a time (the SDK's default is 4 KiB).
+const FILE_BODY_BUFFER: usize = 256 << 10;
 
 /// An HTTPS client that trusts the system's roots and those of `pem`.
 fn http_client_trusting(pem: &[u8]) -> Result<SharedHttpClient, ObjectError> {
@@ -159,6 +162,16 @@ impl S3Client {
             unsigned_bodies: https,
         })
     }
+}
+
+/// A key of a listing escaped by `encoding-type=url`, as S3 escapes it (a query value:
+/// `+` is a space); `None` where its bytes are not UTF-8, which no name can show.
+fn url_decoded(value: &str) -> Option<String> {
+    let plus = value.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.into_owned())
 }
 
 /// A failure of ours around a request to `target` (a config or builder refused).
@@ -325,17 +338,25 @@ impl ObjectClient for S3Client {
             .bucket(&self.bucket)
             .prefix(prefix)
             .delimiter("/")
+            .encoding_type(EncodingType::Url)
             .set_continuation_token(token.map(str::to_owned))
             .set_max_keys(max_keys.and_then(|m| i32::try_from(m).ok()))
             .send()
             .await
             .map_err(|e| classify(e, prefix))?;
+        // Escaped where the store did as asked: keys with control characters cannot
+        // travel in XML as they are.
+        let escaped = out.encoding_type() == Some(&EncodingType::Url);
+        let key_of = |value: &str| match escaped {
+            true => url_decoded(value),
+            false => Some(value.to_owned()),
+        };
         let objects = out
             .contents()
             .iter()
             .filter_map(|o| {
                 Some(ObjectMeta {
-                    key: o.key()?.to_owned(),
+                    key: key_of(o.key()?)?,
                     size: size(o.size()),
                     last_modified: system_time(o.last_modified()),
                     etag: o.e_tag().map(str::to_owned),
@@ -345,7 +366,7 @@ impl ObjectClient for S3Client {
         let prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_owned))
+            .filter_map(|p| key_of(p.prefix()?))
             .collect();
         let next_token = match out.is_truncated() {
             Some(true) => out.next_continuation_token().map(str::to_owned),
@@ -482,8 +503,19 @@ impl ObjectClient for S3Client {
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<String, ObjectError> {
+        let body = match body {
+            PartBody::Bytes(bytes) => SdkByteStream::from(bytes),
+            PartBody::File { path, start, len } => SdkByteStream::read_from()
+                .path(path)
+                .offset(start)
+                .length(Length::Exact(len))
+                .buffer_size(FILE_BODY_BUFFER)
+                .build()
+                .await
+                .map_err(|e| other(key, e))?,
+        };
         let out = self
             .client
             .upload_part()
@@ -491,7 +523,7 @@ impl ObjectClient for S3Client {
             .key(key)
             .upload_id(upload_id)
             .part_number(i32::try_from(number).unwrap_or(i32::MAX))
-            .body(SdkByteStream::from(body))
+            .body(body)
             .customize();
         let out = if self.unsigned_bodies {
             out.disable_payload_signing()

@@ -16,7 +16,7 @@ use std::ops::Bound;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use s3s::dto::{self, ETag, ETagCondition, Timestamp};
@@ -24,6 +24,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
 
 mod archive;
+mod escape;
 mod lifecycle;
 mod multipart;
 mod tagging;
@@ -106,9 +107,18 @@ fn derived_etag(meta: &std::fs::Metadata) -> String {
     format!(
         "{:x}-{:x}-{:x}",
         meta.ino(),
-        meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        // Wrapping: a file dated past 2262 still gets an ETag, not a panic.
+        meta.mtime()
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(meta.mtime_nsec()),
         meta.len()
     )
+}
+
+/// `time` as an S3 timestamp, which ends with the year 9999 (a file's mtime may not).
+fn timestamp(time: SystemTime) -> Timestamp {
+    const LAST: Duration = Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+    Timestamp::from(time.min(SystemTime::UNIX_EPOCH + LAST))
 }
 
 impl DiskStore {
@@ -445,7 +455,7 @@ fn list_page(
                 contents.push(dto::Object {
                     key: Some(key.clone()),
                     size: Some(entry.size as i64),
-                    last_modified: Some(Timestamp::from(entry.mtime)),
+                    last_modified: Some(timestamp(entry.mtime)),
                     e_tag: Some(ETag::Strong(entry.etag.clone())),
                     ..Default::default()
                 });
@@ -459,7 +469,12 @@ fn list_page(
         max_keys: Some(max as i32),
         key_count: Some(key_count),
         is_truncated: Some(truncated),
-        next_continuation_token: if truncated { last } else { None },
+        // Escaped: a key with a control character would not go into XML as it is.
+        next_continuation_token: if truncated {
+            last.as_deref().map(escape::escape)
+        } else {
+            None
+        },
         contents: Some(contents),
         common_prefixes: Some(
             prefixes
@@ -529,7 +544,7 @@ impl S3 for DiskStore {
             content_type: entry.content_type,
             content_encoding: entry.content_encoding,
             e_tag: Some(ETag::Strong(entry.etag)),
-            last_modified: Some(Timestamp::from(entry.mtime)),
+            last_modified: Some(timestamp(entry.mtime)),
             expiration,
             metadata: Some(entry.metadata),
             accept_ranges: Some("bytes".into()),
@@ -601,7 +616,7 @@ impl S3 for DiskStore {
             // A presigned link may ask for its own (S3's response-content-encoding).
             content_encoding: input.response_content_encoding.or(entry.content_encoding),
             e_tag: Some(ETag::Strong(entry.etag)),
-            last_modified: Some(Timestamp::from(entry.mtime)),
+            last_modified: Some(timestamp(entry.mtime)),
             metadata: Some(entry.metadata),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
@@ -701,7 +716,7 @@ impl S3 for DiskStore {
         let entry = self.copy(req.input).await?;
         let result = dto::CopyObjectResult {
             e_tag: Some(ETag::Strong(entry.etag)),
-            last_modified: Some(Timestamp::from(entry.mtime)),
+            last_modified: Some(timestamp(entry.mtime)),
             ..Default::default()
         };
         Ok(S3Response::new(dto::CopyObjectOutput {
@@ -750,13 +765,24 @@ impl S3 for DiskStore {
         let prefix = input.prefix.unwrap_or_default();
         // An empty `delimiter=` means no delimiter, as in S3.
         let delimiter = input.delimiter.filter(|d| !d.is_empty());
-        let after = input.continuation_token.or(input.start_after);
+        let token = input.continuation_token.as_deref().map(escape::unescape);
+        let after = match token {
+            Some(None) => return Err(s3_error!(InvalidArgument, "bad continuation token")),
+            Some(token) => token,
+            None => input.start_after,
+        };
         let max = input
             .max_keys
             .map_or(MAX_KEYS, |m| (m.max(0) as usize).min(MAX_KEYS));
         let mut out = list_page(&index, &prefix, delimiter.as_deref(), after.as_deref(), max);
         out.name = Some(input.bucket);
         out.continuation_token = None;
+        if input
+            .encoding_type
+            .is_some_and(|e| e.as_str() == dto::EncodingType::URL)
+        {
+            escape::escape_listing(&mut out);
+        }
         Ok(S3Response::new(out))
     }
 }

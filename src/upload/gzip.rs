@@ -14,7 +14,7 @@ use flate2::write::GzEncoder;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{JournalEntry, UploadError, Uploaded, Uploader};
+use super::{JournalEntry, PartPlan, UploadError, Uploaded, Uploader};
 use crate::artifact::{self, is_text};
 
 /// When outputs are stored compressed.
@@ -52,6 +52,13 @@ impl CompressPolicy {
 const READ_CHUNK: usize = 1 << 20;
 
 impl Uploader {
+    /// Whether a file `key` of `size` bytes goes up compressed. Compressed parts are made
+    /// in memory, so a file past the part plan's first tier (8.5 GiB at 8 MiB parts)
+    /// goes up as it is: its parts would grow, and memory with them.
+    pub(super) fn compresses(&self, key: &str, size: u64) -> bool {
+        self.config.compress.applies(key, size) && size <= self.plan.uniform_max()
+    }
+
     /// Puts the journaled spool under its key, gzip-compressed.
     pub(super) async fn put_compressed(
         &self,
@@ -62,9 +69,9 @@ impl Uploader {
         let meta = &mut headers.user_metadata;
         meta.insert(artifact::COMPRESSION.into(), "gzip".into());
         meta.insert(artifact::ORIGINAL_SIZE.into(), entry.size.to_string());
-        let part_size = self.config.part_size as usize;
+        let plan = self.plan;
         let (tx, mut rx) = mpsc::channel(2);
-        let compressor = tokio::task::spawn_blocking(move || compress(&file, part_size, &tx));
+        let compressor = tokio::task::spawn_blocking(move || compress(&file, plan, &tx));
         let first = next_part(&mut rx).await?;
         let second = next_part(&mut rx).await?;
         let (etag, stored) = match (first, second) {
@@ -72,7 +79,7 @@ impl Uploader {
                 let stored = first.len() as u64;
                 let body = self.slots.hold(first).await?;
                 let etag = self
-                    .put_new(&entry.key, body.bytes.clone(), headers.clone())
+                    .put_new(&entry.key, body.body.clone(), headers.clone())
                     .await?;
                 self.board.sent(&entry.key, &entry.spool, stored);
                 (etag, stored)
@@ -87,7 +94,7 @@ impl Uploader {
                     .chain(rest)
                     .then(move |part| {
                         let slots = slots.clone();
-                        async move { Ok(slots.hold(part?).await?) }
+                        async move { Ok(slots.hold(part?).await?.into_part()) }
                     });
                 self.put_parts(entry, headers.clone(), parts).await?
             }
@@ -124,10 +131,11 @@ async fn next_part(
     }
 }
 
-/// Compresses `file` into parts of at least `part_size` bytes (the last may be smaller),
-/// sent on `tx`, then the end; stops early when the receiver is gone.
-fn compress(file: &File, part_size: usize, tx: &mpsc::Sender<io::Result<Piece>>) -> io::Result<()> {
-    let result = compress_parts(file, part_size, tx);
+/// Compresses `file` into parts of at least the `plan`'s sizes (the last may be smaller),
+/// sent on `tx`, then the end; stops early when the receiver is gone. Parts at least as
+/// large as the plan's are never more than the plan's count for the file's size.
+fn compress(file: &File, plan: PartPlan, tx: &mpsc::Sender<io::Result<Piece>>) -> io::Result<()> {
+    let result = compress_parts(file, plan, tx);
     if let Err(e) = &result {
         let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
     }
@@ -136,11 +144,13 @@ fn compress(file: &File, part_size: usize, tx: &mpsc::Sender<io::Result<Piece>>)
 
 fn compress_parts(
     file: &File,
-    part_size: usize,
+    plan: PartPlan,
     tx: &mpsc::Sender<io::Result<Piece>>,
 ) -> io::Result<()> {
     let level = flate2::Compression::default();
-    let mut encoder = GzEncoder::new(Vec::with_capacity(part_size + READ_CHUNK), level);
+    let mut number = 1;
+    let part_size = |number| plan.size_of(number) as usize;
+    let mut encoder = GzEncoder::new(Vec::with_capacity(part_size(1) + READ_CHUNK), level);
     let mut buf = vec![0; READ_CHUNK];
     let mut offset = 0;
     loop {
@@ -150,10 +160,11 @@ fn compress_parts(
         }
         offset += n as u64;
         encoder.write_all(&buf[..n])?;
-        if encoder.get_ref().len() >= part_size {
+        if encoder.get_ref().len() >= part_size(number) {
+            number += 1;
             let part = std::mem::replace(
                 encoder.get_mut(),
-                Vec::with_capacity(part_size + READ_CHUNK),
+                Vec::with_capacity(part_size(number) + READ_CHUNK),
             );
             if tx
                 .blocking_send(Ok(Piece::Part(Bytes::from(part))))

@@ -146,7 +146,7 @@ impl Uploader {
         stream: Option<PartStream>,
     ) -> Result<Uploaded, UploadError> {
         let file = Arc::new(File::open(&entry.spool)?);
-        let compressed = self.config.compress.applies(&entry.key, entry.size);
+        let compressed = self.compresses(&entry.key, entry.size);
         match stream {
             Some(s) if s.covers(entry) && !compressed => {
                 match self.finish_stream(s, entry).await? {

@@ -3,10 +3,18 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::object::PartBody;
+
+/// The largest part read into memory before it is sent. A larger one (parts grow past
+/// it only for files of many GiB, or with a large `--upload-part-size`) is read from
+/// its spool by the request as it goes out, so a slot never holds more than this.
+pub(super) const IN_MEMORY_PART_MAX: u64 = 16 << 20;
 
 /// The mount's limit on upload bodies in memory at once. Streamed parts, uploads at close
 /// and replays each take a slot before a body is read (or, compressed, handed over) and
@@ -15,10 +23,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone)]
 pub(super) struct UploadSlots(Arc<Semaphore>);
 
-/// An upload body and the slot it holds until dropped.
-pub(super) struct SlotBody {
-    pub(super) bytes: Bytes,
+/// An upload body (`Bytes` or a [`PartBody`]) and the slot it holds until dropped.
+pub(super) struct SlotBody<T = PartBody> {
+    pub(super) body: T,
     _slot: OwnedSemaphorePermit,
+}
+
+impl SlotBody<Bytes> {
+    /// The same bytes as a part, in the same slot.
+    pub(super) fn into_part(self) -> SlotBody {
+        SlotBody {
+            body: PartBody::Bytes(self.body),
+            _slot: self._slot,
+        }
+    }
 }
 
 impl UploadSlots {
@@ -35,17 +53,45 @@ impl UploadSlots {
             .map_err(io::Error::other)
     }
 
-    /// `len` bytes of `file` at `start`, read once a slot is free.
-    pub(super) async fn read(&self, file: Arc<File>, start: u64, len: u64) -> io::Result<SlotBody> {
+    /// `len` bytes of `file` at `start`, read into memory once a slot is free.
+    pub(super) async fn read(
+        &self,
+        file: Arc<File>,
+        start: u64,
+        len: u64,
+    ) -> io::Result<SlotBody<Bytes>> {
         let slot = self.take().await?;
-        let bytes = read_range(file, start, len).await?;
-        Ok(SlotBody { bytes, _slot: slot })
+        let body = read_range(file, start, len).await?;
+        Ok(SlotBody { body, _slot: slot })
+    }
+
+    /// The body of a part of `len` bytes at `start` of the spool at `path` (open as
+    /// `file`), once a slot is free: in memory up to [`IN_MEMORY_PART_MAX`], else read
+    /// from the spool as it is sent.
+    pub(super) async fn part(
+        &self,
+        path: &Path,
+        file: Arc<File>,
+        start: u64,
+        len: u64,
+    ) -> io::Result<SlotBody> {
+        let slot = self.take().await?;
+        let body = if len <= IN_MEMORY_PART_MAX {
+            PartBody::Bytes(read_range(file, start, len).await?)
+        } else {
+            let path = path.to_owned();
+            PartBody::File { path, start, len }
+        };
+        Ok(SlotBody { body, _slot: slot })
     }
 
     /// `bytes` already in memory (a compressed part), once a slot is free.
-    pub(super) async fn hold(&self, bytes: Bytes) -> io::Result<SlotBody> {
+    pub(super) async fn hold(&self, bytes: Bytes) -> io::Result<SlotBody<Bytes>> {
         let slot = self.take().await?;
-        Ok(SlotBody { bytes, _slot: slot })
+        Ok(SlotBody {
+            body: bytes,
+            _slot: slot,
+        })
     }
 }
 

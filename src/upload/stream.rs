@@ -34,6 +34,8 @@ pub struct PartStream {
     written: u64,
     /// Bytes handed to part uploads.
     sent: u64,
+    /// Parts handed to uploads: the next is part `parts + 1`, of the plan's size.
+    parts: u32,
     upload_id: Option<String>,
     in_flight: VecDeque<PartTask>,
     done: Vec<(u32, String)>,
@@ -77,6 +79,7 @@ impl Uploader {
             hasher: Sha256::new(),
             written: 0,
             sent: 0,
+            parts: 0,
             upload_id: None,
             in_flight: VecDeque::new(),
             done: Vec::new(),
@@ -90,13 +93,13 @@ impl Uploader {
         let end = offset + data.len() as u64;
         // Not front to back, or it will go up compressed: it goes up from the spool at
         // close, with its metadata from the start.
-        if offset != s.written || self.config.compress.applies(&s.key, end) {
+        if offset != s.written || self.compresses(&s.key, end) {
             return false;
         }
         s.hasher.update(data);
         s.written += data.len() as u64;
-        let part_size = self.config.part_size;
-        while s.written - s.sent >= part_size {
+        while s.written - s.sent >= self.plan.size_of(s.parts + 1) {
+            let part_size = self.plan.size_of(s.parts + 1);
             if let Err(e) = self.send_part(s, part_size).await {
                 tracing::debug!(key = %s.key, "streaming upload stopped, will upload at close: {e}");
                 return false;
@@ -120,7 +123,7 @@ impl Uploader {
             };
             s.done.push(task.await.map_err(std::io::Error::other)??);
         }
-        let number = (s.sent / self.config.part_size) as u32 + 1;
+        let number = s.parts + 1;
         let file = match &s.file {
             Some(file) => file.clone(),
             None => s.file.insert(Arc::new(File::open(&s.spool)?)).clone(),
@@ -130,14 +133,15 @@ impl Uploader {
         let (slots, board, spool) = (self.slots.clone(), self.board.clone(), s.spool.clone());
         s.in_flight.push_back(tokio::spawn(async move {
             // The writer goes on writing to its spool while the part waits for a slot.
-            let body = slots.read(file, start, len).await?;
+            let body = slots.part(&spool, file, start, len).await?;
             let etag = client
-                .upload_part(&key, &upload_id, number, body.bytes.clone())
+                .upload_part(&key, &upload_id, number, body.body.clone())
                 .await?;
             board.sent(&key, &spool, len);
             Ok((number, etag))
         }));
         s.sent += len;
+        s.parts = number;
         Ok(())
     }
 

@@ -31,6 +31,7 @@ fn uploader_config(part_size: u64) -> WriteConfig {
     WriteConfig {
         cache_dir: PathBuf::new(),
         part_size,
+        part_limits: S3_LIMITS,
         concurrency: 3,
         retry_interval: Duration::from_secs(3600),
         tags: [("rgrid-retention".to_owned(), "30d".to_owned())].into(),
@@ -538,4 +539,114 @@ async fn new_attributes_never_bring_back_a_superseded_version() {
     let (data, headers) = stored(&client, "k").await;
     assert_eq!(data, b"new");
     assert_eq!(headers.user_metadata[artifact::MODE], "0600");
+}
+
+/// An uploader whose store takes 8 parts of at most 4,000 bytes and objects of at most
+/// 20,000: parts of 1,000 bytes double every 2 parts.
+fn small_limits_uploader(mode: CompressMode) -> (Arc<Uploader>, MemoryClient, tempfile::TempDir) {
+    let client = MemoryClient::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriteConfig {
+        cache_dir: dir.path().join("cache"),
+        part_limits: PartLimits {
+            max_parts: 8,
+            max_part: 4000,
+            max_object: 20_000,
+        },
+        compress: CompressPolicy { mode, threshold: 0 },
+        ..uploader_config(1000)
+    };
+    let uploader = Uploader::new(Arc::new(client.clone()), config).unwrap();
+    (uploader, client, dir)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i % 249) as u8).collect()
+}
+
+#[tokio::test]
+async fn parts_grow_so_a_file_past_the_fixed_size_ceiling_uploads_whole() {
+    let (uploader, client, _dir) = small_limits_uploader(CompressMode::Never);
+    assert_eq!(uploader.max_file_size(), 20_000);
+    // 8 parts of 1,000 bytes would stop at 8,000.
+    let content = pattern(19_500);
+    upload_bytes(&uploader, "grown.bin", &content).await;
+    let (data, headers) = stored(&client, "grown.bin").await;
+    assert_eq!(data, content);
+    assert_eq!(
+        headers.user_metadata[artifact::SHA256],
+        sha256_hex(&content)
+    );
+    assert_eq!(client.count(Operation::Multipart), 1 + 8 + 1);
+}
+
+#[tokio::test]
+async fn a_streamed_file_sends_parts_of_the_growing_sizes() {
+    let (uploader, client, _dir) = small_limits_uploader(CompressMode::Never);
+    let spool = uploader.spool().unwrap();
+    let mut stream = uploader.stream("streamed.bin", &spool);
+    let content = pattern(19_500);
+    for (i, chunk) in content.chunks(700).enumerate() {
+        let offset = (i * 700) as u64;
+        spool.write_at(offset, chunk).unwrap();
+        assert!(uploader.stream_write(&mut stream, offset, chunk).await);
+    }
+    // 1,000 + 1,000 + 2,000 + 2,000 + 4,000 + 4,000 + 4,000 went up while writing.
+    assert_eq!(stream.sent(), 18_000);
+    uploader
+        .upload("streamed.bin", &spool, Some(stream), KeptAttrs::default())
+        .await
+        .unwrap();
+    assert_eq!(stored(&client, "streamed.bin").await.0, content);
+    assert_eq!(client.count(Operation::Put), 0);
+}
+
+#[tokio::test]
+async fn a_file_past_the_object_limit_is_refused_and_nothing_is_sent() {
+    let (uploader, client, _dir) = small_limits_uploader(CompressMode::Never);
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, &pattern(20_001)).unwrap();
+    let result = uploader
+        .upload("huge.bin", &spool, None, KeptAttrs::default())
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(UploadError::TooLarge {
+                size: 20_001,
+                max: 20_000,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(client.count(Operation::Multipart), 0);
+}
+
+#[tokio::test]
+async fn a_file_past_the_first_tier_goes_up_uncompressed() {
+    let (uploader, client, _dir) = small_limits_uploader(CompressMode::Always);
+    upload_bytes(&uploader, "small.txt", &pattern(1500)).await;
+    upload_bytes(&uploader, "large.txt", &pattern(19_500)).await;
+    let compressed =
+        |headers: &ObjectHeaders| headers.user_metadata.contains_key(artifact::COMPRESSION);
+    assert!(compressed(&stored(&client, "small.txt").await.1));
+    let (data, headers) = stored(&client, "large.txt").await;
+    assert!(!compressed(&headers));
+    assert_eq!(data, pattern(19_500));
+}
+
+#[tokio::test]
+async fn parts_past_the_in_memory_limit_are_read_from_the_spool_as_they_are_sent() {
+    let part = slots::IN_MEMORY_PART_MAX + 1;
+    let (uploader, client, _dir) = uploader(part);
+    let content = pattern(2 * part as usize + 10);
+    upload_bytes(&uploader, "file-parts.bin", &content).await;
+    assert_eq!(stored(&client, "file-parts.bin").await.0, content);
+    assert_eq!(client.count(Operation::Multipart), 1 + 3 + 1);
+    assert_eq!(
+        client.file_parts(),
+        2,
+        "the two full parts; the 10-byte tail is read"
+    );
 }

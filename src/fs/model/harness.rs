@@ -1,0 +1,791 @@
+//! The harness of the reference-model test: a mount over the in-memory client beside the
+//! model, with one method per operation that makes it on the filesystem as the kernel
+//! would, checks the answer against the model, and updates the model with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::{bytes, caller, same_bytes, slice, summary, write_at};
+use super::{Case, Checked, FilePath, FileState, Handle, Mode, Model, Op, View};
+use crate::cache::{CacheConfig, ObjectCache};
+use crate::fs::{Attr, DirLine, FileHandle, FsConfig, FsError, MountIdentity, OpenMode};
+use crate::fs::{Ownership, RgridFs, SetAttr};
+use crate::namespace::{InodeNo, Namespace, NamespaceConfig};
+use crate::object::{MemoryClient, ObjectClient, ObjectError, ObjectHeaders, ObjectId, Tags};
+use crate::readahead::{ReadConfig, ReadEngine};
+use crate::retention::{Retention, RetentionConfig, Tier, TIER_TAG};
+use crate::upload::{CompressMode, CompressPolicy, Uploader, WriteConfig};
+
+/// Files past this go up in parts, and a file written front to back streams them: most
+/// cases write a few KiB, so both kinds of upload are exercised.
+const PART_SIZE: u64 = 4096;
+
+/// A few files' worth: entries get evicted while handles still read them.
+const CACHE_SIZE: u64 = 32 << 10;
+
+/// What a handle pinned to a version the store no longer has may fail with: EIO for a
+/// replaced object (If-Match), ENOENT for a deleted one.
+const GONE: [i32; 2] = [libc::EIO, libc::ENOENT];
+
+/// The errno of `result`, 0 for success.
+fn errno<T>(result: &Result<T, FsError>) -> i32 {
+    result.as_ref().err().map_or(0, FsError::errno)
+}
+
+fn outcome<T>(result: &Result<T, FsError>) -> String {
+    match result {
+        Ok(_) => "success".to_owned(),
+        Err(e) => format!("{e} (errno {})", e.errno()),
+    }
+}
+
+fn unexpected(what: &str, e: &FsError) -> TestCaseError {
+    TestCaseError::fail(format!("{what}: {e} (errno {})", e.errno()))
+}
+
+/// Every object in `client`, whatever its key.
+async fn stored_objects(client: &MemoryClient) -> Result<BTreeMap<String, Vec<u8>>, ObjectError> {
+    let mut objects = BTreeMap::new();
+    let mut prefixes = vec![String::new()];
+    while let Some(prefix) = prefixes.pop() {
+        let mut token: Option<String> = None;
+        loop {
+            let page = client.list_page(&prefix, token.as_deref(), None).await?;
+            for meta in page.objects {
+                let id = ObjectId::new(meta.key.clone(), None);
+                objects.insert(meta.key, client.read_range(&id, 0..meta.size).await?);
+            }
+            prefixes.extend(page.prefixes);
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(objects)
+}
+
+/// The filesystem of a mount over `client` with the test's settings: the write engine,
+/// spools and (if `cached`) the object cache under `dir`.
+fn mount(client: &MemoryClient, dir: &Path, cached: bool) -> RgridFs {
+    let shared: Arc<dyn ObjectClient> = Arc::new(client.clone());
+    let retention = RetentionConfig {
+        tier: Tier::Days(30),
+        warning: Duration::from_secs(3600),
+        refresh: Duration::from_secs(600),
+    };
+    let retention = Arc::new(Retention::new(shared.clone(), retention));
+    let namespace = NamespaceConfig {
+        root_prefix: String::new(),
+        inputs_prefix: None,
+        // Every lookup asks the store: changes behind the mount's back show at once.
+        metadata_ttl: Duration::ZERO,
+        listing_heads: 0,
+    };
+    let namespace = Namespace::new(shared.clone(), retention.clone(), namespace);
+    let engine = ReadEngine::new(shared.clone(), read_config());
+    let uploader = Uploader::new(shared, write_config(dir)).expect("write engine");
+    let cache = CacheConfig {
+        dir: dir.to_owned(),
+        max_size: if cached { CACHE_SIZE } else { 0 },
+    };
+    let cache = ObjectCache::open(&cache).expect("object cache");
+    RgridFs::new(
+        namespace,
+        engine,
+        Some(uploader),
+        cache,
+        retention,
+        fs_config(dir),
+    )
+}
+
+fn read_config() -> ReadConfig {
+    // Small blocks and windows: a read of a few KiB takes several GETs and cache blocks,
+    // so a version replaced under a reader is found mid-file.
+    ReadConfig {
+        initial_window: 1000,
+        max_window: 16_000,
+        part_size: 4000,
+        min_block: 512,
+        max_block: 4096,
+        max_memory: 64_000,
+        ..ReadConfig::default()
+    }
+}
+
+fn write_config(dir: &Path) -> WriteConfig {
+    WriteConfig {
+        cache_dir: dir.to_owned(),
+        part_size: PART_SIZE,
+        part_limits: crate::upload::S3_LIMITS,
+        concurrency: 2,
+        // Nothing fails here: no retry is to run during a case.
+        retry_interval: Duration::from_secs(3600),
+        tags: Tags::from([(TIER_TAG.to_owned(), "30d".to_owned())]),
+        write_back: false,
+        max_pending: 1 << 30,
+        compress: CompressPolicy {
+            mode: CompressMode::Never,
+            threshold: u64::MAX,
+        },
+    }
+}
+
+fn fs_config(dir: &Path) -> FsConfig {
+    let identity = MountIdentity {
+        endpoint: "memory".into(),
+        bucket: "model".into(),
+        view: "bucket".into(),
+    };
+    FsConfig {
+        ownership: Ownership {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+        },
+        decode_dir: dir.join("decode"),
+        direct_io: false,
+        control_uid: 0,
+        identity,
+        share_link_ttl: Duration::from_secs(3600),
+        // No kernel here to pass through to.
+        passthrough: false,
+        max_open_files: 1000,
+    }
+}
+
+/// The filesystem under test, its bucket, and the model of both.
+pub(super) struct Harness {
+    fs: RgridFs,
+    client: MemoryClient,
+    model: Model,
+    handles: Vec<Handle>,
+    /// Spools, journal and cache; removed after the filesystem (fields drop in order).
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub(super) fn new(case: &Case) -> Harness {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (client, mut model) = (MemoryClient::new(), Model::default());
+        for (path, len, seed) in &case.objects {
+            let data = bytes(*len, *seed);
+            client.insert(&path.key(), data.clone(), ObjectHeaders::default());
+            model.put(&path.key(), data);
+        }
+        let fs = mount(&client, &dir.path().join("cache"), case.cached);
+        let handles = Vec::new();
+        Harness {
+            fs,
+            client,
+            model,
+            handles,
+            _dir: dir,
+        }
+    }
+
+    pub(super) async fn apply(&mut self, op: &Op) -> Checked {
+        match *op {
+            Op::Create(path) => self.create(path).await,
+            Op::Open(path, mode) => self.open(path, mode).await,
+            Op::Write(handle, at, len, seed) => self.write(handle, at, &bytes(len, seed)).await,
+            Op::Read(handle, offset, len) => self.read(handle, offset, len).await,
+            Op::Ftruncate(handle, len) => self.ftruncate(handle, len).await,
+            Op::Truncate(path, len) => self.truncate(path, len).await,
+            Op::Flush(handle) => self.flush(handle).await,
+            Op::Release(handle) => self.release(handle).await,
+            Op::Close(handle) => self.close(handle).await,
+            Op::Rename(from, to) => self.rename(from, to).await,
+            Op::Unlink(path) => self.unlink(path).await,
+            Op::Mkdir(dir) => self.mkdir(dir).await,
+            Op::Rmdir(dir) => self.rmdir(dir).await,
+            Op::Readdir(dir) => self.readdir(dir).await,
+            Op::Stat(path) => self.stat(path).await,
+            Op::Put(path, len, seed) => {
+                let data = bytes(len, seed);
+                let headers = ObjectHeaders::default();
+                self.client.insert(&path.key(), data.clone(), headers);
+                self.model.put(&path.key(), data);
+                Ok(())
+            }
+            Op::Delete(path) => {
+                self.client.delete(&path.key()).await?;
+                self.model.bucket.remove(&path.key());
+                Ok(())
+            }
+        }
+    }
+
+    async fn dir_ino(&self, dir: &str) -> Result<InodeNo, FsError> {
+        if dir.is_empty() {
+            return Ok(InodeNo::ROOT);
+        }
+        Ok(self.fs.lookup(InodeNo::ROOT, OsStr::new(dir)).await?.ino)
+    }
+
+    /// Looks directory `dir` up, as the kernel does before `what`: found exactly when the
+    /// model has it, else ENOENT.
+    async fn dir_found(&self, dir: &str, what: &str) -> Result<Option<InodeNo>, TestCaseError> {
+        match (self.model.dir_visible(dir), self.dir_ino(dir).await) {
+            (true, Ok(ino)) => Ok(Some(ino)),
+            (false, Err(e)) if e.errno() == libc::ENOENT => Ok(None),
+            (visible, result) => Err(TestCaseError::fail(format!(
+                "{what}: lookup of directory {dir:?} gave {}, the model has it: {visible}",
+                outcome(&result)
+            ))),
+        }
+    }
+
+    /// Looks `path` up, as the kernel does before `what`, with its directory's inode.
+    async fn found(
+        &self,
+        path: FilePath,
+        what: &str,
+    ) -> Result<Option<(InodeNo, Attr)>, TestCaseError> {
+        let Some(parent) = self.dir_found(path.dir, what).await? else {
+            return Ok(None);
+        };
+        let found = self.fs.lookup(parent, OsStr::new(path.name)).await;
+        match (self.model.visible(path), found) {
+            (true, Ok(attr)) => Ok(Some((parent, attr))),
+            (false, Err(e)) if e.errno() == libc::ENOENT => Ok(None),
+            (visible, result) => Err(TestCaseError::fail(format!(
+                "{what}: lookup of {path:?} gave {}, the model has it: {visible}",
+                outcome(&result)
+            ))),
+        }
+    }
+
+    /// The `which`-th open handle (of the writers only, if asked), if any is open.
+    fn pick(&self, which: usize, writers_only: bool) -> Option<usize> {
+        let eligible: Vec<usize> = (0..self.handles.len())
+            .filter(|i| !writers_only || self.handles[*i].view.is_writer())
+            .collect();
+        eligible.get(which % eligible.len().max(1)).copied()
+    }
+
+    /// Whether what handle `i` is pinned to, if anything, is still in the store.
+    fn pin_holds(&self, i: usize) -> bool {
+        match &self.handles[i].view {
+            View::Reader { pin, .. } | View::Writer { pin: Some(pin), .. } => self.model.holds(pin),
+            View::Writer { pin: None, .. } | View::Loose { .. } => true,
+        }
+    }
+
+    fn push(&mut self, (fh, ino): (FileHandle, InodeNo), key: String, view: View) {
+        let inode = self.model.state(&key).inode;
+        let unlinked = false;
+        self.handles.push(Handle {
+            fh,
+            ino,
+            inode,
+            key,
+            unlinked,
+            view,
+        });
+    }
+
+    async fn create(&mut self, path: FilePath) -> Checked {
+        if self.model.visible(path) {
+            return self.open(path, Mode::Truncate).await; // creat(2) of an existing file
+        }
+        let Some(parent) = self.dir_found(path.dir, "create").await? else {
+            return Ok(());
+        };
+        // The kernel's lookup finds nothing, then it asks for the create.
+        let name = OsStr::new(path.name);
+        let absent = self.fs.lookup(parent, name).await;
+        prop_assert_eq!(errno(&absent), libc::ENOENT, "create {:?}: lookup", path);
+        let created = self.fs.create(parent, name, caller()).await;
+        let (attr, opened) = created.map_err(|e| unexpected("create", &e))?;
+        let (key, inode) = (path.key(), self.model.next());
+        let state = FileState {
+            inode,
+            local: true,
+            unstored: true,
+            since: None,
+            size: 0,
+        };
+        // The name's inode now; an older one's open writers still upload to the key.
+        self.model.files.insert(key.clone(), state);
+        self.push(
+            (opened.fh, attr.ino),
+            key,
+            View::writer(Vec::new(), true, None),
+        );
+        Ok(())
+    }
+
+    async fn open(&mut self, path: FilePath, mode: Mode) -> Checked {
+        let Some((_, attr)) = self.found(path, "open").await? else {
+            return Ok(());
+        };
+        let (write, truncate) = (mode != Mode::Read, mode == Mode::Truncate);
+        let mode_of = OpenMode {
+            write,
+            truncate,
+            caller: caller(),
+        };
+        let result = self.fs.open(attr.ino, mode_of).await;
+        let key = path.key();
+        let view = match mode {
+            Mode::Read => self.reader_view(&key),
+            Mode::Truncate => self.truncated_view(&key),
+            Mode::Write => match self.writer_view(&key) {
+                Some(view) => view,
+                None => {
+                    let what = format!("open {path:?} for writing, no version stored");
+                    prop_assert_eq!(errno(&result), libc::ENOENT, "{}", what);
+                    return Ok(());
+                }
+            },
+        };
+        let opened = result.map_err(|e| unexpected("open", &e))?;
+        self.push((opened.fh, attr.ino), key, view);
+        Ok(())
+    }
+
+    /// The contents of the open writers of `key`.
+    fn writer_contents<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
+        let writing = self.handles.iter().filter(move |h| h.key == key);
+        writing.filter_map(|h| match &h.view {
+            View::Writer { content, .. } => Some(content),
+            _ => None,
+        })
+    }
+
+    fn reader_view(&self, key: &str) -> View {
+        let beside_writer = self.model.local(key).is_some();
+        match self.model.bucket.get(key) {
+            Some(object) if !beside_writer => {
+                let pin = (key.to_owned(), object.version);
+                View::Reader {
+                    pin,
+                    data: object.data.clone(),
+                }
+            }
+            _ => View::Loose {
+                key: key.to_owned(),
+                seen: self.writer_contents(key).cloned().collect(),
+            },
+        }
+    }
+
+    fn truncated_view(&mut self, key: &str) -> View {
+        let version = self.model.bucket.get(key).map(|o| o.version);
+        let state = self.model.state(key);
+        if !state.local {
+            (state.local, state.since) = (true, version);
+        }
+        state.size = 0;
+        View::writer(Vec::new(), true, None)
+    }
+
+    /// A writer without O_TRUNC; `None` when its open must fail.
+    fn writer_view(&mut self, key: &str) -> Option<View> {
+        let (content, pin) = self.model.stored_base(key)?;
+        let version = self.model.bucket.get(key).map(|o| o.version);
+        let state = self.model.state(key);
+        if !state.local {
+            (state.local, state.since, state.size) = (true, version, content.len() as u64);
+        }
+        Some(View::writer(content, false, pin))
+    }
+
+    async fn write(&mut self, which: usize, at: Option<u64>, data: &[u8]) -> Checked {
+        let Some(i) = self.pick(which, true) else {
+            return Ok(());
+        };
+        let offset = match (&self.handles[i].view, at) {
+            (_, Some(offset)) => offset,
+            (View::Writer { content, .. }, None) => content.len() as u64,
+            _ => 0,
+        };
+        match self.fs.write(self.handles[i].fh, offset, data, false).await {
+            Ok(n) => prop_assert_eq!(n as usize, data.len(), "write: bytes written"),
+            Err(e) => {
+                // Its first change copies the rest of the version it opened: gone, it fails.
+                let allowed = !self.pin_holds(i) && GONE.contains(&e.errno());
+                prop_assert!(allowed, "write at {offset}: {e} (errno {})", e.errno());
+                return Ok(());
+            }
+        }
+        self.change(i, |content| write_at(content, offset, data));
+        Ok(())
+    }
+
+    /// Writer `i` changed: its content is whole and its own, and its inode's size shows.
+    fn change(&mut self, i: usize, edit: impl FnOnce(&mut Vec<u8>)) {
+        let handle = &mut self.handles[i];
+        let View::Writer {
+            content,
+            dirty,
+            pin,
+        } = &mut handle.view
+        else {
+            return;
+        };
+        edit(content);
+        (*dirty, *pin) = (true, None);
+        let size = content.len() as u64;
+        let state = self.model.files.get_mut(&handle.key);
+        if let Some(state) = state.filter(|s| s.inode == handle.inode) {
+            state.size = size;
+        }
+    }
+
+    async fn read(&mut self, which: usize, offset: u64, len: u32) -> Checked {
+        let Some(i) = self.pick(which, false) else {
+            return Ok(());
+        };
+        let result = self.fs.read(self.handles[i].fh, offset, len).await;
+        let handle = &self.handles[i];
+        let what = format!("read of {} at {offset}+{len}", handle.key);
+        let got = match result {
+            Ok(got) => got,
+            Err(e) => {
+                let loose = matches!(handle.view, View::Loose { .. });
+                let allowed = (loose || !self.pin_holds(i)) && GONE.contains(&e.errno());
+                prop_assert!(allowed, "{what}: {e} (errno {})", e.errno());
+                return Ok(());
+            }
+        };
+        match &handle.view {
+            View::Reader { data: want, .. } | View::Writer { content: want, .. } => {
+                same_bytes(&got, slice(want, offset, len), &what)
+            }
+            View::Loose { key, seen } => {
+                // What a writer held at the reader's open, or holds now, or the store.
+                let mut written = seen.iter().chain(self.writer_contents(key));
+                let by_writer = written.any(|c| slice(c, offset, len) == &got[..]);
+                let shown = by_writer || self.model.held(key, offset, &got);
+                let n = got.len();
+                prop_assert!(
+                    n <= len as usize && shown,
+                    "{what}: {n} bytes {key} never had"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a getattr of handle `i`'s inode finds it: unlinked, or still the inode
+    /// at its name, known here or in the store.
+    fn getattr_holds(&self, i: usize) -> bool {
+        let handle = &self.handles[i];
+        let stored = self.model.bucket.contains_key(&handle.key);
+        let state = self.model.files.get(&handle.key);
+        let current = state.is_some_and(|s| s.inode == handle.inode && (s.local || stored));
+        handle.unlinked || current
+    }
+
+    async fn ftruncate(&mut self, which: usize, len: u64) -> Checked {
+        let Some(i) = self.pick(which, true) else {
+            return Ok(());
+        };
+        let set = SetAttr {
+            size: Some(len),
+            ..SetAttr::default()
+        };
+        let (ino, fh) = (self.handles[i].ino, self.handles[i].fh);
+        match &self.fs.setattr(ino, Some(fh), set).await {
+            Ok(_) => {}
+            // The reply's getattr, after the change, asks the store of a name that no
+            // longer holds this inode: the change is made all the same.
+            Err(e @ FsError::Namespace(_))
+                if e.errno() == libc::ENOENT && !self.getattr_holds(i) => {}
+            Err(e) => {
+                let allowed = !self.pin_holds(i) && GONE.contains(&e.errno());
+                prop_assert!(allowed, "ftruncate to {len}: {e} (errno {})", e.errno());
+                return Ok(());
+            }
+        }
+        self.change(i, |content| content.resize(len as usize, 0));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, path: FilePath, len: u64) -> Checked {
+        let Some((_, attr)) = self.found(path, "truncate").await? else {
+            return Ok(());
+        };
+        let set = SetAttr {
+            size: Some(len),
+            ..SetAttr::default()
+        };
+        let result = self.fs.setattr(attr.ino, None, set).await;
+        let key = path.key();
+        // To 0 nothing is read; else from the store's version, not another handle's writes.
+        let base = match len {
+            0 => Some((Vec::new(), None)),
+            _ => self.model.stored_base(&key),
+        };
+        let Some((mut content, _)) = base else {
+            prop_assert_eq!(
+                errno(&result),
+                libc::ENOENT,
+                "truncate {:?}: no version",
+                path
+            );
+            return Ok(());
+        };
+        let attr = result.map_err(|e| unexpected("truncate", &e))?;
+        prop_assert_eq!(attr.size, len, "truncate {:?}: size", path);
+        content.resize(len as usize, 0);
+        let inode = self.model.state(&key).inode;
+        self.model.stored(&key, inode, content);
+        Ok(())
+    }
+
+    async fn flush(&mut self, which: usize) -> Checked {
+        let Some(i) = self.pick(which, false) else {
+            return Ok(());
+        };
+        let result = self.fs.flush(self.handles[i].fh, Some(caller())).await;
+        let what = format!("flush of {}", self.handles[i].key);
+        result.map_err(|e| unexpected(&what, &e))?;
+        self.flushed(i);
+        Ok(())
+    }
+
+    /// A flush or release of handle `i` uploaded its content if it changed, unless its
+    /// file has no name left.
+    fn flushed(&mut self, i: usize) {
+        let handle = &mut self.handles[i];
+        let View::Writer { content, dirty, .. } = &mut handle.view else {
+            return;
+        };
+        if std::mem::take(dirty) && !handle.unlinked {
+            self.model
+                .stored(&handle.key, handle.inode, content.clone());
+        }
+    }
+
+    async fn release(&mut self, which: usize) -> Checked {
+        let Some(i) = self.pick(which, false) else {
+            return Ok(());
+        };
+        self.fs.release(self.handles[i].fh).await;
+        self.flushed(i);
+        let handle = self.handles.remove(i);
+        self.closed(&handle);
+        Ok(())
+    }
+
+    /// Close-to-open: once the last writer of an inode has closed, what the mount shows
+    /// of it is the store's again (the namespace's facts were the writers' while open).
+    fn closed(&mut self, handle: &Handle) {
+        let same = |h: &Handle| h.inode == handle.inode && h.view.is_writer();
+        if !handle.view.is_writer() || self.handles.iter().any(same) {
+            return;
+        }
+        let state = self.model.files.get_mut(&handle.key);
+        if let Some(state) = state.filter(|s| s.inode == handle.inode && !s.unstored) {
+            state.local = false;
+        }
+    }
+
+    async fn close(&mut self, which: usize) -> Checked {
+        self.flush(which).await?;
+        self.release(which).await
+    }
+
+    // Unlink, rename, mkdir and rmdir come after the kernel's lookups, as through FUSE:
+    // those answer ENOENT (for mkdir, EEXIST) themselves, and they take up the uploads that
+    // landed since the last operation (`Uploader::take_committed`), which an unlink or
+    // rename of a file only ever written here would otherwise count as its own.
+
+    async fn rename(&mut self, from: FilePath, to: FilePath) -> Checked {
+        let Some((parent, _)) = self.found(from, "rename").await? else {
+            return Ok(());
+        };
+        let Some(new_parent) = self.dir_found(to.dir, "rename onto").await? else {
+            return Ok(());
+        };
+        self.found(to, "rename onto").await?;
+        let (name, new_name) = (OsStr::new(from.name), OsStr::new(to.name));
+        let result = self.fs.rename(parent, name, new_parent, new_name).await;
+        let want = self.rename_errno(from, to);
+        prop_assert_eq!(errno(&result), want, "rename {:?} to {:?}", from, to);
+        if want == 0 && from != to {
+            self.renamed(&from.key(), &to.key());
+        }
+        Ok(())
+    }
+
+    /// What a rename of an existing file answers: one being written here is renamed as
+    /// the namespace shows it, so its copy is pinned to the version it opened at.
+    fn rename_errno(&self, from: FilePath, to: FilePath) -> i32 {
+        let key = from.key();
+        let Some(state) = self.model.local(&key) else {
+            return 0;
+        };
+        if from == to || state.unstored {
+            return 0; // the same file; or content not in the store, which goes up as `to`
+        }
+        match (self.model.bucket.get(&key), state.since) {
+            (None, _) => libc::ENOENT,
+            (Some(object), Some(since)) if object.version == since => 0,
+            _ => libc::EIO,
+        }
+    }
+
+    fn renamed(&mut self, from: &str, to: &str) {
+        // What had the new name is unlinked: its writers' closes upload nothing.
+        if let Some(replaced) = self.model.files.remove(to) {
+            self.unlink_handles(replaced.inode);
+        }
+        let state = self.model.files.remove(from);
+        if !state.as_ref().is_some_and(|s| s.unstored) {
+            if let Some(object) = self.model.bucket.remove(from) {
+                self.model.put(to, object.data);
+            }
+        }
+        let Some(mut state) = state else { return };
+        if !state.unstored {
+            (state.local, state.since) = (false, None);
+        }
+        for handle in self.handles.iter_mut().filter(|h| h.inode == state.inode) {
+            handle.key = to.to_owned();
+            // The rename copied in what its writers had not: nothing is pinned any more.
+            if let View::Writer { pin, .. } = &mut handle.view {
+                *pin = None;
+            }
+        }
+        self.model.files.insert(to.to_owned(), state);
+    }
+
+    fn unlink_handles(&mut self, inode: u64) {
+        for handle in self.handles.iter_mut().filter(|h| h.inode == inode) {
+            handle.unlinked = true;
+        }
+    }
+
+    async fn unlink(&mut self, path: FilePath) -> Checked {
+        let Some((parent, _)) = self.found(path, "unlink").await? else {
+            return Ok(());
+        };
+        let result = self.fs.unlink(parent, OsStr::new(path.name)).await;
+        result.map_err(|e| unexpected("unlink", &e))?;
+        let key = path.key();
+        let state = self.model.files.remove(&key);
+        // A file only ever written here has no object to delete (another client's stays).
+        if !state.as_ref().is_some_and(|s| s.unstored) {
+            self.model.bucket.remove(&key);
+        }
+        if let Some(state) = state {
+            self.unlink_handles(state.inode);
+        }
+        Ok(())
+    }
+
+    async fn mkdir(&mut self, dir: &str) -> Checked {
+        let exists = self.dir_found(dir, "mkdir").await?.is_some();
+        // Where the kernel's lookup found it, mkdir itself must refuse too (a race).
+        let result = self.fs.mkdir(InodeNo::ROOT, OsStr::new(dir)).await;
+        let want = if exists { libc::EEXIST } else { 0 };
+        prop_assert_eq!(errno(&result), want, "mkdir {:?}", dir);
+        if !exists {
+            self.model.dirs.insert(dir.to_owned());
+            self.model.forget_below(dir);
+        }
+        Ok(())
+    }
+
+    async fn rmdir(&mut self, dir: &str) -> Checked {
+        if self.dir_found(dir, "rmdir").await?.is_none() {
+            return Ok(());
+        }
+        let result = self.fs.rmdir(InodeNo::ROOT, OsStr::new(dir)).await;
+        let empty = self.model.listing(dir).is_empty();
+        let want = if empty { 0 } else { libc::ENOTEMPTY };
+        prop_assert_eq!(errno(&result), want, "rmdir {:?}", dir);
+        if empty {
+            self.model.dirs.remove(dir);
+            self.model.forget_below(dir);
+        }
+        Ok(())
+    }
+
+    async fn readdir(&mut self, dir: &str) -> Checked {
+        let Some(ino) = self.dir_found(dir, "readdir").await? else {
+            return Ok(());
+        };
+        let names = self
+            .list(ino)
+            .await
+            .map_err(|e| unexpected("readdir", &e))?;
+        prop_assert_eq!(names, self.model.listing(dir), "readdir {:?}", dir);
+        Ok(())
+    }
+
+    /// The names opendir and readdir give for directory `ino`, without `.` and `..`.
+    async fn list(&self, ino: InodeNo) -> Result<BTreeSet<String>, FsError> {
+        let fh = self.fs.opendir(ino).await?;
+        let mut names = BTreeSet::new();
+        let listed = self.fs.readdir(fh, 0, false, |line: &DirLine<'_>| {
+            if line.name != "." && line.name != ".." {
+                names.insert(line.name.to_owned());
+            }
+            true
+        });
+        self.fs.releasedir(fh);
+        listed.map(|()| names)
+    }
+
+    async fn stat(&mut self, path: FilePath) -> Checked {
+        let Some((_, attr)) = self.found(path, "stat").await? else {
+            return Ok(());
+        };
+        let key = path.key();
+        let size = self.model.size(&key);
+        // A flush makes the store's facts the file's again while writers may still have it
+        // open: its size may be theirs as well as the store's (see the module doc).
+        let inode = self.model.files.get(&key).map(|s| s.inode);
+        let writing = self
+            .handles
+            .iter()
+            .filter(|h| Some(h.inode) == inode && !h.unlinked);
+        let mut sizes = writing.filter_map(|h| match &h.view {
+            View::Writer { content, .. } => Some(content.len() as u64),
+            _ => None,
+        });
+        let shown = attr.size == size || sizes.any(|s| s == attr.size);
+        prop_assert!(
+            shown,
+            "stat {path:?}: size {}, the model has {size}",
+            attr.size
+        );
+        Ok(())
+    }
+
+    /// The bucket holds exactly what the model says, key for key and byte for byte.
+    pub(super) async fn check_bucket(&self) -> Checked {
+        let stored = stored_objects(&self.client).await?;
+        let model = self.model.bucket.iter();
+        let want: BTreeMap<String, Vec<u8>> =
+            model.map(|(k, o)| (k.clone(), o.data.clone())).collect();
+        if stored != want {
+            let (got, want) = (summary(&stored), summary(&want));
+            return Err(TestCaseError::fail(format!(
+                "bucket has {{{got}}}, model {{{want}}}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes what is still open (checking each close), then checks the bucket.
+    pub(super) async fn finish(&mut self) -> Checked {
+        while !self.handles.is_empty() {
+            self.close(0).await?;
+        }
+        self.fs.finish().await;
+        self.check_bucket().await
+    }
+}

@@ -1,0 +1,119 @@
+//! Large files through a real mount: a multi-GiB file uploads whole in bounded memory,
+//! and the store's 5 TiB object limit is EFBIG at the write that crosses it.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+
+use common::{peak_rss_mib, Mount, TestStore};
+use rgrid_mount::artifact::sha256_hex;
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1 << 20;
+
+/// S3's (and MinIO's) largest object.
+const MAX_OBJECT: u64 = 5 << 40;
+
+/// Chunk `i` of a large file: cheap to make, different everywhere.
+fn chunk(i: usize) -> Vec<u8> {
+    let seed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..MIB / 8)
+        .flat_map(|j| (seed ^ (j as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_le_bytes())
+        .collect()
+}
+
+#[test]
+fn a_multi_gib_file_streams_up_in_parts_read_from_its_spool() {
+    let store = TestStore::start();
+    // 24 MiB parts are past what a part holds in memory: each is read from the spool by
+    // its request as it goes out.
+    let mount = Mount::new(&store, &["--upload-part-size", "24"]);
+    let chunks = 2048 + 5; // 2 GiB and 5 MiB
+    peak_rss_mib(mount.pid());
+    let mut file = fs::File::create(mount.join("big.bin")).unwrap();
+    let mut hasher = Sha256::new();
+    for i in 0..chunks {
+        let data = chunk(i);
+        hasher.update(&data);
+        file.write_all(&data).unwrap();
+    }
+    file.sync_all().unwrap();
+    drop(file);
+    let rss = peak_rss_mib(mount.pid());
+    let sha256 = hex(hasher);
+    let parts = (chunks as u64).div_ceil(24);
+    assert_eq!(store.requests("UploadPart"), parts);
+    assert_eq!(store.requests("PutObject"), 0);
+    // Eight 24 MiB parts in memory at once would be 192 MiB.
+    assert!(rss < 160.0, "daemon peak RSS {rss:.0} MiB while writing");
+    eprintln!("2 GiB streamed in {parts} parts; daemon peak RSS {rss:.0} MiB");
+
+    // A fresh mount without the object cache reads the store's bytes, and checks them
+    // against the SHA-256 the upload recorded.
+    drop(mount);
+    let mount = Mount::new(&store, &["--max-cache-size", "0"]);
+    let mut read = fs::File::open(mount.join("big.bin")).unwrap();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 4 * MIB];
+    let mut len = 0;
+    loop {
+        let n = read.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n;
+    }
+    assert_eq!(len, chunks * MIB);
+    assert_eq!(hex(hasher), sha256);
+}
+
+fn hex(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_write_that_crosses_five_tib_is_short_and_the_next_is_efbig() {
+    let store = TestStore::start();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("edge.bin");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.write_all_at(b"head", 0).unwrap();
+    // The spool is sparse: these offsets cost no disk.
+    assert_eq!(file.write_at(b"ab", MAX_OBJECT - 1).unwrap(), 1);
+    let past = file.write_at(b"x", MAX_OBJECT).unwrap_err();
+    assert_eq!(past.raw_os_error(), Some(libc::EFBIG), "{past}");
+    let grown = file.set_len(MAX_OBJECT + 1).unwrap_err();
+    assert_eq!(grown.raw_os_error(), Some(libc::EFBIG), "{grown}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), MAX_OBJECT);
+    // truncate(1) by path is refused the same way.
+    let out = std::process::Command::new("truncate")
+        .args(["-s", "6T"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("File too large"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Back to a size worth uploading: what was written before stays.
+    file.set_len(4).unwrap();
+    drop(file);
+    let (body, meta) = store.get("edge.bin").expect("object after close");
+    assert_eq!(body, b"head");
+    assert_eq!(meta.get("rgrid-sha256"), Some(&sha256_hex(b"head")));
+}
