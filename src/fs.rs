@@ -183,6 +183,9 @@ pub struct RgridFs {
     retention: Arc<Retention>,
     config: FsConfig,
     files: Mutex<HashMap<FileHandle, Arc<tokio::sync::Mutex<OpenFile>>>>,
+    /// The writers of each inode, until their release is over: found without locking
+    /// every open file (a lock held across an upload).
+    writers: Mutex<HashMap<InodeNo, Vec<FileHandle>>>,
     /// Gzip decodes shared by the handles of one version.
     decodes: Decodes,
     /// ETag of each inode's last open: what its page cache holds.
@@ -244,6 +247,7 @@ impl RgridFs {
             config,
             cached_versions: Mutex::default(),
             files: Mutex::default(),
+            writers: Mutex::default(),
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
             expiry_warned: Mutex::default(),
@@ -338,7 +342,7 @@ impl RgridFs {
             let writer = self
                 .open_writer(&node, mode.truncate, Some(mode.caller))
                 .await?;
-            let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
+            let fh = self.insert_writer(writer);
             return self.opened(fh, ino, false, false, None);
         }
         if self.io_modes.held(ino) && !self.cache_has(&node) {

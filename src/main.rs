@@ -194,37 +194,50 @@ fn share_one_allocator_arena() {
 
 /// Every file open through the mount holds a descriptor here (its spool, or its cache
 /// entry): the soft limit, often 1,024, goes up to the hard one, as file servers do, so
-/// that a thousand files open at once are fine. Returns the limit.
+/// that a thousand files open at once are fine. Returns the limit in force, `None` if
+/// it cannot be read.
 #[allow(unsafe_code)]
-fn raise_open_file_limit() -> u64 {
+fn raise_open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if raised {
-        tracing::debug!(limit = limit.rlim_cur, "open file limit");
-    } else {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         let e = std::io::Error::last_os_error();
-        tracing::warn!("open file limit not raised: {e}");
+        tracing::warn!("open file limit unknown: {e}");
+        return None;
     }
-    limit.rlim_cur
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(limit = limit.rlim_cur, "open file limit not raised: {e}");
+        return Some(limit.rlim_cur);
+    }
+    tracing::debug!(limit = raised.rlim_cur, "open file limit");
+    Some(raised.rlim_cur)
 }
 
 /// Descriptors kept for the daemon's own use (connections, the journal, cache fills)
-/// below its limit; files open through the mount get the rest, at least half.
+/// below its limit.
 const DAEMON_DESCRIPTORS: u64 = 256;
 
-/// How many files may be open through the mount with a descriptor limit of `limit`.
-fn open_files_cap(limit: u64) -> usize {
-    let cap = limit.saturating_sub(DAEMON_DESCRIPTORS).max(limit / 2);
-    usize::try_from(cap).unwrap_or(usize::MAX)
+/// Descriptors an open file may hold: a writer's spool, and the same spool opened again
+/// for the parts it streams.
+const DESCRIPTORS_PER_FILE: u64 = 2;
+
+/// How many files may be open through the mount with a descriptor limit of `limit`
+/// (none known: no cap of ours). At least a quarter of the limit.
+fn open_files_cap(limit: Option<u64>) -> usize {
+    let Some(limit) = limit else {
+        return usize::MAX;
+    };
+    let shared = limit.saturating_sub(DAEMON_DESCRIPTORS) / DESCRIPTORS_PER_FILE;
+    usize::try_from(shared.max(limit / 4)).unwrap_or(usize::MAX)
 }
 
 /// `rgrid-mount status|sync|retention`.

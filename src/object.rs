@@ -31,17 +31,18 @@ pub const MAX_COPY_SIZE: u64 = 5 << 30;
 /// The body of a GET, as it arrives.
 pub type ByteStream = BoxStream<'static, Result<Bytes, ObjectError>>;
 
-/// The body of an uploaded part: bytes in memory, or a range of a local file that is
-/// read as the request goes out (and again for a retry), so a part of hundreds of MiB
+/// The body of an uploaded part: bytes in memory, or a range of an open local file that
+/// is read as the request goes out (and again for a retry), so a part of hundreds of MiB
 /// never sits in memory whole.
 #[derive(Debug, Clone)]
 pub enum PartBody {
     /// Bytes already in memory.
     Bytes(Bytes),
-    /// `len` bytes of the file at `path` from `start`; the file must not change under it.
+    /// `len` bytes of `file` from `start`; that range must not change under it (it may
+    /// be unlinked: it is read through the open file).
     File {
         /// The file (a spool).
-        path: std::path::PathBuf,
+        file: std::sync::Arc<std::fs::File>,
         /// Offset of the first byte.
         start: u64,
         /// Bytes in the part.
@@ -67,12 +68,12 @@ impl PartBody {
     pub async fn into_bytes(self) -> std::io::Result<Bytes> {
         match self {
             PartBody::Bytes(bytes) => Ok(bytes),
-            PartBody::File { path, start, len } => {
+            PartBody::File { file, start, len } => {
                 let read = move || {
                     use std::os::unix::fs::FileExt;
                     let len = usize::try_from(len).map_err(std::io::Error::other)?;
                     let mut buf = vec![0; len];
-                    std::fs::File::open(path)?.read_exact_at(&mut buf, start)?;
+                    file.read_exact_at(&mut buf, start)?;
                     Ok(Bytes::from(buf))
                 };
                 tokio::task::spawn_blocking(read)

@@ -569,4 +569,4 @@ async fn ready(part: &mut Part) -> Result<Bytes, ReadError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

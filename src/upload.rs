@@ -436,8 +436,7 @@ impl Uploader {
         let parts = self.plan.parts(entry.size).collect::<Vec<_>>();
         let parts = futures::stream::iter(parts).then(move |part| {
             let (slots, file) = (slots.clone(), file.clone());
-            let spool = entry.spool.clone();
-            async move { Ok(slots.part(&spool, file, part.start, part.len).await?) }
+            async move { Ok(slots.part(file, part.start, part.len).await?) }
         });
         Ok(self.put_parts(entry, headers, parts).await?.0)
     }

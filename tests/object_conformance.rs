@@ -231,7 +231,7 @@ async fn suite(client: Arc<dyn ObjectClient>) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), b"..world..").unwrap();
     let part = PartBody::File {
-        path: file.path().to_owned(),
+        file: Arc::new(file.reopen().unwrap()),
         start: 2,
         len: 5,
     };
@@ -438,7 +438,7 @@ async fn file_part(client: &dyn ObjectClient, md5_etags: bool) {
     std::fs::write(file.path(), &data).unwrap();
     let (start, len) = (1000, 5 << 20);
     let part = PartBody::File {
-        path: file.path().to_owned(),
+        file: Arc::new(file.reopen().unwrap()),
         start,
         len,
     };

@@ -23,7 +23,7 @@ const FILL_CHUNK: u32 = 1 << 20;
 #[derive(Debug)]
 pub(super) struct Writer {
     pub(super) ino: InodeNo,
-    key: String,
+    pub(super) key: String,
     pub(super) spool: Spool,
     /// Changed since the last upload.
     dirty: bool,
@@ -240,7 +240,7 @@ impl RgridFs {
         };
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, true, Some(caller));
         writer.stream = Some(self.uploader()?.stream(&writer.key, &writer.spool));
-        let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
+        let fh = self.insert_writer(writer);
         let opened = self.opened(fh, node.ino, false, false, None)?;
         Ok((self.config.ownership.attr(&node), opened))
     }
@@ -306,19 +306,38 @@ impl RgridFs {
         Ok(data.len() as u32)
     }
 
-    /// Copies in what open writers of `ino` have not yet copied from its object, before
-    /// a rename takes the object from under their lazy fills: their content goes up
-    /// under the new name whole, and their next write does not fail.
-    pub(super) async fn complete_fills(&self, ino: InodeNo) -> Result<(), FsError> {
-        let open: Vec<_> = lock(&self.files).values().cloned().collect();
-        for file in open {
-            if let OpenFile::Write(writer) = &mut *file.lock().await {
-                if writer.ino == ino {
-                    writer.complete_fill().await?;
-                }
+    /// Opens `writer`, known as one of its inode's until its release is over.
+    pub(super) fn insert_writer(&self, writer: Writer) -> FileHandle {
+        let ino = writer.ino;
+        let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
+        lock(&self.writers).entry(ino).or_default().push(fh);
+        fh
+    }
+
+    /// Copies in what the open writers `chosen` (of an inode, or of keys under a
+    /// prefix) have not yet copied from their object, before a rename takes the object
+    /// from under their lazy fills: their content goes up under the new name whole, and
+    /// their next write does not fail. A writer whose copy fails (its object replaced
+    /// since its open) fails its close, not the rename.
+    pub(super) async fn complete_fills(&self, chosen: impl Fn(InodeNo, &Writer) -> bool) {
+        let handles: Vec<(InodeNo, FileHandle)> = lock(&self.writers)
+            .iter()
+            .flat_map(|(ino, fhs)| fhs.iter().map(|fh| (*ino, *fh)))
+            .collect();
+        for (ino, fh) in handles {
+            let Ok(file) = self.file(fh) else { continue };
+            let mut file = file.lock().await;
+            let OpenFile::Write(writer) = &mut *file else {
+                continue;
+            };
+            if !chosen(ino, writer) || writer.fill.is_none() {
+                continue;
+            }
+            if let Err(e) = writer.complete_fill().await {
+                tracing::warn!(key = %writer.key, "renamed before its content was copied: {e}");
+                writer.failed = Some(e.errno());
             }
         }
-        Ok(())
     }
 
     /// Before a change after a write-back close: the queued spool is the upload's, so the
@@ -542,22 +561,30 @@ impl RgridFs {
         if let Some(uploader) = &self.uploader {
             uploader.close_spool(&writer.spool);
         }
+        let others = self.writer_released(writer.ino, fh);
         let unchanged = !writer.dirty && !attrs_changed;
-        let queued = self.write_backs.spool_of(writer.ino).is_some();
-        if unchanged && !queued && !self.has_writer(writer.ino).await {
+        let queued = self.write_backs.spool_of(writer.ino).is_some()
+            || self
+                .uploader
+                .as_ref()
+                .is_some_and(|u| u.has_pending(&writer.key));
+        if unchanged && !queued && !others {
             self.namespace.end_write(writer.ino);
         }
     }
 
-    /// Whether a file still open writes `ino`.
-    async fn has_writer(&self, ino: InodeNo) -> bool {
-        let open: Vec<_> = lock(&self.files).values().cloned().collect();
-        for file in open {
-            if matches!(&*file.lock().await, OpenFile::Write(w) if w.ino == ino) {
-                return true;
-            }
+    /// Writer `fh` of `ino` is released; whether `ino` has other writers.
+    fn writer_released(&self, ino: InodeNo, fh: FileHandle) -> bool {
+        let mut writers = lock(&self.writers);
+        let Some(fhs) = writers.get_mut(&ino) else {
+            return false;
+        };
+        fhs.retain(|h| *h != fh);
+        let others = !fhs.is_empty();
+        if !others {
+            writers.remove(&ino);
         }
-        false
+        others
     }
 
     /// At release: a spool whose content is the version it was uploaded as, unchanged

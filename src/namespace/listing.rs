@@ -92,6 +92,7 @@ impl Namespace {
     ) -> Result<BTreeMap<String, Found>, NamespaceError> {
         let mut entries = BTreeMap::new();
         let mut token = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
             let page = self
                 .client
@@ -129,8 +130,12 @@ impl Namespace {
                     }
                 }
             }
-            // A store that hands back the token it was given would be listed forever.
-            if page.next_token.is_some() && page.next_token == token {
+            // A store that hands back a token it gave before would be listed forever.
+            if page
+                .next_token
+                .as_ref()
+                .is_some_and(|t| !seen.insert(t.clone()))
+            {
                 return Err(NamespaceError::Object(ObjectError::Other {
                     target: prefix.to_owned(),
                     message: "listing repeats its continuation token".to_owned(),

@@ -505,16 +505,24 @@ impl ObjectClient for S3Client {
         number: u32,
         body: PartBody,
     ) -> Result<String, ObjectError> {
-        let body = match body {
-            PartBody::Bytes(bytes) => SdkByteStream::from(bytes),
-            PartBody::File { path, start, len } => SdkByteStream::read_from()
-                .path(path)
-                .offset(start)
-                .length(Length::Exact(len))
-                .buffer_size(FILE_BODY_BUFFER)
-                .build()
-                .await
-                .map_err(|e| other(key, e))?,
+        // A file part is read through its open file, held until the request is done:
+        // each attempt opens it again by its /proc/self/fd link, which reaches the
+        // same file even once unlinked.
+        let (body, _held) = match body {
+            PartBody::Bytes(bytes) => (SdkByteStream::from(bytes), None),
+            PartBody::File { file, start, len } => {
+                use std::os::fd::AsRawFd;
+                let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+                let body = SdkByteStream::read_from()
+                    .path(link)
+                    .offset(start)
+                    .length(Length::Exact(len))
+                    .buffer_size(FILE_BODY_BUFFER)
+                    .build()
+                    .await
+                    .map_err(|e| other(key, e))?;
+                (body, Some(file))
+            }
         };
         let out = self
             .client

@@ -11,7 +11,8 @@ fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-fn small_config() -> ReadConfig {
+/// Small blocks and windows: a read of a few KiB takes several GETs and cache blocks.
+pub(crate) fn small_config() -> ReadConfig {
     ReadConfig {
         initial_window: 1000,
         max_window: 16_000,

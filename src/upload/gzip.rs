@@ -149,7 +149,9 @@ fn compress_parts(
 ) -> io::Result<()> {
     let level = flate2::Compression::default();
     let mut number = 1;
-    let part_size = |number| plan.size_of(number) as usize;
+    // Cut where one more chunk's output still fits the largest part the store takes.
+    let largest = plan.max_part().saturating_sub(2 * READ_CHUNK as u64);
+    let part_size = |number| plan.size_of(number).min(largest) as usize;
     let mut encoder = GzEncoder::new(Vec::with_capacity(part_size(1) + READ_CHUNK), level);
     let mut buf = vec![0; READ_CHUNK];
     let mut offset = 0;

@@ -74,6 +74,11 @@ impl PartPlan {
         }
     }
 
+    /// The largest part the store takes.
+    pub fn max_part(&self) -> u64 {
+        self.limits.max_part
+    }
+
     /// The largest file this plan uploads: a write past it is EFBIG.
     pub fn max_size(&self) -> u64 {
         self.max_size

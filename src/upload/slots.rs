@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +12,8 @@ use crate::object::PartBody;
 
 /// The largest part read into memory before it is sent. A larger one (parts grow past
 /// it only for files of many GiB, or with a large `--upload-part-size`) is read from
-/// its spool by the request as it goes out, so a slot never holds more than this.
+/// its spool by the request as it goes out, so no part holds more than this in memory
+/// (a single PUT, up to `--upload-part-size`, and a compressed part still do).
 pub(super) const IN_MEMORY_PART_MAX: u64 = 16 << 20;
 
 /// The mount's limit on upload bodies in memory at once. Streamed parts, uploads at close
@@ -65,22 +65,15 @@ impl UploadSlots {
         Ok(SlotBody { body, _slot: slot })
     }
 
-    /// The body of a part of `len` bytes at `start` of the spool at `path` (open as
-    /// `file`), once a slot is free: in memory up to [`IN_MEMORY_PART_MAX`], else read
-    /// from the spool as it is sent.
-    pub(super) async fn part(
-        &self,
-        path: &Path,
-        file: Arc<File>,
-        start: u64,
-        len: u64,
-    ) -> io::Result<SlotBody> {
+    /// The body of a part of `len` bytes at `start` of spool `file`, once a slot is
+    /// free: in memory up to [`IN_MEMORY_PART_MAX`], else read from the spool as it is
+    /// sent.
+    pub(super) async fn part(&self, file: Arc<File>, start: u64, len: u64) -> io::Result<SlotBody> {
         let slot = self.take().await?;
         let body = if len <= IN_MEMORY_PART_MAX {
             PartBody::Bytes(read_range(file, start, len).await?)
         } else {
-            let path = path.to_owned();
-            PartBody::File { path, start, len }
+            PartBody::File { file, start, len }
         };
         Ok(SlotBody { body, _slot: slot })
     }

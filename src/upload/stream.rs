@@ -133,7 +133,7 @@ impl Uploader {
         let (slots, board, spool) = (self.slots.clone(), self.board.clone(), s.spool.clone());
         s.in_flight.push_back(tokio::spawn(async move {
             // The writer goes on writing to its spool while the part waits for a slot.
-            let body = slots.part(&spool, file, start, len).await?;
+            let body = slots.part(file, start, len).await?;
             let etag = client
                 .upload_part(&key, &upload_id, number, body.body.clone())
                 .await?;
@@ -168,6 +168,7 @@ impl Uploader {
         s: &mut PartStream,
         entry: &JournalEntry,
     ) -> Result<Uploaded, UploadError> {
+        self.check_size(&entry.key, entry.size)?;
         if entry.size > s.sent {
             self.send_part(s, entry.size - s.sent).await?;
         }

@@ -17,7 +17,7 @@ use crate::fs::{Attr, DirLine, FileHandle, FsConfig, FsError, MountIdentity, Ope
 use crate::fs::{Ownership, RgridFs, SetAttr};
 use crate::namespace::{InodeNo, Namespace, NamespaceConfig};
 use crate::object::{MemoryClient, ObjectClient, ObjectError, ObjectHeaders, ObjectId, Tags};
-use crate::readahead::{ReadConfig, ReadEngine};
+use crate::readahead::ReadEngine;
 use crate::retention::{Retention, RetentionConfig, Tier, TIER_TAG};
 use crate::upload::{CompressMode, CompressPolicy, Uploader, WriteConfig};
 
@@ -88,7 +88,8 @@ fn mount(client: &MemoryClient, dir: &Path, cached: bool) -> RgridFs {
         listing_heads: 0,
     };
     let namespace = Namespace::new(shared.clone(), retention.clone(), namespace);
-    let engine = ReadEngine::new(shared.clone(), read_config());
+    // Small blocks: a version replaced under a reader is found mid-file.
+    let engine = ReadEngine::new(shared.clone(), crate::readahead::tests::small_config());
     let uploader = Uploader::new(shared, write_config(dir)).expect("write engine");
     let cache = CacheConfig {
         dir: dir.to_owned(),
@@ -103,20 +104,6 @@ fn mount(client: &MemoryClient, dir: &Path, cached: bool) -> RgridFs {
         retention,
         fs_config(dir),
     )
-}
-
-fn read_config() -> ReadConfig {
-    // Small blocks and windows: a read of a few KiB takes several GETs and cache blocks,
-    // so a version replaced under a reader is found mid-file.
-    ReadConfig {
-        initial_window: 1000,
-        max_window: 16_000,
-        part_size: 4000,
-        min_block: 512,
-        max_block: 4096,
-        max_memory: 64_000,
-        ..ReadConfig::default()
-    }
 }
 
 fn write_config(dir: &Path) -> WriteConfig {
@@ -637,6 +624,16 @@ impl Harness {
     }
 
     fn renamed(&mut self, from: &str, to: &str) {
+        // The rename first copies in what writers of the file had not: all of it where
+        // their version is still the store's; the others stay pinned to a version gone.
+        let inode = self.model.files.get(from).map(|s| s.inode);
+        for i in 0..self.handles.len() {
+            if Some(self.handles[i].inode) == inode && self.pin_holds(i) {
+                if let View::Writer { pin, .. } = &mut self.handles[i].view {
+                    *pin = None;
+                }
+            }
+        }
         // What had the new name is unlinked: its writers' closes upload nothing.
         if let Some(replaced) = self.model.files.remove(to) {
             self.unlink_handles(replaced.inode);
@@ -653,10 +650,6 @@ impl Harness {
         }
         for handle in self.handles.iter_mut().filter(|h| h.inode == state.inode) {
             handle.key = to.to_owned();
-            // The rename copied in what its writers had not: nothing is pinned any more.
-            if let View::Writer { pin, .. } = &mut handle.view {
-                *pin = None;
-            }
         }
         self.model.files.insert(to.to_owned(), state);
     }
