@@ -28,6 +28,41 @@ fn a_connection_reset_mid_read_is_retried_with_the_same_bytes() {
 }
 
 #[test]
+fn a_connection_reset_on_every_get_is_eio_never_a_short_file() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0"]);
+    let data = pseudo_random(20 * MIB, 6);
+    rig.store.put("reset.bin", data.clone());
+    rig.proxy
+        .inject(Op::Get, Fault::ResetAfter(0), When::Always);
+    let started = Instant::now();
+    let read = fs::read(mount.join("reset.bin"));
+    let took = started.elapsed();
+    assert_eq!(errno(read), libc::EIO);
+    assert!(took < Duration::from_secs(15), "EIO after {took:?}");
+    let gets = rig.proxy.count(Op::Get);
+    assert!(gets <= 60, "{gets} GETs for one failed read");
+    record(
+        "connection reset on every GET",
+        &format!("EIO, {gets} GETs"),
+        started,
+    );
+    // Counted unreachable meanwhile: the background probe ends that within seconds.
+    rig.proxy.heal();
+    let healed = Instant::now();
+    let read = loop {
+        match fs::read(mount.join("reset.bin")) {
+            Err(e) if healed.elapsed() < Duration::from_secs(10) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            read => break read.unwrap(),
+        }
+    };
+    assert!(read == data, "the same bytes once healed");
+}
+
+#[test]
 fn a_body_shorter_than_its_length_is_retried_then_eio() {
     let rig = Rig::new();
     let mount = rig.mount(&["--max-cache-size", "0"]);
