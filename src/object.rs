@@ -64,22 +64,27 @@ impl PartBody {
         self.len() == 0
     }
 
-    /// The part's bytes in memory (read from its file, for a file part).
+    /// The part's bytes in memory, read from its file on this thread for a file part.
+    pub fn read_now(&self) -> std::io::Result<Bytes> {
+        match self {
+            PartBody::Bytes(bytes) => Ok(bytes.clone()),
+            PartBody::File { file, start, len } => {
+                use std::os::unix::fs::FileExt;
+                let len = usize::try_from(*len).map_err(std::io::Error::other)?;
+                let mut buf = vec![0; len];
+                file.read_exact_at(&mut buf, *start)?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+
+    /// The part's bytes in memory (read from its file on a blocking thread).
     pub async fn into_bytes(self) -> std::io::Result<Bytes> {
         match self {
             PartBody::Bytes(bytes) => Ok(bytes),
-            PartBody::File { file, start, len } => {
-                let read = move || {
-                    use std::os::unix::fs::FileExt;
-                    let len = usize::try_from(len).map_err(std::io::Error::other)?;
-                    let mut buf = vec![0; len];
-                    file.read_exact_at(&mut buf, start)?;
-                    Ok(Bytes::from(buf))
-                };
-                tokio::task::spawn_blocking(read)
-                    .await
-                    .map_err(std::io::Error::other)?
-            }
+            file => tokio::task::spawn_blocking(move || file.read_now())
+                .await
+                .map_err(std::io::Error::other)?,
         }
     }
 }

@@ -129,7 +129,8 @@ impl RgridFs {
         if node.kind == InodeKind::Directory {
             let empty = self.namespace.readdir(node.ino).await?.is_empty();
             if !(empty && self.namespace.is_local(node.ino)) {
-                self.complete_fills(|_, w| w.key.starts_with(&node.key))
+                let under = |ino| self.namespace.key_of(ino);
+                self.complete_fills(|ino| under(ino).is_some_and(|k| k.starts_with(&node.key)))
                     .await;
                 self.move_tree(&node.key, &new_key).await?;
             }
@@ -139,7 +140,7 @@ impl RgridFs {
             return Ok(());
         }
         let pending = uploader.has_pending(&node.key) || node.etag.is_none();
-        self.complete_fills(|ino, _| ino == node.ino).await;
+        self.complete_fills(|ino| ino == node.ino).await;
         let etag = uploader.rename_file(&node.object_id(), &new_key).await?;
         if let Some(replaced) = target {
             self.write_backs.forget(replaced.ino);

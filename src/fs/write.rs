@@ -23,7 +23,7 @@ const FILL_CHUNK: u32 = 1 << 20;
 #[derive(Debug)]
 pub(super) struct Writer {
     pub(super) ino: InodeNo,
-    pub(super) key: String,
+    key: String,
     pub(super) spool: Spool,
     /// Changed since the last upload.
     dirty: bool,
@@ -314,23 +314,25 @@ impl RgridFs {
         fh
     }
 
-    /// Copies in what the open writers `chosen` (of an inode, or of keys under a
-    /// prefix) have not yet copied from their object, before a rename takes the object
-    /// from under their lazy fills: their content goes up under the new name whole, and
-    /// their next write does not fail. A writer whose copy fails (its object replaced
-    /// since its open) fails its close, not the rename.
-    pub(super) async fn complete_fills(&self, chosen: impl Fn(InodeNo, &Writer) -> bool) {
-        let handles: Vec<(InodeNo, FileHandle)> = lock(&self.writers)
+    /// Copies in what the open writers of the inodes `chosen` (one file, or the files
+    /// under a directory) have not yet copied from their object, before a rename takes
+    /// the object from under their lazy fills: their content goes up under the new name
+    /// whole, and their next write does not fail. A writer whose copy fails (its object
+    /// replaced since its open) fails its close, not the rename. Only the chosen
+    /// writers are locked: another's lock may be held across its upload.
+    pub(super) async fn complete_fills(&self, chosen: impl Fn(InodeNo) -> bool) {
+        let handles: Vec<FileHandle> = lock(&self.writers)
             .iter()
-            .flat_map(|(ino, fhs)| fhs.iter().map(|fh| (*ino, *fh)))
+            .filter(|(ino, _)| chosen(**ino))
+            .flat_map(|(_, fhs)| fhs.iter().copied())
             .collect();
-        for (ino, fh) in handles {
+        for fh in handles {
             let Ok(file) = self.file(fh) else { continue };
             let mut file = file.lock().await;
             let OpenFile::Write(writer) = &mut *file else {
                 continue;
             };
-            if !chosen(ino, writer) || writer.fill.is_none() {
+            if writer.fill.is_none() {
                 continue;
             }
             if let Err(e) = writer.complete_fill().await {

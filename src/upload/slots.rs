@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -89,19 +88,13 @@ impl UploadSlots {
 }
 
 async fn read_range(file: Arc<File>, start: u64, len: u64) -> io::Result<Bytes> {
-    let read = move || {
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, start)?;
-        Ok(Bytes::from(buf))
-    };
+    let part = PartBody::File { file, start, len };
     // A small read from the spool (written moments ago, in the page cache) costs less
     // than handing it to a blocking thread.
     if len <= INLINE_READ {
-        return read();
+        return part.read_now();
     }
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(io::Error::other)?
+    part.into_bytes().await
 }
 
 /// Largest spool read done on the async worker itself.

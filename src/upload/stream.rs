@@ -98,8 +98,11 @@ impl Uploader {
         }
         s.hasher.update(data);
         s.written += data.len() as u64;
-        while s.written - s.sent >= self.plan.size_of(s.parts + 1) {
+        loop {
             let part_size = self.plan.size_of(s.parts + 1);
+            if s.written - s.sent < part_size {
+                break;
+            }
             if let Err(e) = self.send_part(s, part_size).await {
                 tracing::debug!(key = %s.key, "streaming upload stopped, will upload at close: {e}");
                 return false;
