@@ -127,6 +127,20 @@ fn with_the_store_down_closes_succeed_sync_waits_and_only_the_last_content_goes_
     fs::create_dir(mount.join("out")).unwrap();
     store.stop();
     fs::write(mount.join("out/over.txt"), b"first").unwrap();
+    // An attempt in flight when a newer version closes is finished, not cut: a request
+    // cut after its body was sent may still be applied, after the newer one. This waits
+    // for the first attempt to fail (the SDK's own retries of a refused connection take
+    // up to 3 s), so that the superseded content is never sent.
+    let first_failed = Instant::now();
+    while !upload_state(&mount.join("out/over.txt")).starts_with("retrying") {
+        assert!(
+            first_failed.elapsed() < Duration::from_secs(20),
+            "{}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("first attempt failed after {:?}", first_failed.elapsed());
     fs::write(mount.join("out/over.txt"), b"second, the one to keep").unwrap();
     fs::write(mount.join("out/a.txt"), b"renamed while pending").unwrap();
     fs::write(mount.join("out/b.txt"), b"unlinked while pending").unwrap();
