@@ -1,26 +1,30 @@
 //! Reference-model property test of [`RgridFs`](super::RgridFs), as mountpoint-s3's
-//! reftests: random sequences of creates, opens, writes, reads, truncates, closes,
-//! renames, unlinks, mkdir, rmdir, listings and stats, made on the filesystem directly (no
-//! FUSE) over the in-memory client, mixed with changes another client makes in the
-//! bucket. Every answer is checked against a small model, and after every step the bucket
-//! must hold exactly what the model says.
+//! reftests: random sequences of creates, opens, writes, reads, truncates, flushes,
+//! fsyncs, closes, renames, unlinks, chmod, touch, mkdir, rmdir, listings and stats, made
+//! on the filesystem directly (no FUSE) over the in-memory client, mixed with changes
+//! another client makes in the bucket. Every answer is checked against a small model, and
+//! after every step the bucket must hold exactly what the model says.
 //!
 //! The model is close-to-open consistency in the default mode (close waits for the
 //! upload), with a metadata TTL of 0 so that the store's changes show at once: a close
 //! uploads what its handle wrote (two writers of one file: the last close wins); a reader
 //! reads the version the store had at its open; a writer opened without O_TRUNC starts
 //! from it; a rename moves the bytes, an unlink removes the key, and lookups, mkdir and
-//! rmdir answer with a local filesystem's errno. Once the last writer of a file has
-//! closed, what the mount shows of it is the store's again.
+//! rmdir answer with a local filesystem's errno; fsync uploads as a close does; chmod and
+//! touch never change a file's bytes (a stored file gets a new version of the same bytes,
+//! one being written takes them up with its next upload, changed or not). Once the last
+//! writer of a file has closed, what the mount shows of it is the store's again.
 //!
 //! Where the code documents a looser answer, the model allows that and nothing else. A
 //! handle pinned to a version the store no longer has (replaced, deleted, renamed away)
 //! may still read that version (from a cache) or fail with EIO or ENOENT, never read
-//! another. A reader opened while a writer of the same file is open reads what the
-//! namespace shows of it, the version at the writer's open at the writer's size, so it
-//! may read any bytes the key ever held at that offset, or fail. After a flush, the
-//! namespace shows the store's facts of a file even while writers still have it open, so
-//! stat may show the store's size or one of theirs.
+//! another. A writer with nothing changed, a mode or mtime set while it is open and its
+//! version gone, fails its flush the same way: it has no bytes to upload. A reader opened
+//! while a writer of the same file is open reads what the namespace shows of it, the
+//! version at the writer's open at the writer's size, so it may read any bytes the key
+//! ever held at that offset, or fail. After a flush, the namespace shows the store's facts
+//! of a file even while writers still have it open, so stat may show the store's size or
+//! one of theirs, and a chmod may rewrite the stored object or wait for the writers.
 
 mod harness;
 
@@ -90,12 +94,18 @@ enum Op {
     Truncate(FilePath, u64),
     /// FLUSH alone: the close of a duplicated descriptor.
     Flush(usize),
+    /// fsync(2) of a handle.
+    Fsync(usize),
     /// RELEASE alone: the last close of a file written through mmap.
     Release(usize),
     /// close(2) of the last descriptor: FLUSH, then RELEASE.
     Close(usize),
     Rename(FilePath, FilePath),
     Unlink(FilePath),
+    /// chmod(2) of a path: the mode's permission bits.
+    Chmod(FilePath, u32),
+    /// `touch -d` of a path: seconds since the epoch.
+    Touch(FilePath, u32),
     Mkdir(&'static str),
     Rmdir(&'static str),
     Readdir(&'static str),
@@ -137,10 +147,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (handle(), 0u64..9000).prop_map(|(handle, len)| Op::Ftruncate(handle, len)),
         1 => (path(), 0u64..9000).prop_map(|(path, len)| Op::Truncate(path, len)),
         1 => handle().prop_map(Op::Flush),
+        1 => handle().prop_map(Op::Fsync),
         1 => handle().prop_map(Op::Release),
         3 => handle().prop_map(Op::Close),
         2 => (path(), path()).prop_map(|(from, to)| Op::Rename(from, to)),
         2 => path().prop_map(Op::Unlink),
+        1 => (path(), select(vec![0o600u32, 0o644, 0o755])).prop_map(|(p, m)| Op::Chmod(p, m)),
+        1 => (path(), 0u32..2_000_000_000).prop_map(|(p, t)| Op::Touch(p, t)),
         1 => select(DIRS[1..].to_vec()).prop_map(Op::Mkdir),
         1 => select(DIRS[1..].to_vec()).prop_map(Op::Rmdir),
         1 => select(DIRS.to_vec()).prop_map(Op::Readdir),
@@ -232,6 +245,9 @@ struct FileState {
     since: Option<u64>,
     /// While local: the size stat shows, its writers' latest.
     size: u64,
+    /// A mode or mtime set while local, which the next flush of a writer takes up with
+    /// its content, changed or not.
+    attrs_pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -303,6 +319,7 @@ impl Model {
             unstored: false,
             since: None,
             size: 0,
+            attrs_pending: false,
         });
         if state.inode == fresh {
             self.counter = fresh;
@@ -335,6 +352,7 @@ impl Model {
         self.put(key, content);
         if let Some(state) = self.files.get_mut(key).filter(|s| s.inode == inode) {
             (state.local, state.unstored, state.since) = (false, false, None);
+            state.attrs_pending = false;
         }
     }
 

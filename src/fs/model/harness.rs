@@ -2,7 +2,7 @@
 //! model, with one method per operation that makes it on the filesystem as the kernel
 //! would, checks the answer against the model, and updates the model with it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,13 +13,15 @@ use proptest::prelude::*;
 use super::{bytes, caller, same_bytes, slice, summary, write_at};
 use super::{Case, Checked, FilePath, FileState, Handle, Mode, Model, Op, View};
 use crate::cache::{CacheConfig, ObjectCache};
-use crate::fs::{Attr, DirLine, FileHandle, FsConfig, FsError, MountIdentity, OpenMode};
+use crate::fs::{Attr, FileHandle, FsConfig, FsError, MountIdentity, OpenMode};
 use crate::fs::{Ownership, RgridFs, SetAttr};
 use crate::namespace::{InodeNo, Namespace, NamespaceConfig};
 use crate::object::{MemoryClient, ObjectClient, ObjectError, ObjectHeaders, ObjectId, Tags};
 use crate::readahead::ReadEngine;
 use crate::retention::{Retention, RetentionConfig, Tier, TIER_TAG};
 use crate::upload::{CompressMode, CompressPolicy, Uploader, WriteConfig};
+
+mod tree;
 
 /// Files past this go up in parts, and a file written front to back streams them: most
 /// cases write a few KiB, so both kinds of upload are exercised.
@@ -187,10 +189,13 @@ impl Harness {
             Op::Ftruncate(handle, len) => self.ftruncate(handle, len).await,
             Op::Truncate(path, len) => self.truncate(path, len).await,
             Op::Flush(handle) => self.flush(handle).await,
+            Op::Fsync(handle) => self.fsync(handle).await,
             Op::Release(handle) => self.release(handle).await,
             Op::Close(handle) => self.close(handle).await,
             Op::Rename(from, to) => self.rename(from, to).await,
             Op::Unlink(path) => self.unlink(path).await,
+            Op::Chmod(path, mode) => self.chmod(path, mode).await,
+            Op::Touch(path, secs) => self.touch(path, secs).await,
             Op::Mkdir(dir) => self.mkdir(dir).await,
             Op::Rmdir(dir) => self.rmdir(dir).await,
             Op::Readdir(dir) => self.readdir(dir).await,
@@ -299,6 +304,7 @@ impl Harness {
             unstored: true,
             since: None,
             size: 0,
+            attrs_pending: false,
         };
         // The name's inode now; an older one's open writers still upload to the key.
         self.model.files.insert(key.clone(), state);
@@ -535,20 +541,62 @@ impl Harness {
             return Ok(());
         };
         let result = self.fs.flush(self.handles[i].fh, Some(caller())).await;
-        let what = format!("flush of {}", self.handles[i].key);
-        result.map_err(|e| unexpected(&what, &e))?;
-        self.flushed(i);
-        Ok(())
+        self.flush_outcome(i, result, "flush")
     }
 
-    /// A flush or release of handle `i` uploaded its content if it changed, unless its
-    /// file has no name left.
+    /// fsync(2) in the default mode: the handle's content goes up at once, as at a close.
+    async fn fsync(&mut self, which: usize) -> Checked {
+        let Some(i) = self.pick(which, false) else {
+            return Ok(());
+        };
+        let result = self.fs.fsync(self.handles[i].fh).await;
+        self.flush_outcome(i, result, "fsync")
+    }
+
+    /// Checks what a flush or fsync of handle `i` answered: it fails only where its
+    /// upload must copy a version that is gone (a mode set, the content unchanged).
+    fn flush_outcome(&mut self, i: usize, result: Result<(), FsError>, what: &str) -> Checked {
+        let what = format!("{what} of {}", self.handles[i].key);
+        match result {
+            Err(e) if self.cannot_upload(i) && GONE.contains(&e.errno()) => Ok(()),
+            Err(e) => Err(unexpected(&what, &e)),
+            Ok(()) => {
+                prop_assert!(
+                    !self.cannot_upload(i),
+                    "{what}: succeeded, its version is gone"
+                );
+                self.flushed(i);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether handle `i` has a mode or mtime to upload, no change of its own, and the
+    /// version it would copy is gone.
+    fn cannot_upload(&self, i: usize) -> bool {
+        let handle = &self.handles[i];
+        let View::Writer { dirty, .. } = &handle.view else {
+            return false;
+        };
+        !*dirty && !handle.unlinked && self.attrs_pending(handle.inode) && !self.pin_holds(i)
+    }
+
+    fn attrs_pending(&self, inode: u64) -> bool {
+        (self.model.files.values()).any(|s| s.inode == inode && s.attrs_pending)
+    }
+
+    /// A flush or release of handle `i` uploaded its content if it changed, or if its
+    /// file has a mode or mtime to take up, unless its file has no name left.
     fn flushed(&mut self, i: usize) {
+        if self.cannot_upload(i) {
+            return;
+        }
+        let pending = self.attrs_pending(self.handles[i].inode);
         let handle = &mut self.handles[i];
         let View::Writer { content, dirty, .. } = &mut handle.view else {
             return;
         };
-        if std::mem::take(dirty) && !handle.unlinked {
+        if (std::mem::take(dirty) || pending) && !handle.unlinked {
             self.model
                 .stored(&handle.key, handle.inode, content.clone());
         }
@@ -581,181 +629,6 @@ impl Harness {
     async fn close(&mut self, which: usize) -> Checked {
         self.flush(which).await?;
         self.release(which).await
-    }
-
-    // Unlink, rename, mkdir and rmdir come after the kernel's lookups, as through FUSE:
-    // those answer ENOENT (for mkdir, EEXIST) themselves, and they take up the uploads that
-    // landed since the last operation (`Uploader::take_committed`), which an unlink or
-    // rename of a file only ever written here would otherwise count as its own.
-
-    async fn rename(&mut self, from: FilePath, to: FilePath) -> Checked {
-        let Some((parent, _)) = self.found(from, "rename").await? else {
-            return Ok(());
-        };
-        let Some(new_parent) = self.dir_found(to.dir, "rename onto").await? else {
-            return Ok(());
-        };
-        self.found(to, "rename onto").await?;
-        let (name, new_name) = (OsStr::new(from.name), OsStr::new(to.name));
-        let result = self.fs.rename(parent, name, new_parent, new_name).await;
-        let want = self.rename_errno(from, to);
-        prop_assert_eq!(errno(&result), want, "rename {:?} to {:?}", from, to);
-        if want == 0 && from != to {
-            self.renamed(&from.key(), &to.key());
-        }
-        Ok(())
-    }
-
-    /// What a rename of an existing file answers: one being written here is renamed as
-    /// the namespace shows it, so its copy is pinned to the version it opened at.
-    fn rename_errno(&self, from: FilePath, to: FilePath) -> i32 {
-        let key = from.key();
-        let Some(state) = self.model.local(&key) else {
-            return 0;
-        };
-        if from == to || state.unstored {
-            return 0; // the same file; or content not in the store, which goes up as `to`
-        }
-        match (self.model.bucket.get(&key), state.since) {
-            (None, _) => libc::ENOENT,
-            (Some(object), Some(since)) if object.version == since => 0,
-            _ => libc::EIO,
-        }
-    }
-
-    fn renamed(&mut self, from: &str, to: &str) {
-        // The rename first copies in what writers of the file had not: all of it where
-        // their version is still the store's; the others stay pinned to a version gone.
-        let inode = self.model.files.get(from).map(|s| s.inode);
-        for i in 0..self.handles.len() {
-            if Some(self.handles[i].inode) == inode && self.pin_holds(i) {
-                if let View::Writer { pin, .. } = &mut self.handles[i].view {
-                    *pin = None;
-                }
-            }
-        }
-        // What had the new name is unlinked: its writers' closes upload nothing.
-        if let Some(replaced) = self.model.files.remove(to) {
-            self.unlink_handles(replaced.inode);
-        }
-        let state = self.model.files.remove(from);
-        if !state.as_ref().is_some_and(|s| s.unstored) {
-            if let Some(object) = self.model.bucket.remove(from) {
-                self.model.put(to, object.data);
-            }
-        }
-        let Some(mut state) = state else { return };
-        if !state.unstored {
-            (state.local, state.since) = (false, None);
-        }
-        for handle in self.handles.iter_mut().filter(|h| h.inode == state.inode) {
-            handle.key = to.to_owned();
-        }
-        self.model.files.insert(to.to_owned(), state);
-    }
-
-    fn unlink_handles(&mut self, inode: u64) {
-        for handle in self.handles.iter_mut().filter(|h| h.inode == inode) {
-            handle.unlinked = true;
-        }
-    }
-
-    async fn unlink(&mut self, path: FilePath) -> Checked {
-        let Some((parent, _)) = self.found(path, "unlink").await? else {
-            return Ok(());
-        };
-        let result = self.fs.unlink(parent, OsStr::new(path.name)).await;
-        result.map_err(|e| unexpected("unlink", &e))?;
-        let key = path.key();
-        let state = self.model.files.remove(&key);
-        // A file only ever written here has no object to delete (another client's stays).
-        if !state.as_ref().is_some_and(|s| s.unstored) {
-            self.model.bucket.remove(&key);
-        }
-        if let Some(state) = state {
-            self.unlink_handles(state.inode);
-        }
-        Ok(())
-    }
-
-    async fn mkdir(&mut self, dir: &str) -> Checked {
-        let exists = self.dir_found(dir, "mkdir").await?.is_some();
-        // Where the kernel's lookup found it, mkdir itself must refuse too (a race).
-        let result = self.fs.mkdir(InodeNo::ROOT, OsStr::new(dir)).await;
-        let want = if exists { libc::EEXIST } else { 0 };
-        prop_assert_eq!(errno(&result), want, "mkdir {:?}", dir);
-        if !exists {
-            self.model.dirs.insert(dir.to_owned());
-            self.model.forget_below(dir);
-        }
-        Ok(())
-    }
-
-    async fn rmdir(&mut self, dir: &str) -> Checked {
-        if self.dir_found(dir, "rmdir").await?.is_none() {
-            return Ok(());
-        }
-        let result = self.fs.rmdir(InodeNo::ROOT, OsStr::new(dir)).await;
-        let empty = self.model.listing(dir).is_empty();
-        let want = if empty { 0 } else { libc::ENOTEMPTY };
-        prop_assert_eq!(errno(&result), want, "rmdir {:?}", dir);
-        if empty {
-            self.model.dirs.remove(dir);
-            self.model.forget_below(dir);
-        }
-        Ok(())
-    }
-
-    async fn readdir(&mut self, dir: &str) -> Checked {
-        let Some(ino) = self.dir_found(dir, "readdir").await? else {
-            return Ok(());
-        };
-        let names = self
-            .list(ino)
-            .await
-            .map_err(|e| unexpected("readdir", &e))?;
-        prop_assert_eq!(names, self.model.listing(dir), "readdir {:?}", dir);
-        Ok(())
-    }
-
-    /// The names opendir and readdir give for directory `ino`, without `.` and `..`.
-    async fn list(&self, ino: InodeNo) -> Result<BTreeSet<String>, FsError> {
-        let fh = self.fs.opendir(ino).await?;
-        let mut names = BTreeSet::new();
-        let listed = self.fs.readdir(fh, 0, false, |line: &DirLine<'_>| {
-            if line.name != "." && line.name != ".." {
-                names.insert(line.name.to_owned());
-            }
-            true
-        });
-        self.fs.releasedir(fh);
-        listed.map(|()| names)
-    }
-
-    async fn stat(&mut self, path: FilePath) -> Checked {
-        let Some((_, attr)) = self.found(path, "stat").await? else {
-            return Ok(());
-        };
-        let key = path.key();
-        let size = self.model.size(&key);
-        // A flush makes the store's facts the file's again while writers may still have it
-        // open: its size may be theirs as well as the store's (see the module doc).
-        let inode = self.model.files.get(&key).map(|s| s.inode);
-        let writing = self
-            .handles
-            .iter()
-            .filter(|h| Some(h.inode) == inode && !h.unlinked);
-        let mut sizes = writing.filter_map(|h| match &h.view {
-            View::Writer { content, .. } => Some(content.len() as u64),
-            _ => None,
-        });
-        let shown = attr.size == size || sizes.any(|s| s == attr.size);
-        prop_assert!(
-            shown,
-            "stat {path:?}: size {}, the model has {size}",
-            attr.size
-        );
-        Ok(())
     }
 
     /// The bucket holds exactly what the model says, key for key and byte for byte.
