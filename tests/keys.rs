@@ -129,3 +129,42 @@ fn keys_with_control_characters_list_escaped_from_moto_too() {
         &["bell\x07", "tab\there", "trailing-space ", "\u{feff}bom"],
     );
 }
+
+/// Keys no name can show (`.`, `..`, an empty segment, a segment past NAME_MAX) are
+/// hidden, never a crash or an EIO for the directory; a file `a` beside keys under `a/`
+/// is shadowed by the directory, as the log says.
+#[test]
+fn keys_that_cannot_be_names_are_hidden_and_a_directory_shadows_its_file() {
+    let store = TestStore::start();
+    let long = format!("k/{}", "n".repeat(256));
+    let longest = format!("k/{}", "n".repeat(255));
+    for key in [
+        "k/.",
+        "k/..",
+        "k//empty-segment",
+        &long,
+        &longest,
+        "k/a",
+        "k/a/x",
+    ] {
+        store.put(key, key);
+        assert_eq!(store.get(key).unwrap().0, key.as_bytes(), "{key:?} stored");
+    }
+    let mount = Mount::new(&store, &[]);
+    let mut listed: Vec<String> = fs::read_dir(mount.join("k"))
+        .unwrap_or_else(|e| panic!("{e}: {}", mount.log()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["a", &"n".repeat(255)]);
+    assert!(fs::metadata(mount.join("k/a")).unwrap().is_dir());
+    assert_eq!(fs::read_to_string(mount.join("k/a/x")).unwrap(), "k/a/x");
+    assert_eq!(fs::read_to_string(mount.join(&longest)).unwrap(), longest);
+    let too_long = fs::metadata(mount.join(&long)).unwrap_err();
+    assert_eq!(too_long.raw_os_error(), Some(libc::ENAMETOOLONG));
+    assert!(
+        mount.log().contains("shadowed by a directory"),
+        "{}",
+        mount.log()
+    );
+}
