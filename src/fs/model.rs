@@ -115,13 +115,17 @@ enum Op {
     Put(FilePath, usize, u8),
     /// Another client deletes the key.
     Delete(FilePath),
+    /// `rgrid-mount sync`: every close so far is in the store.
+    Sync,
 }
 
-/// One test case: the bucket before the mount, whether the object cache is on, the steps.
+/// One test case: the bucket before the mount, whether the object cache is on, whether
+/// closes write back (`--write-back`), the steps.
 #[derive(Debug, Clone)]
 struct Case {
     objects: Vec<(FilePath, usize, u8)>,
     cached: bool,
+    write_back: bool,
     ops: Vec<Op>,
 }
 
@@ -160,19 +164,38 @@ fn op() -> impl Strategy<Value = Op> {
         2 => path().prop_map(Op::Stat),
         2 => put.prop_map(|(path, len, seed)| Op::Put(path, len, seed)),
         1 => path().prop_map(Op::Delete),
+        1 => Just(Op::Sync),
     ]
 }
 
+/// Write-back cases have no other client: an upload still queued lands after another
+/// client's change or before it, as the queue goes, which is the last writer winning in
+/// either order and no single answer a model could give.
+///
+/// Write-back cases are not generated yet (`WRITE_BACK_CASES`): run with it on, the model
+/// finds faults there that are still open on issue 16 (stat showing an fsynced version
+/// after a later write-back close, a chmod answered with the old mode, bytes no close
+/// made reaching the store). The one fixed is a named case below.
 fn any_case() -> impl Strategy<Value = Case> {
     let objects = prop::collection::vec((path(), 0usize..6000, any::<u8>()), 0..4);
     let ops = prop::collection::vec(op(), 1..50);
-    let case = (objects, any::<bool>(), ops);
-    case.prop_map(|(objects, cached, ops)| Case {
-        objects,
-        cached,
-        ops,
+    let write_back = prop::bool::weighted(if WRITE_BACK_CASES { 0.5 } else { 0.0 });
+    let case = (objects, any::<bool>(), write_back, ops);
+    case.prop_map(|(objects, cached, write_back, mut ops)| {
+        if write_back {
+            ops.retain(|op| !matches!(op, Op::Put(..) | Op::Delete(..)));
+        }
+        Case {
+            objects,
+            cached,
+            write_back,
+            ops,
+        }
     })
 }
+
+/// Whether the generated cases include write-back mounts (see [`any_case`]).
+const WRITE_BACK_CASES: bool = false;
 
 /// `len` bytes that differ with `seed` and with position, so that a byte from another
 /// offset or another version shows.
@@ -438,10 +461,18 @@ async fn run(case: Case) -> Checked {
     let mut harness = Harness::new(&case);
     for (step, op) in case.ops.iter().enumerate() {
         let checked = match harness.apply(op).await {
+            Ok(()) if case.write_back && !matches!(op, Op::Sync) => {
+                harness.check_bucket_lags().await
+            }
             Ok(()) => harness.check_bucket().await,
             failed => failed,
         };
-        checked.map_err(|e| TestCaseError::fail(format!("step {step}, {op:?}: {e}")))?;
+        if let Err(e) = checked {
+            let bucket = harness.bucket_summary().await;
+            return Err(TestCaseError::fail(format!(
+                "step {step}, {op:?}: {e}; bucket {{{bucket}}}"
+            )));
+        }
     }
     let finished = harness.finish().await;
     finished.map_err(|e| TestCaseError::fail(format!("closing what was left open: {e}")))
@@ -470,9 +501,14 @@ fn at(dir: &'static str, name: &'static str) -> FilePath {
 }
 
 fn regression(objects: Vec<(FilePath, usize, u8)>, ops: Vec<Op>) -> Checked {
+    regression_in(false, objects, ops)
+}
+
+fn regression_in(write_back: bool, objects: Vec<(FilePath, usize, u8)>, ops: Vec<Op>) -> Checked {
     let case = Case {
         objects,
         cached: false,
+        write_back,
         ops,
     };
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -508,4 +544,32 @@ fn a_file_closed_unchanged_is_the_stores_again() -> Checked {
             Op::Rename(at("", "b"), at("", "a")),
         ],
     )
+}
+
+/// Found by the model in write-back mode: a file flushed (queued), written again, then
+/// unlinked left its first content in the store when that upload landed after the file
+/// moved on: the namespace never heard of the object, and the unlink deleted nothing.
+/// The landing races the next steps, so the case runs 20 times (without the fix, most
+/// runs failed).
+#[test]
+fn a_write_back_file_written_again_and_unlinked_leaves_nothing() -> Checked {
+    for _ in 0..20 {
+        regression_in(
+            true,
+            vec![(at("d2", "a"), 248, 0)],
+            vec![
+                Op::Create(at("d2", "b")),
+                Op::Flush(0),
+                Op::Write(0, Some(5521), 801, 122),
+                Op::Unlink(at("d2", "b")),
+                Op::Close(0),
+                Op::Write(0, Some(847), 2093, 83),
+                Op::Rename(at("d2", "a"), at("", "c")),
+                Op::Open(at("d1", "a"), Mode::Write),
+                Op::Stat(at("d1", "b")),
+                Op::Chmod(at("d2", "a"), 493),
+            ],
+        )?;
+    }
+    Ok(())
 }

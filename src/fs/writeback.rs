@@ -18,7 +18,9 @@ use crate::namespace::InodeNo;
 use crate::object::ObjectId;
 use crate::view::FileReader;
 
-/// The spool of each file's newest content closed in write-back mode, and the reverse.
+/// The spool of each file's newest content closed in write-back mode, and the file of
+/// every spool queued (older contents too: one that lands still puts an object at the
+/// file's key, which an unlink or rename must know of).
 #[derive(Debug, Default)]
 pub(super) struct WriteBacks(Mutex<Spooled>);
 
@@ -30,11 +32,12 @@ struct Spooled {
     linked: HashMap<PathBuf, LinkedSpool>,
 }
 
-impl Spooled {
-    fn remove_spool(&mut self, spool: &Path) {
-        self.by_spool.remove(spool);
-        self.linked.remove(spool);
-    }
+/// A queued spool that reached the store: its file, whether it still holds the file's
+/// newest content, and its link into the object cache.
+struct Landed {
+    ino: InodeNo,
+    newest: bool,
+    linked: Option<LinkedSpool>,
 }
 
 impl WriteBacks {
@@ -43,7 +46,7 @@ impl WriteBacks {
     pub(super) fn closed(&self, ino: InodeNo, spool: PathBuf, linked: Option<LinkedSpool>) {
         let mut map = lock(&self.0);
         if let Some(old) = map.by_ino.insert(ino, spool.clone()) {
-            map.remove_spool(&old);
+            map.linked.remove(&old);
         }
         if let Some(linked) = linked {
             map.linked.insert(spool.clone(), linked);
@@ -55,7 +58,7 @@ impl WriteBacks {
     pub(super) fn forget(&self, ino: InodeNo) {
         let mut map = lock(&self.0);
         if let Some(old) = map.by_ino.remove(&ino) {
-            map.remove_spool(&old);
+            map.linked.remove(&old);
         }
     }
 
@@ -64,14 +67,33 @@ impl WriteBacks {
         lock(&self.0).by_ino.get(&ino).cloned()
     }
 
-    /// The file whose newest content `spool` holds, which is no longer pending, and the
-    /// spool's link into the cache.
-    fn committed(&self, spool: &Path) -> Option<(InodeNo, Option<LinkedSpool>)> {
+    /// What became of `spool`, which is no longer pending, if it was queued here.
+    fn committed(&self, spool: &Path) -> Option<Landed> {
         let mut map = lock(&self.0);
         let linked = map.linked.remove(spool);
         let ino = map.by_spool.remove(spool)?;
-        map.by_ino.remove(&ino);
-        Some((ino, linked))
+        let newest = map.by_ino.get(&ino).is_some_and(|s| s == spool);
+        if newest {
+            map.by_ino.remove(&ino);
+        }
+        Some(Landed {
+            ino,
+            newest,
+            linked,
+        })
+    }
+
+    /// Forgets the older spools that will never land (dropped unsent), once they are as
+    /// many as the newest ones: a pass over all of them costs as much as they took.
+    fn prune(&self, may_land: impl Fn(&Path) -> bool) {
+        let mut map = lock(&self.0);
+        let Spooled {
+            by_ino, by_spool, ..
+        } = &mut *map;
+        if by_spool.len() <= 2 * by_ino.len() + 64 {
+            return;
+        }
+        by_spool.retain(|spool, ino| by_ino.get(ino) == Some(spool) || may_land(spool));
     }
 }
 
@@ -82,11 +104,26 @@ impl RgridFs {
         let Some(uploader) = &self.uploader else {
             return;
         };
-        for done in uploader.take_committed() {
-            let Some((ino, linked)) = self.write_backs.committed(&done.spool) else {
+        let landed = uploader.take_committed();
+        for (i, done) in landed.iter().cloned().enumerate() {
+            let Some(Landed {
+                ino,
+                newest,
+                linked,
+            }) = self.write_backs.committed(&done.spool)
+            else {
                 continue;
             };
             if self.namespace.is_unlinked(ino) {
+                continue;
+            }
+            if !newest {
+                // Written again since: the file's facts stay its newer content's, but
+                // the store has an object at its key now (unless a later upload of the
+                // key, landed since, is the store's version).
+                if !landed[i + 1..].iter().any(|later| later.key == done.key) {
+                    self.namespace.landed_beneath(ino, done.uploaded.etag);
+                }
                 continue;
             }
             let up = &done.uploaded;
@@ -101,6 +138,7 @@ impl RgridFs {
                 }
             }
         }
+        self.write_backs.prune(|spool| uploader.may_land(spool));
     }
 
     /// At exit, once uploads are drained: what reached the store is taken up, and the

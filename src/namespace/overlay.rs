@@ -123,6 +123,18 @@ impl Namespace {
         tables.drop_if_unreferenced(ino);
     }
 
+    /// An older content of `ino`, written again since, reached the store as version
+    /// `etag`: the file's facts stay its newer content's, and an unlink or rename knows
+    /// the store has an object at its key.
+    pub fn landed_beneath(&self, ino: InodeNo, etag: Option<String>) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            if inode.local {
+                inode.node.etag = etag;
+                inode.node.headers = None;
+            }
+        }
+    }
+
     /// `parent/name` is gone (unlinked, removed or renamed away).
     pub fn remove(&self, parent: InodeNo, name: &str) {
         let mut tables = self.tables();

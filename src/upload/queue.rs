@@ -104,6 +104,15 @@ impl QueueState {
         lock(&self.committed).iter().any(|c| c.key == key)
     }
 
+    /// The newest version of `key` an upload made that the filesystem has not taken up
+    /// yet: the store's current one, which the filesystem may still name by the version
+    /// before it.
+    pub(super) fn landed_version(&self, key: &str) -> Option<Option<String>> {
+        let committed = lock(&self.committed);
+        let newest = committed.iter().rev().find(|c| c.key == key);
+        newest.map(|c| c.uploaded.etag.clone())
+    }
+
     fn release(&self, size: u64) {
         let mut bytes = self.bytes();
         *bytes = bytes.saturating_sub(size);
@@ -208,6 +217,13 @@ impl Uploader {
         Ok(self
             .journal
             .rewrite(super::JournalEntry { metadata, ..entry })?)
+    }
+
+    /// Whether the upload of `spool` may still reach the store, or has and is not taken
+    /// up yet. (A landing is recorded before its journal entry goes, so no moment has
+    /// neither.)
+    pub fn may_land(&self, spool: &Path) -> bool {
+        self.journal.contains(spool) || lock(&self.queue.committed).iter().any(|c| c.spool == spool)
     }
 
     /// The uploads nobody waited for (write-back, retries) that reached the store since

@@ -49,10 +49,16 @@ impl Uploader {
         let _held = self.key_locks.lock_both(&from.key, to).await;
         let pending = self.journal.of_key(&from.key);
         if pending.is_empty() {
-            if from.etag.is_none() && !self.queue.landed(&from.key) {
-                return Ok(None); // still being written: its close goes to the new name
-            }
-            let etag = self.client.move_object(from, to).await?;
+            // A write-back upload that landed since the caller looked is the file's
+            // content now, and the version to move.
+            let from = match self.queue.landed_version(&from.key) {
+                Some(etag) => ObjectId::new(from.key.clone(), etag),
+                None if from.etag.is_none() => {
+                    return Ok(None); // still being written: its close goes to the new name
+                }
+                None => from.clone(),
+            };
+            let etag = self.client.move_object(&from, to).await?;
             self.cancel(to);
             return Ok(etag);
         }

@@ -74,7 +74,7 @@ async fn stored_objects(client: &MemoryClient) -> Result<BTreeMap<String, Vec<u8
 
 /// The filesystem of a mount over `client` with the test's settings: the write engine,
 /// spools and (if `cached`) the object cache under `dir`.
-fn mount(client: &MemoryClient, dir: &Path, cached: bool) -> RgridFs {
+fn mount(client: &MemoryClient, dir: &Path, case: &Case) -> RgridFs {
     let shared: Arc<dyn ObjectClient> = Arc::new(client.clone());
     let retention = RetentionConfig {
         tier: Tier::Days(30),
@@ -92,10 +92,14 @@ fn mount(client: &MemoryClient, dir: &Path, cached: bool) -> RgridFs {
     let namespace = Namespace::new(shared.clone(), retention.clone(), namespace);
     // Small blocks: a version replaced under a reader is found mid-file.
     let engine = ReadEngine::new(shared.clone(), crate::readahead::tests::small_config());
-    let uploader = Uploader::new(shared, write_config(dir)).expect("write engine");
+    let write = WriteConfig {
+        write_back: case.write_back,
+        ..write_config(dir)
+    };
+    let uploader = Uploader::new(shared, write).expect("write engine");
     let cache = CacheConfig {
         dir: dir.to_owned(),
-        max_size: if cached { CACHE_SIZE } else { 0 },
+        max_size: if case.cached { CACHE_SIZE } else { 0 },
     };
     let cache = ObjectCache::open(&cache).expect("object cache");
     RgridFs::new(
@@ -156,6 +160,8 @@ pub(super) struct Harness {
     client: MemoryClient,
     model: Model,
     handles: Vec<Handle>,
+    /// Closes are written back (`--write-back`).
+    write_back: bool,
     /// Spools, journal and cache; removed after the filesystem (fields drop in order).
     _dir: tempfile::TempDir,
 }
@@ -169,13 +175,14 @@ impl Harness {
             client.insert(&path.key(), data.clone(), ObjectHeaders::default());
             model.put(&path.key(), data);
         }
-        let fs = mount(&client, &dir.path().join("cache"), case.cached);
+        let fs = mount(&client, &dir.path().join("cache"), case);
         let handles = Vec::new();
         Harness {
             fs,
             client,
             model,
             handles,
+            write_back: case.write_back,
             _dir: dir,
         }
     }
@@ -212,6 +219,7 @@ impl Harness {
                 self.model.bucket.remove(&path.key());
                 Ok(())
             }
+            Op::Sync => self.sync().await,
         }
     }
 
@@ -631,6 +639,13 @@ impl Harness {
         self.release(which).await
     }
 
+    /// `rgrid-mount sync`: nothing fails here, so nothing is left pending.
+    async fn sync(&mut self) -> Checked {
+        let outcome = self.fs.sync().await;
+        prop_assert!(outcome.failed.is_empty(), "sync: {:?}", outcome.failed);
+        Ok(())
+    }
+
     /// The bucket holds exactly what the model says, key for key and byte for byte.
     pub(super) async fn check_bucket(&self) -> Checked {
         let stored = stored_objects(&self.client).await?;
@@ -646,11 +661,34 @@ impl Harness {
         Ok(())
     }
 
-    /// Closes what is still open (checking each close), then checks the bucket.
+    /// What the bucket holds, for a failure's message.
+    pub(super) async fn bucket_summary(&self) -> String {
+        stored_objects(&self.client)
+            .await
+            .map_or_else(|e| e.to_string(), |b| summary(&b))
+    }
+
+    /// With closes written back, the bucket lags behind the model: each object it holds
+    /// is one its key held, as the mount showed it (never bytes no close made).
+    pub(super) async fn check_bucket_lags(&self) -> Checked {
+        for (key, data) in stored_objects(&self.client).await? {
+            let held = self.model.history.get(&key);
+            prop_assert!(
+                held.is_some_and(|all| all.contains(&data)),
+                "bucket has {key}: {}, which no close made",
+                summary(&BTreeMap::from([(key.clone(), data.clone())]))
+            );
+        }
+        Ok(())
+    }
+
+    /// Closes what is still open (checking each close), waits for what closes queued,
+    /// then checks the bucket.
     pub(super) async fn finish(&mut self) -> Checked {
         while !self.handles.is_empty() {
             self.close(0).await?;
         }
+        self.sync().await?;
         self.fs.finish().await;
         self.check_bucket().await
     }
