@@ -250,7 +250,7 @@ impl Uploader {
                 return Err(e);
             }
         };
-        self.send(&entry.spool, stream).await
+        self.send(&entry.spool, stream, true).await
     }
 
     /// Journals the content of `spool` as the next version of `key`: its size, its
@@ -364,7 +364,7 @@ impl Uploader {
             self.journal.remove_if_seq(&entry.spool, entry.seq)?;
             return Ok(Sent::Superseded);
         }
-        self.send(&entry.spool, None).await
+        self.send(&entry.spool, None, false).await
     }
 
     /// Whether the store's object of `entry.key` is `entry`'s content, by its recorded

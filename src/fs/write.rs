@@ -424,6 +424,9 @@ impl RgridFs {
         writer.stored_as = None;
         writer.queued = Some(spool.clone());
         self.write_backs.closed(writer.ino, spool, linked);
+        // Until it lands, the file is what was closed, not what the store has (an
+        // fsync may have made the store's version the file's facts since its open).
+        self.namespace.begin_write(writer.ino);
         self.namespace.kept_sent(writer.ino, kept);
         Ok(())
     }
@@ -552,10 +555,11 @@ impl RgridFs {
             OpenFile::Write(writer) => writer,
             OpenFile::Read(reader) => return reader.view.close(),
         };
-        let attrs_changed = self.namespace.upload_attrs(writer.ino).pending;
+        let mut attrs_changed = self.namespace.upload_attrs(writer.ino).pending;
         if (writer.dirty || attrs_changed) && writer.failed.is_none() {
             if let Err(e) = self.upload(writer).await {
                 tracing::warn!(key = %writer.key, "upload at release failed, kept pending: {e}");
+                attrs_changed &= !self.drop_unsendable_attrs(writer);
             }
         }
         self.end_stream(writer);
@@ -573,6 +577,21 @@ impl RgridFs {
         if unchanged && !queued && !others {
             self.namespace.end_write(writer.ino);
         }
+    }
+
+    /// After a failed upload of `writer` that changed nothing but a mode or mtime, and
+    /// that nothing journaled keeps trying (it could not copy its version, gone from
+    /// the store since its open): those attributes went with that version, and the
+    /// store's file stands without them. Whether they were dropped.
+    fn drop_unsendable_attrs(&self, writer: &Writer) -> bool {
+        let pending = (self.uploader.as_ref()).is_some_and(|u| u.has_pending(&writer.key));
+        if writer.dirty || pending {
+            return false;
+        }
+        tracing::warn!(key = %writer.key, "mode or mtime set on a version the store no longer has: not kept");
+        let kept = self.namespace.upload_attrs(writer.ino).kept;
+        self.namespace.kept_sent(writer.ino, kept);
+        true
     }
 
     /// Writer `fh` of `ino` is released; whether `ino` has other writers.

@@ -106,6 +106,11 @@ impl RgridFs {
         };
         let landed = uploader.take_committed();
         for (i, done) in landed.iter().cloned().enumerate() {
+            if done.waited {
+                // Taken up by the close or fsync that waited for it. (Its spool may be
+                // queued since, with newer content: that one's landing is what counts.)
+                continue;
+            }
             let Some(Landed {
                 ino,
                 newest,

@@ -37,6 +37,9 @@ pub struct Committed {
     pub spool: PathBuf,
     /// The object it made.
     pub uploaded: Uploaded,
+    /// Whether a caller waited for it (a close or fsync in the default mode), and so
+    /// took it up itself.
+    pub waited: bool,
 }
 
 /// What write-back closes left pending, and what became of them.
@@ -88,13 +91,14 @@ impl QueueState {
         }
     }
 
-    /// The upload from `spool`, which its closer did not wait for, is in the store.
-    pub(super) fn committed(&self, key: &str, spool: &Path, uploaded: Uploaded) {
+    /// The upload from `spool` is in the store (`waited`: its caller waited for it).
+    pub(super) fn committed(&self, key: &str, spool: &Path, uploaded: Uploaded, waited: bool) {
         let (key, spool) = (key.to_owned(), spool.to_owned());
         lock(&self.committed).push(Committed {
             key,
             spool,
             uploaded,
+            waited,
         });
     }
 
@@ -163,7 +167,7 @@ impl Uploader {
             let seen = self.journal.get(&spool).map(|e| e.seq);
             // Never closed; without a turn it would only send sooner.
             let turn = self.queue.turns.acquire().await;
-            let pass = self.send(&spool, stream.take()).await;
+            let pass = self.send(&spool, stream.take(), false).await;
             drop(turn);
             match pass {
                 Ok(Sent::Stored(_)) if pause > FIRST_PAUSE => {

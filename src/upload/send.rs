@@ -66,11 +66,13 @@ impl KeyLocks {
 
 impl Uploader {
     /// Sends the journaled upload of `spool` under its key's lock, using the parts
-    /// `stream` sent while the file was written if they are of this content and key.
+    /// `stream` sent while the file was written if they are of this content and key;
+    /// `waited`: the caller waits for it (and takes up what it made).
     pub(super) async fn send(
         &self,
         spool: &Path,
         mut stream: Option<PartStream>,
+        waited: bool,
     ) -> Result<Sent, UploadError> {
         loop {
             let Some(entry) = self.journal.get(spool) else {
@@ -89,7 +91,7 @@ impl Uploader {
                 return Ok(self.superseded(stream));
             }
             return self
-                .send_locked(&entry, stream.take())
+                .send_locked(&entry, stream.take(), waited)
                 .await
                 .map(|u| Sent::Stored(Box::new(u)));
         }
@@ -106,10 +108,11 @@ impl Uploader {
         &self,
         entry: &JournalEntry,
         stream: Option<PartStream>,
+        waited: bool,
     ) -> Result<Uploaded, UploadError> {
         self.board.begin(&entry.key, &entry.spool, entry.size);
         let result = self.put_entry(entry, stream).await;
-        self.settle_entry(entry, &result);
+        self.settle_entry(entry, &result, waited);
         // After the journal: whoever the board wakes (fsync, sync) sees it as it is.
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         self.board.finished(&entry.spool, outcome);
@@ -118,7 +121,12 @@ impl Uploader {
 
     /// The journal after an attempt: the entry goes once the store has its content, or
     /// is made durable while it waits for the next attempt.
-    fn settle_entry(&self, entry: &JournalEntry, result: &Result<Uploaded, UploadError>) {
+    fn settle_entry(
+        &self,
+        entry: &JournalEntry,
+        result: &Result<Uploaded, UploadError>,
+        waited: bool,
+    ) {
         match result {
             // Not if the entry was recorded again meanwhile (new attributes): that one
             // still has to go.
@@ -126,7 +134,7 @@ impl Uploader {
                 // Known as landed before the key's lock goes: an unlink or rename that
                 // takes it next must treat the object as there.
                 self.queue
-                    .committed(&uploaded.key, &entry.spool, uploaded.clone());
+                    .committed(&uploaded.key, &entry.spool, uploaded.clone(), waited);
                 // Not if the entry was recorded again meanwhile (new attributes): that
                 // one still has to go. A stale entry costs one idempotent replay at most.
                 if let Err(e) = self.journal.remove_if_seq(&entry.spool, entry.seq) {

@@ -461,7 +461,7 @@ async fn an_older_version_never_lands_after_a_newer_one() {
     let old_entry = uploader.record("k", &old, None, kept).await.unwrap();
     let sent = uploader.upload("k", &new, None, kept).await.unwrap();
     assert!(matches!(sent, Sent::Stored(_)));
-    let late = uploader.send(&old_entry.spool, None).await.unwrap();
+    let late = uploader.send(&old_entry.spool, None, false).await.unwrap();
     assert_eq!(late, Sent::Superseded);
     assert_eq!(stored(&client, "k").await.0, b"new");
     assert_eq!(
