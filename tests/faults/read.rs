@@ -39,7 +39,10 @@ fn a_connection_reset_on_every_get_is_eio_never_a_short_file() {
     let read = fs::read(mount.join("reset.bin"));
     let took = started.elapsed();
     assert_eq!(errno(read), libc::EIO);
-    assert!(took < Duration::from_secs(15), "EIO after {took:?}");
+    // Within the per-operation deadline (`--request-timeout`, 30 s): alone this takes
+    // about 2 s, beside the other fault cases on two loaded cores up to 15 s (the
+    // SDK's backoff, once per read the kernel retries before the guard trips).
+    assert!(took < Duration::from_secs(30), "EIO after {took:?}");
     let gets = rig.proxy.count(Op::Get);
     assert!(gets <= 60, "{gets} GETs for one failed read");
     record(
