@@ -105,7 +105,7 @@ impl RgridFs {
             return;
         };
         let landed = uploader.take_committed();
-        for (i, done) in landed.iter().cloned().enumerate() {
+        for (i, done) in landed.iter().enumerate() {
             if done.waited {
                 // Taken up by the close or fsync that waited for it. (Its spool may be
                 // queued since, with newer content: that one's landing is what counts.)
@@ -127,14 +127,15 @@ impl RgridFs {
                 // the store has an object at its key now (unless a later upload of the
                 // key, landed since, is the store's version).
                 if !landed[i + 1..].iter().any(|later| later.key == done.key) {
-                    self.namespace.landed_beneath(ino, done.uploaded.etag);
+                    self.namespace
+                        .landed_beneath(ino, done.uploaded.etag.clone());
                 }
                 continue;
             }
             let up = &done.uploaded;
             let id = ObjectId::new(up.key.clone(), up.etag.clone());
             let (form, size, sha256) = (Form::of(&up.headers), up.size, up.sha256.clone());
-            self.after_upload(ino, done.uploaded).await;
+            self.after_upload(ino, done.uploaded.clone()).await;
             // The spool's content is the version the file shows: a script that wrote it
             // and reads it back reads locally.
             if let Some(linked) = linked {
