@@ -92,6 +92,10 @@ pub enum Fault {
     Stall,
     /// Forwards, and pauses the response body this long after this many bytes.
     PauseAfter { bytes: u64, pause: Duration },
+    /// Forwards, and pauses the response body this long where it reaches this offset
+    /// of the object (at once for a range starting past it): a store that cannot go
+    /// past that point, however the reader asks again.
+    PauseAtObjectOffset { offset: u64, pause: Duration },
     /// Forwards, and ends the response body after this many bytes, its
     /// Content-Length unchanged.
     ShortBody(u64),
@@ -330,8 +334,28 @@ async fn handle(
             let response = forward(request, upstream).await;
             let (parts, body) = response.into_parts();
             let frames = body.into_data_stream();
+            let body_fault = in_body(body_fault, &parts.headers);
             Response::from_parts(parts, boxed(spoil(frames, body_fault)))
         }
+    }
+}
+
+/// `fault` in offsets of this response's body, which starts where its Content-Range
+/// says (the object's start without one).
+fn in_body(fault: Fault, headers: &hyper::HeaderMap) -> Fault {
+    let Fault::PauseAtObjectOffset { offset, pause } = fault else {
+        return fault;
+    };
+    let start = headers
+        .get("content-range")
+        .and_then(|range| range.to_str().ok())
+        .and_then(|range| range.strip_prefix("bytes "))
+        .and_then(|range| range.split('-').next())
+        .and_then(|first| first.parse::<u64>().ok())
+        .unwrap_or(0);
+    Fault::PauseAfter {
+        bytes: offset.saturating_sub(start),
+        pause,
     }
 }
 

@@ -94,8 +94,11 @@ fn a_store_stalling_mid_body_gives_eio_within_the_request_timeout() {
     let rig = Rig::new();
     let mount = rig.mount(&["--max-cache-size", "0", "--request-timeout", "3"]);
     rig.store.put("stall.bin", pseudo_random(8 * MIB, 8));
-    let pause = Fault::PauseAfter {
-        bytes: MIB as u64,
+    // At an offset of the object, not of each answer: a store that pauses every
+    // answer after its first MiB still serves a reader that asks again from where it
+    // stopped (slowly, and the right bytes), which a loaded run once showed.
+    let pause = Fault::PauseAtObjectOffset {
+        offset: MIB as u64,
         pause: Duration::from_secs(600),
     };
     rig.proxy.inject(Op::Get, pause, When::Always);
