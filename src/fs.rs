@@ -138,6 +138,14 @@ struct Reader {
     cached: bool,
 }
 
+/// What a new reader reads (see `RgridFs::to_read`).
+enum ToRead {
+    /// Content closed here in write-back mode, not in the store yet.
+    Queued(Box<FileReader>),
+    /// A version in the store.
+    Stored(Node),
+}
+
 /// An opened file.
 #[derive(Debug)]
 pub struct Opened {
@@ -349,16 +357,19 @@ impl RgridFs {
             // A reader with no entry to pass through to, beside passthrough ones.
             self.io_modes.released(ino).await;
         }
-        if let Some(view) = self.pending_reader(ino, &node.key) {
-            let reader = Reader {
-                ino,
-                etag: None,
-                view,
-                cached: false,
-            };
-            let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
-            return self.opened(fh, ino, false, false, None);
-        }
+        let node = match self.to_read(node).await? {
+            ToRead::Stored(node) => node,
+            ToRead::Queued(view) => {
+                let reader = Reader {
+                    ino,
+                    etag: None,
+                    view: *view,
+                    cached: false,
+                };
+                let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
+                return self.opened(fh, ino, false, false, None);
+            }
+        };
         self.note_expiry(&node);
         let (view, backing) = self.reader_of(&node)?;
         let cached = backing.is_some();
@@ -381,6 +392,33 @@ impl RgridFs {
         let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
         let direct_io = decoded || stale_size || self.config.direct_io;
         self.opened(fh, ino, keep_cache, direct_io, backing)
+    }
+
+    /// What a new reader of `node` reads: while the file waits for its upload, the
+    /// queued content; while it is being written, the store's version with the store's
+    /// size (a writer's changes are its own until it closes, and the namespace shows its
+    /// size). A queued upload may land while this looks: its spool goes, and the file is
+    /// the store's again.
+    async fn to_read(&self, node: Node) -> Result<ToRead, FsError> {
+        if !self.namespace.is_local(node.ino) {
+            return Ok(ToRead::Stored(node));
+        }
+        if let Some(view) = self.pending_reader(node.ino, &node.key) {
+            return Ok(ToRead::Queued(Box::new(view)));
+        }
+        self.settle_write_backs().await;
+        let node = self.namespace.describe(node.ino).await?;
+        if let Some(view) = self.pending_reader(node.ino, &node.key) {
+            return Ok(ToRead::Queued(Box::new(view)));
+        }
+        if !self.namespace.is_local(node.ino) || node.etag.is_none() {
+            return Ok(ToRead::Stored(node));
+        }
+        match self.namespace.stored_node(&node).await {
+            // Deleted behind the writer: its reads say so.
+            Err(NamespaceError::NotFound) => Ok(ToRead::Stored(node)),
+            stored => Ok(ToRead::Stored(stored?)),
+        }
     }
 
     /// The reply to an open of `ino` as `fh`: passed through to `backing` when the

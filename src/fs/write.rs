@@ -359,8 +359,8 @@ impl RgridFs {
         }
         let queued = std::mem::replace(&mut writer.spool, fresh);
         uploader.close_spool(&queued);
-        // The newest content is this writer's again, not the queued one.
-        self.write_backs.forget(writer.ino);
+        // The queued content stays the file's last closed one, which a reader or another
+        // writer opened now starts from, until this writer closes.
         Ok(())
     }
 
@@ -414,6 +414,7 @@ impl RgridFs {
             return Ok(());
         };
         let kept = self.namespace.upload_attrs(writer.ino).kept;
+        let size = writer.spool.size()?;
         // Linked before the queue can send it and remove it. A queued spool's content
         // is final: a later change goes on in a copy (`own_spool`).
         let linked = (self.cache.as_ref()).and_then(|c| c.link_spool(writer.spool.path()));
@@ -424,9 +425,7 @@ impl RgridFs {
         writer.stored_as = None;
         writer.queued = Some(spool.clone());
         self.write_backs.closed(writer.ino, spool, linked);
-        // Until it lands, the file is what was closed, not what the store has (an
-        // fsync may have made the store's version the file's facts since its open).
-        self.namespace.begin_write(writer.ino);
+        self.namespace.closed_here(writer.ino, size);
         self.namespace.kept_sent(writer.ino, kept);
         Ok(())
     }

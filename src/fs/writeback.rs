@@ -16,6 +16,7 @@ use super::{lock, FileHandle, FsError, OpenFile, RgridFs};
 use crate::cache::{Form, LinkedSpool};
 use crate::namespace::InodeNo;
 use crate::object::ObjectId;
+use crate::upload::Committed;
 use crate::view::FileReader;
 
 /// The spool of each file's newest content closed in write-back mode, and the file of
@@ -67,6 +68,11 @@ impl WriteBacks {
         lock(&self.0).by_ino.get(&ino).cloned()
     }
 
+    /// The file whose content `spool` holds or held, if it was queued here.
+    fn file_of(&self, spool: &Path) -> Option<InodeNo> {
+        lock(&self.0).by_spool.get(spool).copied()
+    }
+
     /// What became of `spool`, which is no longer pending, if it was queued here.
     fn committed(&self, spool: &Path) -> Option<Landed> {
         let mut map = lock(&self.0);
@@ -106,45 +112,62 @@ impl RgridFs {
         };
         let landed = uploader.take_committed();
         for (i, done) in landed.iter().enumerate() {
+            // Unless a later upload of the key, landed since, is the store's version.
+            let last_of_key = !landed[i + 1..].iter().any(|later| later.key == done.key);
             if done.waited {
                 // Taken up by the close or fsync that waited for it. (Its spool may be
                 // queued since, with newer content: that one's landing is what counts.)
                 continue;
             }
-            let Some(Landed {
-                ino,
-                newest,
-                linked,
-            }) = self.write_backs.committed(&done.spool)
-            else {
+            if uploader.recorded_again(done) {
+                // Its record goes up again (new attributes): the file stays as it is
+                // until that landing, but the store has an object at its key now.
+                if let Some(ino) = self.write_backs.file_of(&done.spool) {
+                    if last_of_key {
+                        self.landed_beneath(ino, done);
+                    }
+                }
+                continue;
+            }
+            let Some(landing) = self.write_backs.committed(&done.spool) else {
                 continue;
             };
-            if self.namespace.is_unlinked(ino) {
+            if self.namespace.is_unlinked(landing.ino) {
                 continue;
             }
-            if !newest {
-                // Written again since: the file's facts stay its newer content's, but
-                // the store has an object at its key now (unless a later upload of the
-                // key, landed since, is the store's version).
-                if !landed[i + 1..].iter().any(|later| later.key == done.key) {
-                    self.namespace
-                        .landed_beneath(ino, done.uploaded.etag.clone());
+            if !landing.newest || lock(&self.writers).contains_key(&landing.ino) {
+                // Written again since, or open for writing now: the file's facts stay its
+                // newer content's, or its writer's.
+                if last_of_key {
+                    self.landed_beneath(landing.ino, done);
                 }
                 continue;
             }
-            let up = &done.uploaded;
-            let id = ObjectId::new(up.key.clone(), up.etag.clone());
-            let (form, size, sha256) = (Form::of(&up.headers), up.size, up.sha256.clone());
-            self.after_upload(ino, done.uploaded.clone()).await;
-            // The spool's content is the version the file shows: a script that wrote it
-            // and reads it back reads locally.
-            if let Some(linked) = linked {
-                if self.namespace.current_etag(ino).as_ref() == Some(&id.etag) {
-                    linked.publish(&id, form, size, &sha256);
-                }
-            }
+            self.take_up(landing, done).await;
         }
         self.write_backs.prune(|spool| uploader.may_land(spool));
+    }
+
+    /// An upload of `ino` that is not its newest content reached the store: an unlink or
+    /// rename must know the object is there.
+    fn landed_beneath(&self, ino: InodeNo, done: &Committed) {
+        self.namespace
+            .landed_beneath(ino, done.uploaded.etag.clone());
+    }
+
+    /// The file's newest content is in the store as `done`: the file shows that version.
+    async fn take_up(&self, landing: Landed, done: &Committed) {
+        let up = &done.uploaded;
+        let id = ObjectId::new(up.key.clone(), up.etag.clone());
+        let (form, size, sha256) = (Form::of(&up.headers), up.size, up.sha256.clone());
+        self.after_upload(landing.ino, up.clone()).await;
+        // The spool's content is the version the file shows: a script that wrote it
+        // and reads it back reads locally.
+        if let Some(linked) = landing.linked {
+            if self.namespace.current_etag(landing.ino).as_ref() == Some(&id.etag) {
+                linked.publish(&id, form, size, &sha256);
+            }
+        }
     }
 
     /// At exit, once uploads are drained: what reached the store is taken up, and the

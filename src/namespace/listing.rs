@@ -51,12 +51,14 @@ impl Namespace {
             let node = tables.upsert(ino, &name, f, self.mount_time);
             (name, node)
         }));
-        // Files being written and directories made here, which the store may lack. A scan
-        // of the table: it holds what the kernel references, not the whole bucket.
-        let made_here = tables
-            .inodes
-            .values()
-            .filter(|i| i.local && i.parent == ino && i.node.ino != ino && !i.node.unlinked);
+        // Files being written and directories made here, or holding such, which the store
+        // may lack. A scan of the table: it holds what the kernel references, not the
+        // whole bucket.
+        let held = tables.holding_local();
+        let made_here = tables.inodes.values().filter(|i| {
+            let here = i.local || held.contains(&i.node.ino);
+            here && i.parent == ino && i.node.ino != ino && !i.node.unlinked
+        });
         for inode in made_here {
             entries.insert(inode.name.clone(), inode.node.clone());
         }

@@ -35,6 +35,9 @@ impl Namespace {
         };
         let mut tables = self.tables();
         let Some(found) = found else {
+            if let Some(held) = tables.held_dir(parent, name) {
+                return Ok(held);
+            }
             tables.remember_absent(parent, name);
             return Err(NamespaceError::NotFound);
         };
@@ -141,10 +144,12 @@ impl Namespace {
                 .node;
             (inode.parent, inode.name.clone(), parent.key.clone())
         };
-        let found = self
-            .resolve(&prefix, &name)
-            .await?
-            .ok_or(NamespaceError::NotFound)?;
+        let Some(found) = self.resolve(&prefix, &name).await? else {
+            let held = self.tables().held_dir(parent, &name);
+            return held
+                .filter(|d| d.ino == ino)
+                .ok_or(NamespaceError::NotFound);
+        };
         let node = self.tables().upsert(parent, &name, found, self.mount_time);
         if node.ino != ino {
             // The name now holds something of another kind; this inode is gone.

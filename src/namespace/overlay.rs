@@ -92,6 +92,17 @@ impl Namespace {
         tables.forget_listing(parent);
     }
 
+    /// A write-back close queued `size` bytes as `ino`'s content: until that upload
+    /// lands, the file is what was closed, not what the store has (an fsync, or a
+    /// truncate of the path, may have made a store's version its facts since the open).
+    pub fn closed_here(&self, ino: InodeNo, size: u64) {
+        if let Some(inode) = self.tables().inodes.get_mut(&ino) {
+            inode.local = true;
+            inode.node.size = size;
+            inode.node.stored_size = size;
+        }
+    }
+
     /// The content of a file being written changed, to `size` bytes: its mtime is now,
     /// whatever one was kept (a tool that keeps times sets them after writing).
     pub fn set_size(&self, ino: InodeNo, size: u64) {

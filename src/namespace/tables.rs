@@ -1,7 +1,7 @@
 //! The inode table: inodes by number and by (parent, name), cached negative lookups, and
 //! the rules for recording what the store said lives at a name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -264,6 +264,33 @@ impl Tables {
             self.by_name.remove(&slot);
         }
         true
+    }
+
+    /// The directories that hold, at any depth, a file being written here or waiting for
+    /// its upload, or a directory made here: they stay while the store has no key under
+    /// them yet (or no longer, after another client deleted the last one).
+    pub(super) fn holding_local(&self) -> HashSet<InodeNo> {
+        let mut held = HashSet::new();
+        let local = self.inodes.values().filter(|i| i.local && !i.node.unlinked);
+        for inode in local {
+            let mut parent = inode.parent;
+            while parent != InodeNo::ROOT && held.insert(parent) {
+                match self.inodes.get(&parent) {
+                    Some(dir) => parent = dir.parent,
+                    None => break,
+                }
+            }
+        }
+        held
+    }
+
+    /// The directory at `parent/name` if it holds something local (see
+    /// [`Tables::holding_local`]).
+    pub(super) fn held_dir(&self, parent: InodeNo, name: &str) -> Option<Node> {
+        let ino = *self.by_name.get(&(parent, name.to_owned()))?;
+        let dir = self.inodes.get(&ino)?;
+        let holds = dir.node.kind == InodeKind::Directory && !dir.node.unlinked;
+        (holds && self.holding_local().contains(&ino)).then(|| dir.node.clone())
     }
 
     pub(super) fn remember_absent(&mut self, parent: InodeNo, name: &str) {

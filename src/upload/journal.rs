@@ -250,15 +250,16 @@ impl UploadJournal {
         entries.cloned().collect()
     }
 
-    /// Whether `entry` is still the content its key is to have: recorded as it is, and
-    /// no later entry of the same key.
-    pub fn is_latest(&self, entry: &JournalEntry) -> bool {
+    /// Whether `entry`'s spool still holds the content its key is to have: no entry of
+    /// another spool recorded for the key since. (Its own record made again, with new
+    /// attributes, is the same content.)
+    pub fn holds_latest(&self, entry: &JournalEntry) -> bool {
         let index = self.index();
         let latest = index
             .by_key
             .get(&entry.key)
-            .and_then(|s| s.keys().next_back());
-        latest == Some(&entry.seq)
+            .and_then(|s| s.values().next_back());
+        latest == Some(&entry.spool)
     }
 
     /// Whether no upload is pending.

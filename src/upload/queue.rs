@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{KeptAttrs, PartStream, Sent, Spool, UploadError, UploadState, Uploaded, Uploader};
+use super::{
+    JournalEntry, KeptAttrs, PartStream, Sent, Spool, UploadError, UploadState, Uploaded, Uploader,
+};
 
 /// First pause after a failure that passes; it doubles up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -35,6 +37,8 @@ pub struct Committed {
     pub key: String,
     /// The spool it went up from.
     pub spool: PathBuf,
+    /// The journal record it sent (a newer one of the spool still has to go).
+    pub seq: u64,
     /// The object it made.
     pub uploaded: Uploaded,
     /// Whether a caller waited for it (a close or fsync in the default mode), and so
@@ -91,12 +95,13 @@ impl QueueState {
         }
     }
 
-    /// The upload from `spool` is in the store (`waited`: its caller waited for it).
-    pub(super) fn committed(&self, key: &str, spool: &Path, uploaded: Uploaded, waited: bool) {
-        let (key, spool) = (key.to_owned(), spool.to_owned());
+    /// The upload of `entry` is in the store as `uploaded` (`waited`: its caller waited
+    /// for it).
+    pub(super) fn committed(&self, entry: &JournalEntry, uploaded: Uploaded, waited: bool) {
         lock(&self.committed).push(Committed {
-            key,
-            spool,
+            key: uploaded.key.clone(),
+            spool: entry.spool.clone(),
+            seq: entry.seq,
             uploaded,
             waited,
         });
@@ -218,9 +223,7 @@ impl Uploader {
         if metadata == entry.metadata {
             return Ok(true);
         }
-        Ok(self
-            .journal
-            .rewrite(super::JournalEntry { metadata, ..entry })?)
+        Ok(self.journal.rewrite(JournalEntry { metadata, ..entry })?)
     }
 
     /// Whether the upload of `spool` may still reach the store, or has and is not taken
@@ -228,6 +231,14 @@ impl Uploader {
     /// neither.)
     pub fn may_land(&self, spool: &Path) -> bool {
         self.journal.contains(spool) || lock(&self.queue.committed).iter().any(|c| c.spool == spool)
+    }
+
+    /// Whether `landed`'s spool was recorded again since that upload (new attributes, or
+    /// closed again into it): the newer record still goes up, and its landing is the one
+    /// the file takes up.
+    pub fn recorded_again(&self, landed: &Committed) -> bool {
+        let entry = self.journal.get(&landed.spool);
+        entry.is_some_and(|e| e.seq > landed.seq)
     }
 
     /// The uploads nobody waited for (write-back, retries) that reached the store since

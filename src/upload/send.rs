@@ -86,7 +86,7 @@ impl Uploader {
             if entry.key != locked {
                 continue; // renamed while we waited: its new key's lock is the one to hold
             }
-            if !self.journal.is_latest(&entry) {
+            if !self.journal.holds_latest(&entry) {
                 self.drop_entry(&entry);
                 return Ok(self.superseded(stream));
             }
@@ -133,8 +133,7 @@ impl Uploader {
             Ok(uploaded) => {
                 // Known as landed before the key's lock goes: an unlink or rename that
                 // takes it next must treat the object as there.
-                self.queue
-                    .committed(&uploaded.key, &entry.spool, uploaded.clone(), waited);
+                self.queue.committed(entry, uploaded.clone(), waited);
                 // Not if the entry was recorded again meanwhile (new attributes): that
                 // one still has to go. A stale entry costs one idempotent replay at most.
                 if let Err(e) = self.journal.remove_if_seq(&entry.spool, entry.seq) {

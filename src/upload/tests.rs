@@ -541,6 +541,30 @@ async fn new_attributes_never_bring_back_a_superseded_version() {
     assert_eq!(headers.user_metadata[artifact::MODE], "0600");
 }
 
+#[tokio::test]
+async fn a_record_made_again_with_new_attributes_is_the_same_content() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    client.fail_next(100);
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, b"data").unwrap();
+    let kept = KeptAttrs::default();
+    assert!(uploader.upload("k", &spool, None, kept).await.is_err());
+    // As an upload in flight holds it while a chmod records it again.
+    let in_flight = uploader.journal.get(spool.path()).unwrap();
+    let chmod = KeptAttrs {
+        mode: Some(0o600),
+        mtime: None,
+    };
+    assert!(uploader.restate(spool.path(), chmod).unwrap());
+    assert!(uploader.journal.holds_latest(&in_flight), "not superseded");
+    client.fail_next(0);
+    uploader.close_spool(&spool);
+    assert_eq!(uploader.finish_pending().await, 0);
+    let (data, headers) = stored(&client, "k").await;
+    assert_eq!(data, b"data");
+    assert_eq!(headers.user_metadata[artifact::MODE], "0600");
+}
+
 /// An uploader whose store takes 8 parts of at most 4,000 bytes and objects of at most
 /// 20,000: parts of 1,000 bytes double every 2 parts.
 fn small_limits_uploader(mode: CompressMode) -> (Arc<Uploader>, MemoryClient, tempfile::TempDir) {
