@@ -213,6 +213,29 @@ fn reads_of_a_file_being_written_see_the_written_bytes() {
 }
 
 #[test]
+fn a_reader_beside_a_writer_reads_the_stored_version_and_the_directory_stays() {
+    let store = TestStore::start();
+    store.put("dir/kept.txt", b"stored".to_vec());
+    store.put("dir/other.txt", b"x".to_vec());
+    let mount = Mount::new(&store, &["--metadata-ttl", "0"]);
+    let path = mount.join("dir/kept.txt");
+    let writer = OpenOptions::new().write(true).open(&path).unwrap();
+    writer.write_all_at(b"written, not closed", 100).unwrap();
+    // Another process: the writer's changes are its own until it closes.
+    assert_eq!(run(Command::new("cat").arg(&path)), "stored");
+    // A file being written keeps its directory when another client deletes the rest.
+    let created = mount.join("dir/new.txt");
+    let mut new = fs::File::create(&created).unwrap();
+    new.write_all(b"new").unwrap();
+    store.delete("dir/other.txt");
+    store.delete("dir/kept.txt");
+    assert!(common::names(&mount.join("")).contains(&"dir".to_owned()));
+    assert!(common::names(&mount.join("dir")).contains(&"new.txt".to_owned()));
+    drop(new);
+    assert_eq!(store.get("dir/new.txt").unwrap().0, b"new");
+}
+
+#[test]
 fn rename_replaces_the_target_and_unlink_deletes() {
     let store = TestStore::start();
     store.put("d/old.txt", "old");

@@ -115,6 +115,13 @@ impl TestStore {
             .unwrap();
     }
 
+    /// Deletes `key`, as another client does.
+    pub fn delete(&self, key: &str) {
+        let sdk = self.sdk();
+        let delete = sdk.delete_object().bucket(BUCKET).key(key).send();
+        self.runtime.block_on(delete).unwrap();
+    }
+
     /// Puts `body` under `key` with user metadata `meta` (names without `x-amz-meta-`).
     pub fn put_with_meta(&self, key: &str, body: impl Into<Vec<u8>>, meta: &[(&str, &str)]) {
         let sdk = self.sdk();
