@@ -730,3 +730,19 @@ fn a_write_back_landing_leaves_a_file_being_written_again_its_writers_size() -> 
         ],
     )
 }
+
+/// Found by the model, about once in 50 loaded runs: a sync just as a write-back upload
+/// landed found the journal entry still there, then the upload finished and left the
+/// queue, and the sync took it for one nobody was sending ("pending, not being
+/// uploaded"). Whether anyone is at an upload is now read before the journal.
+#[test]
+fn a_sync_as_a_write_back_upload_lands_waits_for_it() -> Checked {
+    write_back_runs(
+        100,
+        vec![(at("d2", "c"), 1432, 211)],
+        vec![
+            Op::Touch(at("d2", "c"), 782126497),
+            Op::Create(at("d2", "c")),
+        ],
+    )
+}

@@ -252,6 +252,12 @@ impl Uploader {
     pub async fn wait_for(&self, spool: &Path) -> Result<(), String> {
         loop {
             let change = self.board.change();
+            // Whether anyone is at it, read before the journal: an upload that lands
+            // leaves the journal before it stops working, so a spool seen idle and
+            // then still journaled is truly left pending.
+            let state = self.board.state_of(spool);
+            let working = self.queued().contains(spool)
+                || matches!(state, Some(UploadState::Uploading | UploadState::Queued));
             if !self.journal.contains(spool) {
                 return match self.damaged().contains(spool) {
                     true => {
@@ -260,9 +266,6 @@ impl Uploader {
                     false => Ok(()),
                 };
             }
-            let state = self.board.state_of(spool);
-            let working = self.queued().contains(spool)
-                || matches!(state, Some(UploadState::Uploading | UploadState::Queued));
             if !working {
                 return Err(match state {
                     Some(UploadState::Failed(why)) => why,
