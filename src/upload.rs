@@ -543,7 +543,7 @@ mod tree;
 pub use barrier::SyncFailure;
 pub use gzip::{CompressMode, CompressPolicy};
 pub use journal::{JournalEntry, UploadJournal};
-pub use moves::{TreeLimits, TreeMoveError};
+pub use moves::{MovedVersion, TreeLimits, TreeMoveError};
 pub use parts::{PartLimits, PartPlan, S3_LIMITS};
 pub use progress::{UploadBoard, UploadRecord, UploadState};
 pub use queue::Committed;

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use super::{lock, Attr, FsError, RgridFs};
 use crate::artifact::KeptAttrs;
 use crate::namespace::{entry_name, InodeKind, InodeNo, NamespaceError, Node, StoredVersion};
-use crate::upload::{TreeLimits, TreeMoveError};
+use crate::upload::{MovedVersion, TreeLimits, TreeMoveError};
 
 /// The longest link target Linux takes.
 const PATH_MAX: u64 = 4096;
@@ -128,15 +128,20 @@ impl RgridFs {
         }
         if node.kind == InodeKind::Directory {
             let empty = self.namespace.readdir(node.ino).await?.is_empty();
+            let mut moved = Vec::new();
             if !(empty && self.namespace.is_local(node.ino)) {
                 let under = |ino| self.namespace.key_of(ino);
                 self.complete_fills(|ino| under(ino).is_some_and(|k| k.starts_with(&node.key)))
                     .await;
-                self.move_tree(&node.key, &new_key).await?;
+                moved = self.move_tree(&node.key, &new_key).await?;
+                // Uploads the move waited for landed under the old keys: taken up there
+                // first, so that the versions the move copied are the files' own.
+                self.settle_write_backs().await;
             }
             self.namespace
                 .rename(parent, name, new_parent, new_name, new_key.clone());
             self.namespace.rekey_tree(&node.key, &new_key);
+            self.carried(&moved);
             return Ok(());
         }
         let pending = uploader.has_pending(&node.key) || node.etag.is_none();
@@ -155,10 +160,10 @@ impl RgridFs {
 
     /// Moves the objects of a directory from prefix `from` to `to`, within the bounds
     /// of `TreeLimits::DEFAULT` (EXDEV past them, so that `mv` copies the tree itself).
-    async fn move_tree(&self, from: &str, to: &str) -> Result<(), FsError> {
+    async fn move_tree(&self, from: &str, to: &str) -> Result<Vec<MovedVersion>, FsError> {
         let uploader = self.uploader.as_ref().ok_or(FsError::ReadOnly)?;
         match uploader.move_tree(from, to, TreeLimits::DEFAULT).await {
-            Ok(()) => Ok(()),
+            Ok(moved) => Ok(moved),
             Err(TreeMoveError::TooLarge { prefix }) => {
                 tracing::info!(prefix, "directory too large to rename in the store: EXDEV");
                 Err(FsError::CrossDevice)
@@ -173,6 +178,26 @@ impl RgridFs {
             Ok(node) => Ok(Some(node)),
             Err(NamespaceError::NotFound) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The objects a directory rename copied: a file that was the version copied (one
+    /// being written here keeps its version until its upload) is the copy now, same
+    /// bytes, so a later rename or fill pinned to it finds it.
+    fn carried(&self, moved: &[MovedVersion]) {
+        for version in moved {
+            let etag = version.etag.clone();
+            let found = self.namespace.carried(&version.key, &version.was, etag);
+            let Some(ino) = found else {
+                continue;
+            };
+            let mut cached = lock(&self.cached_versions);
+            if cached
+                .get(&ino)
+                .is_some_and(|e| e.as_deref() == Some(&version.was))
+            {
+                cached.insert(ino, version.etag.clone());
+            }
         }
     }
 

@@ -212,6 +212,17 @@ impl Namespace {
         }
     }
 
+    /// A directory rename copied version `was` of the file now at `key` as version
+    /// `etag`: the inode there that was the version copied is the copy now (same
+    /// bytes). Returns that inode.
+    pub fn carried(&self, key: &str, was: &str, etag: Option<String>) -> Option<InodeNo> {
+        let mut tables = self.tables();
+        let (ino, inode) = (tables.inodes.iter_mut())
+            .find(|(_, i)| i.node.key == key && i.node.etag.as_deref() == Some(was))?;
+        inode.node.etag = etag;
+        Some(*ino)
+    }
+
     /// A reader found out the size of `ino`'s content (a gzip stream decoded to its end,
     /// its trailer read, or its decoded cache entry found). Returns whether it is shown:
     /// not for another version, nor for a file being written here.

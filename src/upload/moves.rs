@@ -11,13 +11,14 @@
 //! The work is bounded ([`TreeLimits`]): past it the rename is refused with EXDEV, and
 //! `mv` copies the tree itself.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{JournalEntry, UploadError, Uploader};
-use crate::object::{ObjectId, ObjectMeta, MAX_COPY_SIZE};
+use crate::object::{ObjectError, ObjectId, ObjectMeta, MAX_COPY_SIZE};
 
 /// The most a directory rename moves; more is refused (EXDEV).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,18 @@ struct TreeMove {
     names: Vec<String>,
 }
 
+/// An object a directory rename carried, copied from the version the rename listed:
+/// a file being written here that was that version is now the copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedVersion {
+    /// Its new key.
+    pub key: String,
+    /// The version it was under its old key.
+    pub was: String,
+    /// The copy's ETag.
+    pub etag: Option<String>,
+}
+
 /// Copies and deletes in flight at once.
 const MOVES_AT_ONCE: usize = 8;
 
@@ -70,15 +83,21 @@ impl Uploader {
     }
 
     /// Renames directory prefix `from` (ending in `/`) to `to`: every object under it,
-    /// and every pending upload.
+    /// and every pending upload. Returns the objects moved as the versions listed.
     pub async fn move_tree(
         &self,
         from: &str,
         to: &str,
         limits: TreeLimits,
-    ) -> Result<(), TreeMoveError> {
-        self.move_pending(from, to).await?;
-        let objects = self.objects_under(from, limits).await?;
+    ) -> Result<Vec<MovedVersion>, TreeMoveError> {
+        let superseded = self.move_pending(from, to).await?;
+        let mut objects = self.objects_under(from, limits).await?;
+        // A file with an upload pending has newer content than its object: that upload
+        // lands under the new name, and a copy of the old object must not land on it.
+        objects.retain(|o| !superseded.contains(&o.key));
+        let listed: HashMap<String, String> = (objects.iter())
+            .filter_map(|o| Some((o.key.strip_prefix(from)?.to_owned(), o.etag.clone()?)))
+            .collect();
         let names = (objects.into_iter())
             .filter_map(|o| Some(o.key.strip_prefix(from)?.to_owned()))
             .collect();
@@ -89,9 +108,13 @@ impl Uploader {
         };
         let _pass = self.moving.lock().await;
         let path = self.record_move(&plan)?;
-        self.carry_out(&plan).await?;
+        let moved = self.carry_out(&plan, &listed).await?;
         std::fs::remove_file(path).map_err(UploadError::Io)?;
-        Ok(())
+        for key in superseded {
+            let _held = self.key_locks.lock(&key).await;
+            (self.client.delete_if_exists(&key).await).map_err(UploadError::from)?;
+        }
+        Ok(moved)
     }
 
     /// Finishes the directory renames left half done: by a previous daemon, or by a
@@ -110,14 +133,16 @@ impl Uploader {
                 continue;
             };
             tracing::info!(from = %plan.from, to = %plan.to, "finishing an interrupted directory rename");
-            self.carry_out(&plan).await?;
+            self.carry_out(&plan, &HashMap::new()).await?;
             std::fs::remove_file(&path)?;
         }
         Ok(())
     }
 
-    /// Journal entries of keys under `from` now name the same file under `to`.
-    async fn move_pending(&self, from: &str, to: &str) -> Result<(), UploadError> {
+    /// Journal entries of keys under `from` now name the same file under `to`. Returns
+    /// the old keys whose uploads were moved: their objects are older content.
+    async fn move_pending(&self, from: &str, to: &str) -> Result<HashSet<String>, UploadError> {
+        let mut moved = HashSet::new();
         let under: Vec<JournalEntry> = (self.journal.pending().into_iter())
             .filter(|e| e.key.starts_with(from))
             .collect();
@@ -130,9 +155,10 @@ impl Uploader {
             };
             if current.key == entry.key {
                 self.journal.record(JournalEntry { key, ..current })?;
+                moved.insert(entry.key);
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Every object under `from`, or `TooLarge` past `limits`.
@@ -185,28 +211,48 @@ impl Uploader {
     }
 
     /// Copies then deletes each object of `plan`, a few at a time; one gone from the old
-    /// name already (moved before a crash) is skipped.
-    async fn carry_out(&self, plan: &TreeMove) -> Result<(), UploadError> {
+    /// name already (moved before a crash) is skipped. Those `listed` (name → ETag) move
+    /// as that version if they still are; the others as they are now.
+    async fn carry_out(
+        &self,
+        plan: &TreeMove,
+        listed: &HashMap<String, String>,
+    ) -> Result<Vec<MovedVersion>, UploadError> {
         let moves = plan.names.iter().map(|name| {
             let from = format!("{}{name}", plan.from);
-            (from, format!("{}{name}", plan.to))
+            let was = listed.get(name).cloned();
+            (from, format!("{}{name}", plan.to), was)
         });
-        futures::stream::iter(moves.collect::<Vec<_>>())
-            .map(|(from, to)| self.move_one(from, to))
+        let moved = futures::stream::iter(moves.collect::<Vec<_>>())
+            .map(|(from, to, was)| self.move_one(from, to, was))
             .buffer_unordered(MOVES_AT_ONCE)
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<Option<MovedVersion>>>()
             .await?;
-        Ok(())
+        Ok(moved.into_iter().flatten().collect())
     }
 
-    /// Moves the object at `from` (whatever version it has now) to `to`; one gone
-    /// already is done.
-    async fn move_one(&self, from: String, to: String) -> Result<(), UploadError> {
+    /// Moves the object at `from` to `to`: as version `was` if it still is, else
+    /// whatever version it has now; one gone already is done.
+    async fn move_one(
+        &self,
+        from: String,
+        to: String,
+        was: Option<String>,
+    ) -> Result<Option<MovedVersion>, UploadError> {
         let _held = self.key_locks.lock_both(&from, &to).await;
+        if let Some(was) = was {
+            let pinned = ObjectId::new(from.clone(), Some(was.clone()));
+            match self.client.move_object(&pinned, &to).await {
+                Ok(etag) => return Ok(Some(MovedVersion { key: to, was, etag })),
+                Err(ObjectError::PreconditionFailed { .. }) => {} // rewritten since
+                Err(ObjectError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
         let id = ObjectId::new(from, None);
         match self.client.move_object(&id, &to).await {
-            Err(crate::object::ObjectError::NotFound { .. }) => Ok(()),
-            other => Ok(other.map(|_| ())?),
+            Err(ObjectError::NotFound { .. }) => Ok(None),
+            other => Ok(other.map(|_| None)?),
         }
     }
 }

@@ -216,6 +216,7 @@ impl Harness {
             Op::Release(handle) => self.release(handle).await,
             Op::Close(handle) => self.close(handle).await,
             Op::Rename(from, to) => self.rename(from, to).await,
+            Op::RenameDir(from, to) => self.rename_dir(from, to).await,
             Op::Unlink(path) => self.unlink(path).await,
             Op::Chmod(path, mode) => self.chmod(path, mode).await,
             Op::Touch(path, secs) => self.touch(path, secs).await,

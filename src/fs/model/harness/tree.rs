@@ -84,6 +84,65 @@ impl Harness {
         self.model.files.insert(to.to_owned(), state);
     }
 
+    /// A directory rename moves every key under it, and its files being written with
+    /// their handles; it replaces an empty target and refuses one with names in it.
+    pub(super) async fn rename_dir(&mut self, from: &'static str, to: &'static str) -> Checked {
+        if self.dir_found(from, "rename").await?.is_none() {
+            return Ok(());
+        }
+        let target = self.dir_found(to, "rename onto").await?;
+        let (name, new_name) = (OsStr::new(from), OsStr::new(to));
+        let root = InodeNo::ROOT;
+        let result = self.fs.rename(root, name, root, new_name).await;
+        let full = from != to && target.is_some() && !self.model.listing(to).is_empty();
+        let want = if full { libc::ENOTEMPTY } else { 0 };
+        prop_assert_eq!(errno(&result), want, "rename {:?} to {:?}", from, to);
+        if want == 0 && from != to {
+            self.dir_renamed(from, to);
+        }
+        Ok(())
+    }
+
+    fn dir_renamed(&mut self, from: &str, to: &str) {
+        let (old, new) = (format!("{from}/"), format!("{to}/"));
+        let moved = |key: &str| key.strip_prefix(&old).map(|rest| format!("{new}{rest}"));
+        // Writers' fills are completed first, where their version is still the store's.
+        for i in 0..self.handles.len() {
+            if self.handles[i].key.starts_with(&old) && self.pin_holds(i) {
+                if let View::Writer { pin, .. } = &mut self.handles[i].view {
+                    *pin = None;
+                }
+            }
+        }
+        self.model.forget_below(to);
+        let keys: Vec<String> = self.model.bucket.keys().cloned().collect();
+        for key in keys.iter().filter(|k| k.starts_with(&old)) {
+            let object = self.model.bucket.remove(key).expect("listed");
+            self.model.put(&moved(key).expect("under"), object.data);
+            // A file being written that was the version copied is the copy now.
+            let copy = self.model.counter;
+            let state = self.model.files.get_mut(key).filter(|s| s.local);
+            if let Some(state) = state.filter(|s| s.since == Some(object.version)) {
+                state.since = Some(copy);
+            }
+        }
+        let files: Vec<String> = self.model.files.keys().cloned().collect();
+        for key in files.iter().filter(|k| k.starts_with(&old)) {
+            let state = self.model.files.remove(key).expect("listed");
+            self.model.files.insert(moved(key).expect("under"), state);
+        }
+        for handle in self.handles.iter_mut() {
+            if let Some(key) = moved(&handle.key) {
+                handle.key = key;
+            }
+        }
+        // The target, if any, is replaced: made here or not as the directory moved was.
+        self.model.dirs.remove(to);
+        if self.model.dirs.remove(from) {
+            self.model.dirs.insert(to.to_owned());
+        }
+    }
+
     fn unlink_handles(&mut self, inode: u64) {
         for handle in self.handles.iter_mut().filter(|h| h.inode == inode) {
             handle.unlinked = true;
