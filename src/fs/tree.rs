@@ -3,6 +3,7 @@
 //! is checked by the name rules before anything is asked of the store; how each change
 //! looks in the store is the write engine's business (`upload/tree.rs`).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 
 use super::{lock, Attr, FsError, RgridFs};
@@ -185,19 +186,15 @@ impl RgridFs {
     /// being written here keeps its version until its upload) is the copy now, same
     /// bytes, so a later rename or fill pinned to it finds it.
     fn carried(&self, moved: &[MovedVersion]) {
-        for version in moved {
-            let etag = version.etag.clone();
-            let found = self.namespace.carried(&version.key, &version.was, etag);
-            let Some(ino) = found else {
-                continue;
-            };
-            let mut cached = lock(&self.cached_versions);
-            if cached
-                .get(&ino)
-                .is_some_and(|e| e.as_deref() == Some(&version.was))
-            {
-                cached.insert(ino, version.etag.clone());
-            }
+        let by_key: HashMap<&str, &MovedVersion> =
+            moved.iter().map(|m| (m.key.as_str(), m)).collect();
+        let copy_of = |key: &str, etag: Option<&str>| {
+            let version = by_key.get(key).filter(|v| Some(v.was.as_str()) == etag)?;
+            Some(version.etag.clone())
+        };
+        for (ino, key) in self.namespace.carried(copy_of) {
+            let version = by_key[key.as_str()];
+            self.same_bytes_as(ino, &Some(version.was.clone()), version.etag.clone());
         }
     }
 

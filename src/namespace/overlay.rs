@@ -212,15 +212,23 @@ impl Namespace {
         }
     }
 
-    /// A directory rename copied version `was` of the file now at `key` as version
-    /// `etag`: the inode there that was the version copied is the copy now (same
-    /// bytes). Returns that inode.
-    pub fn carried(&self, key: &str, was: &str, etag: Option<String>) -> Option<InodeNo> {
+    /// A directory rename copied files to their new keys: `copy_of(key, etag)` is the
+    /// copy's ETag where version `etag` of the file at `key` is what was copied. Those
+    /// inodes are the copy now (same bytes); returns them with their keys. One pass over
+    /// the inodes, however many objects moved.
+    pub fn carried(
+        &self,
+        copy_of: impl Fn(&str, Option<&str>) -> Option<Option<String>>,
+    ) -> Vec<(InodeNo, String)> {
         let mut tables = self.tables();
-        let (ino, inode) = (tables.inodes.iter_mut())
-            .find(|(_, i)| i.node.key == key && i.node.etag.as_deref() == Some(was))?;
-        inode.node.etag = etag;
-        Some(*ino)
+        let mut carried = Vec::new();
+        for (ino, inode) in tables.inodes.iter_mut() {
+            if let Some(etag) = copy_of(&inode.node.key, inode.node.etag.as_deref()) {
+                inode.node.etag = etag;
+                carried.push((*ino, inode.node.key.clone()));
+            }
+        }
+        carried
     }
 
     /// A reader found out the size of `ino`'s content (a gzip stream decoded to its end,

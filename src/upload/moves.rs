@@ -95,12 +95,16 @@ impl Uploader {
         // A file with an upload pending has newer content than its object: that upload
         // lands under the new name, and a copy of the old object must not land on it.
         objects.retain(|o| !superseded.contains(&o.key));
-        let listed: HashMap<String, String> = (objects.iter())
-            .filter_map(|o| Some((o.key.strip_prefix(from)?.to_owned(), o.etag.clone()?)))
-            .collect();
-        let names = (objects.into_iter())
-            .filter_map(|o| Some(o.key.strip_prefix(from)?.to_owned()))
-            .collect();
+        let (mut names, mut listed) = (Vec::new(), HashMap::new());
+        for object in objects {
+            let Some(name) = object.key.strip_prefix(from) else {
+                continue;
+            };
+            if let Some(etag) = object.etag {
+                listed.insert(name.to_owned(), etag);
+            }
+            names.push(name.to_owned());
+        }
         let plan = TreeMove {
             from: from.to_owned(),
             to: to.to_owned(),

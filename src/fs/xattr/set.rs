@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 
 use super::{RESERVED_TAGS, RESTORE, RETENTION_DAYS, TAG};
-use crate::fs::{lock, FsError, RgridFs};
+use crate::fs::{FsError, RgridFs};
 use crate::namespace::{InodeKind, InodeNo, Node};
 use crate::object::ObjectHeaders;
 use crate::retention::{Tier, MAX_DAYS, RETURN_TAG, TIER_TAG};
@@ -155,12 +155,7 @@ impl RgridFs {
             .writable(&[node.ino])?
             .rewrite_metadata(&node.object_id(), node.stored_size, headers.clone())
             .await?;
-        // A page cache that holds these bytes holds them under the new version too.
-        let mut cached = lock(&self.cached_versions);
-        if cached.get(&node.ino) == Some(&node.etag) {
-            cached.insert(node.ino, new_etag.clone());
-        }
-        drop(cached);
+        self.same_bytes_as(node.ino, &node.etag, new_etag.clone());
         self.namespace
             .rewritten(node.ino, node.etag.as_deref(), new_etag.clone(), headers);
         self.namespace.headers_stale(node.ino, new_etag.as_deref());
