@@ -64,6 +64,8 @@ struct State {
     counts: HashMap<Operation, u64>,
     /// Number of upcoming calls that fail as if the store were down.
     failures: u32,
+    /// Number of upcoming calls of one operation that fail so.
+    failures_of: HashMap<Operation, u32>,
     /// Number of upcoming GET bodies that break off after half their bytes.
     broken_bodies: u32,
     /// How long each PUT and part upload takes (none: instant).
@@ -140,6 +142,12 @@ impl MemoryClient {
         self.lock().failures = n;
     }
 
+    /// Makes the next `n` calls of `op` fail with [`ObjectError::Unavailable`], the
+    /// others going on as they are.
+    pub fn fail_next_of(&self, op: Operation, n: u32) {
+        self.lock().failures_of.insert(op, n);
+    }
+
     /// Makes the next `n` GET bodies send half their bytes, then fail mid-stream (a
     /// connection reset).
     pub fn break_next_bodies(&self, n: u32) {
@@ -196,14 +204,18 @@ impl MemoryClient {
     fn begin(&self, op: Operation, target: &str) -> Result<MutexGuard<'_, State>, ObjectError> {
         let mut state = self.lock();
         *state.counts.entry(op).or_default() += 1;
-        if state.failures > 0 {
+        let of_op = state.failures_of.get_mut(&op).filter(|n| **n > 0);
+        if let Some(n) = of_op {
+            *n -= 1;
+        } else if state.failures > 0 {
             state.failures -= 1;
-            return Err(ObjectError::Unavailable {
-                target: target.to_owned(),
-                message: "injected failure".into(),
-            });
+        } else {
+            return Ok(state);
         }
-        Ok(state)
+        Err(ObjectError::Unavailable {
+            target: target.to_owned(),
+            message: "injected failure".into(),
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 //! every key it moves. A crash in the middle leaves each object under its old name or
 //! its new one, never neither (a copy comes before its delete), and the next start
 //! finishes the list. Uploads still pending under the old prefix are moved to the new
-//! one first, so nothing lands under the old name after the listing.
+//! one first, so nothing lands under the old name after the listing; the objects they
+//! replace are journaled with the rest, and deleted last.
 //!
 //! The work is bounded ([`TreeLimits`]): past it the rename is refused with EXDEV, and
 //! `mv` copies the tree itself.
@@ -60,6 +61,19 @@ struct TreeMove {
     /// Keys under `from`, without it. Each moves whatever version it has when its turn
     /// comes (a file rewritten meanwhile is still that file).
     names: Vec<String>,
+    /// Objects under `from` whose files have an upload pending, moved to `to` with the
+    /// journal: older content, deleted once the copies are done (absent from records
+    /// written before it existed).
+    #[serde(default)]
+    superseded: Vec<SupersededObject>,
+}
+
+/// An object a pending upload replaces: it is deleted as the version listed, and kept
+/// if it is another (written since, by someone else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SupersededObject {
+    key: String,
+    etag: Option<String>,
 }
 
 /// An object a directory rename carried, copied from the version the rename listed:
@@ -90,34 +104,35 @@ impl Uploader {
         to: &str,
         limits: TreeLimits,
     ) -> Result<Vec<MovedVersion>, TreeMoveError> {
-        let superseded = self.move_pending(from, to).await?;
-        let mut objects = self.objects_under(from, limits).await?;
-        // A file with an upload pending has newer content than its object: that upload
-        // lands under the new name, and a copy of the old object must not land on it.
-        objects.retain(|o| !superseded.contains(&o.key));
-        let (mut names, mut listed) = (Vec::new(), HashMap::new());
+        let pending = self.move_pending(from, to).await?;
+        let objects = self.objects_under(from, limits).await?;
+        let mut plan = TreeMove {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            names: Vec::new(),
+            superseded: Vec::new(),
+        };
+        let mut listed = HashMap::new();
         for object in objects {
+            // A file with an upload pending has newer content than its object: that
+            // upload lands under the new name, and a copy of the old object must not.
+            if pending.contains(&object.key) {
+                let (key, etag) = (object.key, object.etag);
+                plan.superseded.push(SupersededObject { key, etag });
+                continue;
+            }
             let Some(name) = object.key.strip_prefix(from) else {
                 continue;
             };
             if let Some(etag) = object.etag {
                 listed.insert(name.to_owned(), etag);
             }
-            names.push(name.to_owned());
+            plan.names.push(name.to_owned());
         }
-        let plan = TreeMove {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            names,
-        };
         let _pass = self.moving.lock().await;
         let path = self.record_move(&plan)?;
         let moved = self.carry_out(&plan, &listed).await?;
         std::fs::remove_file(path).map_err(UploadError::Io)?;
-        for key in superseded {
-            let _held = self.key_locks.lock(&key).await;
-            (self.client.delete_if_exists(&key).await).map_err(UploadError::from)?;
-        }
         Ok(moved)
     }
 
@@ -216,7 +231,8 @@ impl Uploader {
 
     /// Copies then deletes each object of `plan`, a few at a time; one gone from the old
     /// name already (moved before a crash) is skipped. Those `listed` (name → ETag) move
-    /// as that version if they still are; the others as they are now.
+    /// as that version if they still are; the others as they are now. Then the objects
+    /// it supersedes go.
     async fn carry_out(
         &self,
         plan: &TreeMove,
@@ -232,7 +248,26 @@ impl Uploader {
             .buffer_unordered(MOVES_AT_ONCE)
             .try_collect::<Vec<Option<MovedVersion>>>()
             .await?;
+        for object in &plan.superseded {
+            self.delete_superseded(object).await?;
+        }
         Ok(moved.into_iter().flatten().collect())
+    }
+
+    /// Deletes `object` if its key still holds the version listed; an object written
+    /// there since is someone's newer file, and stays.
+    async fn delete_superseded(&self, object: &SupersededObject) -> Result<(), UploadError> {
+        let _held = self.key_locks.lock(&object.key).await;
+        let now = match self.client.head(&object.key).await {
+            Ok(info) => info.meta.etag,
+            Err(ObjectError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if object.etag.is_some() && now != object.etag {
+            tracing::info!(key = %object.key, "written since a directory rename listed it: kept");
+            return Ok(());
+        }
+        Ok(self.client.delete_if_exists(&object.key).await?)
     }
 
     /// Moves the object at `from` to `to`: as version `was` if it still is, else

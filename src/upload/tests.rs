@@ -674,3 +674,45 @@ async fn parts_past_the_in_memory_limit_are_read_from_the_spool_as_they_are_sent
         "the two full parts; the 10-byte tail is read"
     );
 }
+
+/// A rename of directory `d/` to `e/` over `d/a`, whose file has an upload pending, with
+/// every delete failing: the rename fails after its copies, and its record stays.
+async fn rename_stopped_before_its_deletes(
+    uploader: &Uploader,
+    client: &MemoryClient,
+) -> (Spool, String) {
+    let old = client.insert("d/a", &b"older"[..], ObjectHeaders::default());
+    let spool = uploader.spool().unwrap();
+    spool.write_at(0, b"newer").unwrap();
+    client.fail_next(100);
+    let upload = uploader.upload("d/a", &spool, None, KeptAttrs::default());
+    assert!(upload.await.is_err());
+    client.fail_next(0);
+    client.fail_next_of(Operation::Delete, 100);
+    let moved = uploader.move_tree("d/", "e/", TreeLimits::DEFAULT).await;
+    assert!(moved.is_err(), "the delete of the older object failed");
+    client.fail_next_of(Operation::Delete, 0);
+    (spool, old)
+}
+
+#[tokio::test]
+async fn an_object_a_moved_upload_supersedes_is_deleted_by_the_rename_journal() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    let (spool, _) = rename_stopped_before_its_deletes(&uploader, &client).await;
+    assert!(client.head("d/a").await.is_ok(), "the delete failed");
+    uploader.finish_moves().await.unwrap();
+    assert!(client.head("d/a").await.is_err(), "left under the old name");
+    uploader.close_spool(&spool);
+    assert_eq!(uploader.finish_pending().await, 0);
+    assert_eq!(stored(&client, "e/a").await.0, b"newer");
+}
+
+#[tokio::test]
+async fn an_object_written_since_the_rename_listed_it_is_kept() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    let (_spool, old) = rename_stopped_before_its_deletes(&uploader, &client).await;
+    let since = client.insert("d/a", &b"another's"[..], ObjectHeaders::default());
+    assert_ne!(since, old);
+    uploader.finish_moves().await.unwrap();
+    assert_eq!(stored(&client, "d/a").await.0, b"another's");
+}
