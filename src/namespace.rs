@@ -252,6 +252,12 @@ impl Namespace {
         self.tables().reference(parent, name, node)
     }
 
+    /// `ino` as last known, without asking the store: the reply to a change just made,
+    /// which a name taken since by a directory must not turn into ENOENT.
+    pub fn known(&self, ino: InodeNo) -> Result<Node, NamespaceError> {
+        Ok(self.tables().inode(ino)?.node.clone())
+    }
+
     /// Whether `ino` lies in a read-only place (unknown inodes are not).
     pub fn is_read_only(&self, ino: InodeNo) -> bool {
         self.tables()

@@ -664,7 +664,7 @@ impl RgridFs {
                 writer.dirty = true;
                 writer.stored_as = None;
                 self.namespace.set_size(ino, size);
-                return self.getattr(ino).await;
+                return Ok(self.attr_of(self.namespace.known(ino)?).await);
             }
         }
         // truncate(2) on a path: a writer of its own, uploaded at once.
@@ -677,7 +677,7 @@ impl RgridFs {
         let result = self.upload(&mut writer).await;
         self.uploader()?.close_spool(&writer.spool);
         result?;
-        self.getattr(ino).await
+        Ok(self.attr_of(self.namespace.known(ino)?).await)
     }
 }
 

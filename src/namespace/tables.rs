@@ -315,6 +315,13 @@ impl Tables {
     ) -> Node {
         let slot = (parent, name.to_owned());
         self.absent.remove(&slot);
+        // A directory shadows a file of its name; one held by what is local here stays
+        // while the store has no key under it.
+        if found.kind != InodeKind::Directory {
+            if let Some(dir) = self.held_dir(parent, name) {
+                return dir;
+            }
+        }
         let existing = self.by_name.get(&slot).copied();
         if let Some(inode) = existing.and_then(|ino| self.inodes.get_mut(&ino)) {
             if inode.local {

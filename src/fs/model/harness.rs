@@ -4,31 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{bytes, caller, same_bytes, slice, summary, write_at};
-use super::{Case, Checked, FilePath, FileState, Handle, Mode, Model, Op, View};
-use crate::cache::{CacheConfig, ObjectCache};
-use crate::fs::{Attr, FileHandle, FsConfig, FsError, MountIdentity, OpenMode};
-use crate::fs::{Ownership, RgridFs, SetAttr};
-use crate::namespace::{InodeNo, Namespace, NamespaceConfig};
-use crate::object::{MemoryClient, ObjectClient, ObjectError, ObjectHeaders, ObjectId, Tags};
-use crate::readahead::ReadEngine;
-use crate::retention::{Retention, RetentionConfig, Tier, TIER_TAG};
-use crate::upload::{CompressMode, CompressPolicy, Uploader, WriteConfig};
+use super::{bytes, caller, same_bytes, slice, summary, write_at, OTHER_PROCESS};
+use super::{Case, Checked, FilePath, FileState, Handle, Kind, Mode, Model, Op, View};
+use crate::fs::{Attr, FileHandle, FsError, OpenMode, RgridFs, SetAttr};
+use crate::namespace::{InodeKind, InodeNo};
+use crate::object::{MemoryClient, ObjectClient, ObjectHeaders};
+use setup::{mount, stored_objects};
 
+mod setup;
 mod tree;
-
-/// Files past this go up in parts, and a file written front to back streams them: most
-/// cases write a few KiB, so both kinds of upload are exercised.
-const PART_SIZE: u64 = 4096;
-
-/// A few files' worth: entries get evicted while handles still read them.
-const CACHE_SIZE: u64 = 32 << 10;
 
 /// What a handle pinned to a version the store no longer has may fail with: EIO for a
 /// replaced object (If-Match), ENOENT for a deleted one.
@@ -48,126 +35,6 @@ fn outcome<T>(result: &Result<T, FsError>) -> String {
 
 fn unexpected(what: &str, e: &FsError) -> TestCaseError {
     TestCaseError::fail(format!("{what}: {e} (errno {})", e.errno()))
-}
-
-/// Every object in `client`, whatever its key: each read pinned to the version listed,
-/// and the whole listing read again when an upload landing in the background (write-back)
-/// changed one in between, so that no object is a mix of two versions.
-async fn stored_objects(client: &MemoryClient) -> Result<BTreeMap<String, Vec<u8>>, ObjectError> {
-    let mut tries = 0;
-    loop {
-        match listed_objects(client).await {
-            Err(ObjectError::PreconditionFailed { .. } | ObjectError::NotFound { .. })
-                if tries < 100 =>
-            {
-                tries += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn listed_objects(client: &MemoryClient) -> Result<BTreeMap<String, Vec<u8>>, ObjectError> {
-    let mut objects = BTreeMap::new();
-    let mut prefixes = vec![String::new()];
-    while let Some(prefix) = prefixes.pop() {
-        let mut token: Option<String> = None;
-        loop {
-            let page = client.list_page(&prefix, token.as_deref(), None).await?;
-            for meta in page.objects {
-                let id = ObjectId::new(meta.key.clone(), meta.etag.clone());
-                objects.insert(meta.key, client.read_range(&id, 0..meta.size).await?);
-            }
-            prefixes.extend(page.prefixes);
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-    }
-    Ok(objects)
-}
-
-/// The filesystem of a mount over `client` with the test's settings: the write engine,
-/// spools and (if `cached`) the object cache under `dir`.
-fn mount(client: &MemoryClient, dir: &Path, case: &Case) -> RgridFs {
-    let shared: Arc<dyn ObjectClient> = Arc::new(client.clone());
-    let retention = RetentionConfig {
-        tier: Tier::Days(30),
-        warning: Duration::from_secs(3600),
-        refresh: Duration::from_secs(600),
-    };
-    let retention = Arc::new(Retention::new(shared.clone(), retention));
-    let namespace = NamespaceConfig {
-        root_prefix: String::new(),
-        inputs_prefix: None,
-        // Every lookup asks the store: changes behind the mount's back show at once.
-        metadata_ttl: Duration::ZERO,
-        listing_heads: 0,
-    };
-    let namespace = Namespace::new(shared.clone(), retention.clone(), namespace);
-    // Small blocks: a version replaced under a reader is found mid-file.
-    let engine = ReadEngine::new(shared.clone(), crate::readahead::tests::small_config());
-    let write = WriteConfig {
-        write_back: case.write_back,
-        ..write_config(dir)
-    };
-    let uploader = Uploader::new(shared, write).expect("write engine");
-    let cache = CacheConfig {
-        dir: dir.to_owned(),
-        max_size: if case.cached { CACHE_SIZE } else { 0 },
-    };
-    let cache = ObjectCache::open(&cache).expect("object cache");
-    RgridFs::new(
-        namespace,
-        engine,
-        Some(uploader),
-        cache,
-        retention,
-        fs_config(dir),
-    )
-}
-
-fn write_config(dir: &Path) -> WriteConfig {
-    WriteConfig {
-        cache_dir: dir.to_owned(),
-        part_size: PART_SIZE,
-        part_limits: crate::upload::S3_LIMITS,
-        concurrency: 2,
-        // Nothing fails here: no retry is to run during a case.
-        retry_interval: Duration::from_secs(3600),
-        tags: Tags::from([(TIER_TAG.to_owned(), "30d".to_owned())]),
-        write_back: false,
-        max_pending: 1 << 30,
-        compress: CompressPolicy {
-            mode: CompressMode::Never,
-            threshold: u64::MAX,
-        },
-    }
-}
-
-fn fs_config(dir: &Path) -> FsConfig {
-    let identity = MountIdentity {
-        endpoint: "memory".into(),
-        bucket: "model".into(),
-        view: "bucket".into(),
-    };
-    FsConfig {
-        ownership: Ownership {
-            uid: 0,
-            gid: 0,
-            file_mode: 0o644,
-            dir_mode: 0o755,
-        },
-        decode_dir: dir.join("decode"),
-        direct_io: false,
-        control_uid: 0,
-        identity,
-        share_link_ttl: Duration::from_secs(3600),
-        // No kernel here to pass through to.
-        passthrough: false,
-        max_open_files: 1000,
-    }
 }
 
 /// The filesystem under test, its bucket, and the model of both.
@@ -212,6 +79,7 @@ impl Harness {
             Op::Ftruncate(handle, len) => self.ftruncate(handle, len).await,
             Op::Truncate(path, len) => self.truncate(path, len).await,
             Op::Flush(handle) => self.flush(handle).await,
+            Op::FlushByChild(handle) => self.flush_by_child(handle).await,
             Op::Fsync(handle) => self.fsync(handle).await,
             Op::Release(handle) => self.release(handle).await,
             Op::Close(handle) => self.close(handle).await,
@@ -240,44 +108,62 @@ impl Harness {
         }
     }
 
-    async fn dir_ino(&self, dir: &str) -> Result<InodeNo, FsError> {
-        if dir.is_empty() {
-            return Ok(InodeNo::ROOT);
-        }
-        Ok(self.fs.lookup(InodeNo::ROOT, OsStr::new(dir)).await?.ino)
-    }
-
-    /// Looks directory `dir` up, as the kernel does before `what`: found exactly when the
-    /// model has it, else ENOENT.
-    async fn dir_found(&self, dir: &str, what: &str) -> Result<Option<InodeNo>, TestCaseError> {
-        match (self.model.dir_visible(dir), self.dir_ino(dir).await) {
-            (true, Ok(ino)) => Ok(Some(ino)),
-            (false, Err(e)) if e.errno() == libc::ENOENT => Ok(None),
-            (visible, result) => Err(TestCaseError::fail(format!(
-                "{what}: lookup of directory {dir:?} gave {}, the model has it: {visible}",
-                outcome(&result)
+    /// Looks `key` up as the kernel does, name by name, and checks what it finds against
+    /// the model: its directory's inode and its attributes, or `None` where the kernel
+    /// answers ENOENT (or ENOTDIR, under a file).
+    async fn looked_up(
+        &self,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<(InodeNo, Attr)>, TestCaseError> {
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let parent = match dir {
+            "" => InodeNo::ROOT,
+            dir => match Box::pin(self.looked_up(dir, what)).await? {
+                Some((_, attr)) if attr.kind == InodeKind::Directory => attr.ino,
+                _ => return Ok(None),
+            },
+        };
+        let want = self.model.kind(key);
+        let found = self.fs.lookup(parent, OsStr::new(name)).await;
+        let is = |kind: Kind| match kind {
+            Kind::File => InodeKind::File,
+            Kind::Dir => InodeKind::Directory,
+        };
+        match (want, found) {
+            (Some(kind), Ok(attr)) if attr.kind == is(kind) => Ok(Some((parent, attr))),
+            (None, Err(e)) if e.errno() == libc::ENOENT => Ok(None),
+            (want, result) => Err(TestCaseError::fail(format!(
+                "{what}: lookup of {key:?} gave {}, the model has {want:?}",
+                match &result {
+                    Ok(attr) => format!("a {:?}", attr.kind),
+                    Err(_) => outcome(&result),
+                }
             ))),
         }
     }
 
-    /// Looks `path` up, as the kernel does before `what`, with its directory's inode.
+    /// Looks directory `dir` up, as the kernel does before `what`: its inode when it is
+    /// one, else `None` (ENOENT, or ENOTDIR for a file).
+    async fn dir_found(&self, dir: &str, what: &str) -> Result<Option<InodeNo>, TestCaseError> {
+        if dir.is_empty() {
+            return Ok(Some(InodeNo::ROOT));
+        }
+        let found = self.looked_up(dir, what).await?;
+        Ok(found
+            .filter(|(_, a)| a.kind == InodeKind::Directory)
+            .map(|(_, a)| a.ino))
+    }
+
+    /// Looks `path` up, as the kernel does before `what`: its directory's inode and its
+    /// attributes when it is a file, else `None` (ENOENT, EISDIR or ENOTDIR).
     async fn found(
         &self,
         path: FilePath,
         what: &str,
     ) -> Result<Option<(InodeNo, Attr)>, TestCaseError> {
-        let Some(parent) = self.dir_found(path.dir, what).await? else {
-            return Ok(None);
-        };
-        let found = self.fs.lookup(parent, OsStr::new(path.name)).await;
-        match (self.model.visible(path), found) {
-            (true, Ok(attr)) => Ok(Some((parent, attr))),
-            (false, Err(e)) if e.errno() == libc::ENOENT => Ok(None),
-            (visible, result) => Err(TestCaseError::fail(format!(
-                "{what}: lookup of {path:?} gave {}, the model has it: {visible}",
-                outcome(&result)
-            ))),
-        }
+        let found = self.looked_up(&path.key(), what).await?;
+        Ok(found.filter(|(_, a)| a.kind == InodeKind::File))
     }
 
     /// The `which`-th open handle (of the writers only, if asked), if any is open.
@@ -298,20 +184,22 @@ impl Harness {
 
     fn push(&mut self, (fh, ino): (FileHandle, InodeNo), key: String, view: View) {
         let inode = self.model.state(&key).inode;
-        let unlinked = false;
         self.handles.push(Handle {
             fh,
             ino,
             inode,
             key,
-            unlinked,
+            unlinked: false,
+            opener_closed: false,
             view,
         });
     }
 
     async fn create(&mut self, path: FilePath) -> Checked {
-        if self.model.visible(path) {
-            return self.open(path, Mode::Truncate).await; // creat(2) of an existing file
+        match self.model.kind_at(path) {
+            Some(Kind::File) => return self.open(path, Mode::Truncate).await, // creat(2) of one
+            Some(Kind::Dir) => return self.found(path, "create").await.map(drop), // EISDIR
+            None => {}
         }
         let Some(parent) = self.dir_found(path.dir, "create").await? else {
             return Ok(());
@@ -494,16 +382,6 @@ impl Harness {
         }
     }
 
-    /// Whether a getattr of handle `i`'s inode finds it: unlinked, or still the inode
-    /// at its name, known here or in the store.
-    fn getattr_holds(&self, i: usize) -> bool {
-        let handle = &self.handles[i];
-        let stored = self.model.bucket.contains_key(&handle.key);
-        let state = self.model.files.get(&handle.key);
-        let current = state.is_some_and(|s| s.inode == handle.inode && (s.local || stored));
-        handle.unlinked || current
-    }
-
     async fn ftruncate(&mut self, which: usize, len: u64) -> Checked {
         let Some(i) = self.pick(which, true) else {
             return Ok(());
@@ -515,10 +393,6 @@ impl Harness {
         let (ino, fh) = (self.handles[i].ino, self.handles[i].fh);
         match &self.fs.setattr(ino, Some(fh), set).await {
             Ok(_) => {}
-            // The reply's getattr, after the change, asks the store of a name that no
-            // longer holds this inode: the change is made all the same.
-            Err(e @ FsError::Namespace(_))
-                if e.errno() == libc::ENOENT && !self.getattr_holds(i) => {}
             Err(e) => {
                 let allowed = !self.pin_holds(i) && GONE.contains(&e.errno());
                 prop_assert!(allowed, "ftruncate to {len}: {e} (errno {})", e.errno());
@@ -566,7 +440,21 @@ impl Harness {
             return Ok(());
         };
         let result = self.fs.flush(self.handles[i].fh, Some(caller())).await;
+        self.handles[i].opener_closed = true;
         self.flush_outcome(i, result, "flush")
+    }
+
+    /// A child's close leaves the upload to the opener until the opener has closed its
+    /// own descriptor; after that it may be the last close, and uploads as one.
+    async fn flush_by_child(&mut self, which: usize) -> Checked {
+        let Some(i) = self.pick(which, false) else {
+            return Ok(());
+        };
+        let result = self.fs.flush(self.handles[i].fh, Some(OTHER_PROCESS)).await;
+        if self.handles[i].opener_closed {
+            return self.flush_outcome(i, result, "flush by a child");
+        }
+        result.map_err(|e| unexpected("flush by a child, the opener's still open", &e))
     }
 
     /// fsync(2) in the default mode: the handle's content goes up at once, as at a close.
@@ -606,6 +494,12 @@ impl Harness {
         !*dirty && !handle.unlinked && self.attrs_pending(handle.inode) && !self.pin_holds(i)
     }
 
+    fn drop_attrs(&mut self, inode: u64) {
+        for state in self.model.files.values_mut().filter(|s| s.inode == inode) {
+            state.attrs_pending = false;
+        }
+    }
+
     fn attrs_pending(&self, inode: u64) -> bool {
         (self.model.files.values()).any(|s| s.inode == inode && s.attrs_pending)
     }
@@ -631,8 +525,14 @@ impl Harness {
         let Some(i) = self.pick(which, false) else {
             return Ok(());
         };
+        // A release that cannot copy the version its mode or mtime was set on drops
+        // them: the store's file stands without them, for every writer of the file.
+        let unsendable = self.cannot_upload(i);
         self.fs.release(self.handles[i].fh).await;
         self.flushed(i);
+        if unsendable {
+            self.drop_attrs(self.handles[i].inode);
+        }
         let handle = self.handles.remove(i);
         self.closed(&handle);
         Ok(())

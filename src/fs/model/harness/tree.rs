@@ -1,15 +1,15 @@
 //! The harness's operations on names: rename, unlink, mkdir, rmdir, readdir, stat, and
 //! the attributes set on a path (chmod, touch).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
 
-use super::{errno, unexpected, Checked, FilePath, Harness, View};
+use super::{errno, unexpected, Checked, FilePath, Harness, Kind, View};
 use crate::fs::{Attr, DirLine, FsError, SetAttr, SetTime};
-use crate::namespace::InodeNo;
+use crate::namespace::{InodeKind, InodeNo};
 use crate::object::ObjectClient;
 
 impl Harness {
@@ -25,7 +25,9 @@ impl Harness {
         let Some(new_parent) = self.dir_found(to.dir, "rename onto").await? else {
             return Ok(());
         };
-        self.found(to, "rename onto").await?;
+        if self.found(to, "rename onto").await?.is_none() && self.model.kind(&to.key()).is_some() {
+            return Ok(()); // a directory: EISDIR, from the kernel
+        }
         let (name, new_name) = (OsStr::new(from.name), OsStr::new(to.name));
         let result = self.fs.rename(parent, name, new_parent, new_name).await;
         let want = self.rename_errno(from, to);
@@ -91,6 +93,9 @@ impl Harness {
             return Ok(());
         }
         let target = self.dir_found(to, "rename onto").await?;
+        if target.is_none() && self.model.kind(to).is_some() {
+            return Ok(()); // a file: ENOTDIR, from the kernel
+        }
         let (name, new_name) = (OsStr::new(from), OsStr::new(to));
         let root = InodeNo::ROOT;
         let result = self.fs.rename(root, name, root, new_name).await;
@@ -168,7 +173,8 @@ impl Harness {
     }
 
     pub(super) async fn mkdir(&mut self, dir: &str) -> Checked {
-        let exists = self.dir_found(dir, "mkdir").await?.is_some();
+        self.dir_found(dir, "mkdir").await?;
+        let exists = self.model.kind(dir).is_some();
         // Where the kernel's lookup found it, mkdir itself must refuse too (a race).
         let result = self.fs.mkdir(InodeNo::ROOT, OsStr::new(dir)).await;
         let want = if exists { libc::EEXIST } else { 0 };
@@ -199,21 +205,35 @@ impl Harness {
         let Some(ino) = self.dir_found(dir, "readdir").await? else {
             return Ok(());
         };
-        let names = self
+        let entries = self
             .list(ino)
             .await
             .map_err(|e| unexpected("readdir", &e))?;
+        let names: BTreeSet<String> = entries.keys().cloned().collect();
         prop_assert_eq!(names, self.model.listing(dir), "readdir {:?}", dir);
+        // Each entry is of the kind its lookup finds.
+        for (name, kind) in entries {
+            let key = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            let want = match self.model.kind(&key) {
+                Some(Kind::Dir) => InodeKind::Directory,
+                _ => InodeKind::File,
+            };
+            prop_assert_eq!(kind, want, "readdir {:?}: kind of {}", dir, key);
+        }
         Ok(())
     }
 
-    /// The names opendir and readdir give for directory `ino`, without `.` and `..`.
-    async fn list(&self, ino: InodeNo) -> Result<BTreeSet<String>, FsError> {
+    /// The entries opendir and readdir give for directory `ino`, without `.` and `..`.
+    async fn list(&self, ino: InodeNo) -> Result<BTreeMap<String, InodeKind>, FsError> {
         let fh = self.fs.opendir(ino).await?;
-        let mut names = BTreeSet::new();
+        let mut names = BTreeMap::new();
         let listed = self.fs.readdir(fh, 0, false, |line: &DirLine<'_>| {
             if line.name != "." && line.name != ".." {
-                names.insert(line.name.to_owned());
+                names.insert(line.name.to_owned(), line.attr.kind);
             }
             true
         });
