@@ -25,7 +25,7 @@ use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -179,6 +179,16 @@ struct DirHandle {
     entries: Arc<Vec<DirEntry>>,
 }
 
+/// An open under way, counted against the mount's limit of open files until its file is
+/// in the table or the open fails.
+struct OpenSlot<'a>(&'a AtomicUsize);
+
+impl Drop for OpenSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The filesystem of one mount.
 #[derive(Debug)]
 pub struct RgridFs {
@@ -191,6 +201,8 @@ pub struct RgridFs {
     retention: Arc<Retention>,
     config: FsConfig,
     files: Mutex<HashMap<FileHandle, Arc<tokio::sync::Mutex<OpenFile>>>>,
+    /// Opens under way, each holding an `OpenSlot`: counted against the cap with `files`.
+    opening: AtomicUsize,
     /// The writers of each inode, until their release is over: found without locking
     /// every open file (a lock held across an upload).
     writers: Mutex<HashMap<InodeNo, Vec<FileHandle>>>,
@@ -255,6 +267,7 @@ impl RgridFs {
             config,
             cached_versions: Mutex::default(),
             files: Mutex::default(),
+            opening: AtomicUsize::new(0),
             writers: Mutex::default(),
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
@@ -342,7 +355,7 @@ impl RgridFs {
 
     /// Opens file `ino`.
     pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> Result<Opened, FsError> {
-        self.check_open_files()?;
+        let slot = self.open_slot()?;
         self.settle_write_backs().await;
         // With its headers: how it is stored, what it must hash to, when it expires.
         let node = self.namespace.describe(ino).await?;
@@ -359,7 +372,7 @@ impl RgridFs {
             let writer = self
                 .open_writer(&node, mode.truncate, Some(mode.caller))
                 .await?;
-            let fh = self.insert_writer(writer);
+            let fh = self.insert_writer(writer, slot);
             return self.opened(fh, ino, false, false, None);
         }
         if self.io_modes.held(ino) && !self.cache_has(&node) {
@@ -375,7 +388,7 @@ impl RgridFs {
                     view: *view,
                     cached: false,
                 };
-                let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
+                let fh = self.insert_file(OpenFile::Read(Box::new(reader)), slot);
                 return self.opened(fh, ino, false, false, None);
             }
         };
@@ -398,7 +411,7 @@ impl RgridFs {
             view,
             cached,
         };
-        let fh = self.insert_file(OpenFile::Read(Box::new(reader)));
+        let fh = self.insert_file(OpenFile::Read(Box::new(reader)), slot);
         let direct_io = decoded || stale_size || self.config.direct_io;
         self.opened(fh, ino, keep_cache, direct_io, backing)
     }
@@ -541,20 +554,28 @@ impl RgridFs {
         FileHandle(self.next_handle.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Refuses an open at the mount's limit of open files, before any descriptor is
-    /// taken: the daemon's own (connections, journal) are never the ones to run out.
-    fn check_open_files(&self) -> Result<(), FsError> {
-        if lock(&self.files).len() >= self.config.max_open_files {
-            let max = self.config.max_open_files;
+    /// A place among the mount's open files for an open about to start, or ENFILE at its
+    /// limit, refused before any descriptor is taken: the daemon's own (connections,
+    /// journal) are never the ones to run out. Opens under way count, so opens that run
+    /// together never pass the limit.
+    fn open_slot(&self) -> Result<OpenSlot<'_>, FsError> {
+        let files = lock(&self.files);
+        let max = self.config.max_open_files;
+        if files.len() + self.opening.load(Ordering::Acquire) >= max {
             tracing::warn!(max, "open refused: the mount has its most files open");
             return Err(FsError::TooManyOpen { max });
         }
-        Ok(())
+        self.opening.fetch_add(1, Ordering::AcqRel);
+        Ok(OpenSlot(&self.opening))
     }
 
-    fn insert_file(&self, file: OpenFile) -> FileHandle {
+    /// Opens `file` in the place `slot` kept for it.
+    fn insert_file(&self, file: OpenFile, slot: OpenSlot<'_>) -> FileHandle {
         let fh = self.new_handle();
-        lock(&self.files).insert(fh, Arc::new(tokio::sync::Mutex::new(file)));
+        let mut files = lock(&self.files);
+        files.insert(fh, Arc::new(tokio::sync::Mutex::new(file)));
+        // Counted as open now, under the lock the count is read with.
+        drop(slot);
         fh
     }
 

@@ -1,6 +1,7 @@
 //! Many at once through a real mount: a thousand files open for writing, thirty-two
 //! readers of one 1 GiB object, and the mount's limit of open files, which is ENFILE for
-//! the open past it and nothing worse for the files already open.
+//! the open past it (also among opens that run together) and nothing worse for the files
+//! already open.
 
 mod common;
 
@@ -70,12 +71,37 @@ fn a_thousand_files_open_for_writing_at_once_all_land_in_bounded_memory() {
     eprintln!("1000 writers at once: daemon peak RSS {rss:.0} MiB");
 }
 
-#[test]
-fn opens_past_the_mounts_limit_are_enfile_and_the_open_files_still_land() {
-    let store = TestStore::start();
-    // A daemon allowed 400 descriptors keeps 256 of them and allows two a file, or a
-    // quarter of the limit: 100 files may be open.
-    let inner = rgrid_mount(&store);
+/// Opens `count` stored files `r0000`... in `dir` for reading, all at once from as many
+/// threads, and prints how many opens succeeded and the errno of the first that failed.
+const READERS: &str = r#"
+import os, resource, sys, threading
+dir, count = sys.argv[1], int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+for i in range(count):
+    os.stat(f"{dir}/r{i:04}")
+start, lock, fds, errors = threading.Barrier(count), threading.Lock(), [], []
+def reader(i):
+    start.wait()
+    try:
+        fd = os.open(f"{dir}/r{i:04}", os.O_RDONLY)
+        with lock:
+            fds.append(fd)
+    except OSError as e:
+        with lock:
+            errors.append(e.errno)
+threads = [threading.Thread(target=reader, args=(i,)) for i in range(count)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(fds), errors[0] if errors else 0)
+"#;
+
+/// A mount whose daemon may have 400 descriptors: it keeps 256 of them and allows two a
+/// file, or a quarter of the limit, so 100 files may be open.
+fn mount_of_a_hundred_files(store: &TestStore) -> Mount {
+    let inner = rgrid_mount(store);
     let mut cmd = Command::new("prlimit");
     cmd.arg("--nofile=400:400")
         .arg(inner.get_program())
@@ -86,13 +112,40 @@ fn opens_past_the_mounts_limit_are_enfile_and_the_open_files_still_land() {
             None => cmd.env_remove(key),
         };
     }
-    let mount = Mount::spawn(cmd).unwrap_or_else(|(status, log)| panic!("{status}: {log}"));
+    Mount::spawn(cmd).unwrap_or_else(|(status, log)| panic!("{status}: {log}"))
+}
+
+#[test]
+fn opens_past_the_mounts_limit_are_enfile_and_the_open_files_still_land() {
+    let store = TestStore::start();
+    let mount = mount_of_a_hundred_files(&store);
     assert_eq!(writers(&mount.path, 250), (100, libc::ENFILE));
     assert_eq!(store.requests("PutObject"), 100);
     assert_landed(&store, 100);
     // Closed, they make room again.
     fs::write(mount.path.join("after.txt"), b"room again").unwrap();
     assert!(mount.log().contains("open refused"), "{}", mount.log());
+}
+
+#[test]
+fn opens_that_run_together_never_pass_the_mounts_limit() {
+    let store = TestStore::start();
+    let keys = (0..250).map(|i| format!("r{i:04}")).collect();
+    store.put_many(keys, b"read me");
+    let mount = mount_of_a_hundred_files(&store);
+    let out = Command::new("python3")
+        .args(["-c", READERS])
+        .arg(&mount.path)
+        .arg("250")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("100 {}", libc::ENFILE));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use super::fill::LazyFill;
-use super::{lock, Attr, FileHandle, FsError, OpenFile, Opened, RgridFs};
+use super::{lock, Attr, FileHandle, FsError, OpenFile, OpenSlot, Opened, RgridFs};
 use crate::cache::Form;
 use crate::namespace::{entry_name, InodeKind, InodeNo, Node, StoredVersion};
 use crate::object::ObjectId;
@@ -229,7 +229,7 @@ impl RgridFs {
     ) -> Result<(Attr, Opened), FsError> {
         let name = entry_name(name)?;
         let uploader = self.writable(&[parent])?;
-        self.check_open_files()?;
+        let slot = self.open_slot()?;
         let spool = uploader.spool()?;
         let node = match self.namespace.create_local(parent, name, InodeKind::File) {
             Ok(node) => node,
@@ -240,7 +240,7 @@ impl RgridFs {
         };
         let mut writer = Writer::new(node.ino, node.key.clone(), spool, true, Some(caller));
         writer.stream = Some(self.uploader()?.stream(&writer.key, &writer.spool));
-        let fh = self.insert_writer(writer);
+        let fh = self.insert_writer(writer, slot);
         let opened = self.opened(fh, node.ino, false, false, None)?;
         Ok((self.config.ownership.attr(&node), opened))
     }
@@ -307,9 +307,9 @@ impl RgridFs {
     }
 
     /// Opens `writer`, known as one of its inode's until its release is over.
-    pub(super) fn insert_writer(&self, writer: Writer) -> FileHandle {
+    pub(super) fn insert_writer(&self, writer: Writer, slot: OpenSlot<'_>) -> FileHandle {
         let ino = writer.ino;
-        let fh = self.insert_file(OpenFile::Write(Box::new(writer)));
+        let fh = self.insert_file(OpenFile::Write(Box::new(writer)), slot);
         lock(&self.writers).entry(ino).or_default().push(fh);
         fh
     }
