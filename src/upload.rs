@@ -33,7 +33,7 @@ use crate::object::{ObjectClient, ObjectError, ObjectHeaders};
 /// Write-engine settings.
 #[derive(Debug, Clone)]
 pub struct WriteConfig {
-    /// Holds `spool/` and `journal/`; mode 0700.
+    /// Holds `spool/`, `journal/` and `multipart/`; mode 0700.
     pub cache_dir: PathBuf,
     /// Files up to this size go up in one PutObject; larger ones in parts of this size,
     /// growing for files of many GiB (`PartPlan`).
@@ -139,8 +139,8 @@ pub struct Uploader {
     replaying: tokio::sync::Mutex<()>,
     /// The store refused tags on new objects: they go up without.
     untagged: std::sync::atomic::AtomicBool,
-    /// Multipart uploads whose abort failed, for the retry loop.
-    unaborted: complete::UnabortedUploads,
+    /// Multipart uploads open in the store, and the aborts that failed.
+    multipart: Arc<complete::MultipartUploads>,
 }
 
 impl Uploader {
@@ -153,6 +153,7 @@ impl Uploader {
             .create(&config.cache_dir)?;
         std::fs::create_dir_all(config.cache_dir.join("spool"))?;
         let journal = UploadJournal::open(config.cache_dir.join("journal"))?;
+        let multipart = complete::MultipartUploads::open(config.cache_dir.join("multipart"))?;
         let slots = UploadSlots::new(config.concurrency);
         let plan = PartPlan::with_limits(config.part_size, config.part_limits);
         Ok(Arc::new(Uploader {
@@ -170,7 +171,7 @@ impl Uploader {
             board: Arc::default(),
             replaying: tokio::sync::Mutex::new(()),
             untagged: Default::default(),
-            unaborted: Default::default(),
+            multipart,
         }))
     }
 
@@ -377,10 +378,12 @@ impl Uploader {
         size == entry.size && artifact::sha256(&info.headers) == Some(entry.sha256.as_str())
     }
 
-    /// Retries pending uploads every `retry_interval`, for as long as the runtime runs.
+    /// Retries pending uploads every `retry_interval`, for as long as the runtime runs;
+    /// aborts left by a daemon that stopped go at once.
     pub fn spawn_retries(self: &Arc<Self>) {
         let uploader = self.clone();
         tokio::spawn(async move {
+            uploader.retry_aborts().await;
             loop {
                 tokio::time::sleep(uploader.config.retry_interval).await;
                 uploader.retry_aborts().await;
@@ -529,6 +532,7 @@ mod barrier;
 mod complete;
 mod gzip;
 mod journal;
+mod ledger;
 mod moves;
 mod parts;
 mod progress;

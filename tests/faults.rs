@@ -68,27 +68,21 @@ fn errno<T>(result: std::io::Result<T>) -> i32 {
 }
 
 /// Writes `data` to `path` and closes it as a careful program does, with the errno of
-/// a failed write or close (Rust's `File` drops close errors; Python raises them).
+/// a failed write or close (Rust's `File` drops close errors).
 fn write_closed(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    const SCRIPT: &str = "import sys\n\
-        try:\n\
-        \x20   f = open(sys.argv[1], 'wb')\n\
-        \x20   f.write(sys.stdin.buffer.read())\n\
-        \x20   f.close()\n\
-        except OSError as e:\n\
-        \x20   sys.exit(100 + e.errno)";
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    match child.wait().unwrap().code() {
-        Some(0) => Ok(()),
-        Some(code) if code > 100 => Err(std::io::Error::from_raw_os_error(code - 100)),
-        other => panic!("python3 failed: {other:?}"),
+    use std::os::fd::IntoRawFd;
+    let mut file = fs::File::create(path)?;
+    file.write_all(data)?;
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just taken from the `File`, which no longer owns it; it is closed
+    // once, here.
+    #[allow(unsafe_code)]
+    let closed = unsafe { libc::close(fd) };
+    if closed == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -11,7 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{outcome, run, MotoServer, Mount, TestStore};
-use sha2::{Digest, Sha256};
 
 /// `getfattr -d` of `path`, as name → value.
 fn getfattr_all(path: &Path) -> BTreeMap<String, String> {
@@ -44,11 +43,7 @@ fn getfattr_shows_the_artifact_metadata() {
     fs::write(dir.join("table.csv"), &data).unwrap();
 
     let attrs = getfattr_all(&dir.join("table.csv"));
-    let sha: String = Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(attrs["user.rgrid.sha256"], sha);
+    assert_eq!(attrs["user.rgrid.sha256"], common::sha256_hex(&data));
     assert_eq!(attrs["user.rgrid.stored_size"], data.len().to_string());
     assert_eq!(attrs["user.rgrid.content_type"], "text/csv");
     assert_eq!(attrs["user.rgrid.compression"], "none");

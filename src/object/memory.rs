@@ -32,8 +32,10 @@ pub enum Operation {
     Put,
     /// `delete`
     Delete,
-    /// `create_multipart`, `upload_part`, `complete_multipart`, `abort_multipart`
+    /// `create_multipart`, `upload_part`, `complete_multipart`
     Multipart,
+    /// `abort_multipart`
+    Abort,
     /// `copy`
     Copy,
     /// `expiry_rules`, `update_expiry_rules`
@@ -135,6 +137,11 @@ impl MemoryClient {
     /// How many calls of `op` were made so far.
     pub fn count(&self, op: Operation) -> u64 {
         self.lock().counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.lock().uploads.len()
     }
 
     /// Makes the next `n` calls fail with [`ObjectError::Unavailable`].
@@ -427,9 +434,7 @@ impl ObjectClient for MemoryClient {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ObjectError> {
-        self.begin(Operation::Multipart, key)?
-            .uploads
-            .remove(upload_id);
+        self.begin(Operation::Abort, key)?.uploads.remove(upload_id);
         Ok(())
     }
 

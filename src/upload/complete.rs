@@ -1,5 +1,7 @@
-//! Ending multipart uploads. An abort that fails (the store unreachable) is kept and
-//! tried again by the retry loop, so that no upload is left holding its parts.
+//! Ending multipart uploads. Every upload started is recorded in the `MultipartLedger`
+//! until it is completed or aborted; an abort that fails (the store unreachable) is kept
+//! and tried again by the retry loop, and by the next daemon if this one stops first, so
+//! that no upload is left holding its parts.
 //!
 //! Completing when the answer is lost: a failed
 //! CompleteMultipartUpload may hide a completion the store made: the connection cut
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use md5::{Digest, Md5};
 
+use super::ledger::{MultipartLedger, OpenUpload};
 use super::Uploader;
 use crate::artifact;
 use crate::object::{ObjectClient, ObjectError};
@@ -21,19 +24,67 @@ use crate::object::{ObjectClient, ObjectError};
 /// bucket's AbortIncompleteMultipartUpload rule, where there is one, ends them).
 const MAX_UNABORTED: usize = 10_000;
 
-/// A multipart upload whose abort failed.
+/// The multipart uploads open in the store: the ledger of every one, and the aborts
+/// still to do.
 #[derive(Debug)]
-pub(super) struct Unaborted {
-    key: String,
-    upload_id: String,
+pub(super) struct MultipartUploads {
+    ledger: MultipartLedger,
+    unaborted: Mutex<Vec<OpenUpload>>,
 }
 
-/// The aborts still to do.
-pub(super) type UnabortedUploads = Arc<Mutex<Vec<Unaborted>>>;
+impl MultipartUploads {
+    /// The uploads of `dir`'s ledger; those of daemons that are gone are to be aborted.
+    pub fn open(dir: std::path::PathBuf) -> std::io::Result<Arc<MultipartUploads>> {
+        let (ledger, adopted) = MultipartLedger::open(dir)?;
+        if !adopted.is_empty() {
+            tracing::info!(
+                "{} multipart uploads left by a daemon that stopped, to abort",
+                adopted.len()
+            );
+        }
+        Ok(Arc::new(MultipartUploads {
+            ledger,
+            unaborted: Mutex::new(adopted),
+        }))
+    }
+
+    /// Records an upload just started.
+    pub fn started(&self, key: &str, upload_id: &str) {
+        self.ledger.started(key, upload_id);
+    }
+
+    /// Aborts still to do.
+    #[cfg(test)]
+    pub fn unaborted(&self) -> usize {
+        lock(&self.unaborted).len()
+    }
+
+    fn keep(&self, upload: OpenUpload) {
+        let mut kept = lock(&self.unaborted);
+        if kept.len() >= MAX_UNABORTED {
+            let forgotten = kept.remove(0);
+            self.ledger.ended(&forgotten.upload_id);
+        }
+        kept.push(upload);
+    }
+}
 
 impl Uploader {
     /// Completes `upload_id` of `key` from `parts`; the new object's ETag.
     pub(super) async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(u32, String)>,
+    ) -> Result<Option<String>, ObjectError> {
+        let completed = self.try_complete(key, upload_id, parts).await;
+        if completed.is_ok() {
+            self.multipart.ledger.ended(upload_id);
+        }
+        completed
+    }
+
+    async fn try_complete(
         &self,
         key: &str,
         upload_id: &str,
@@ -60,38 +111,34 @@ impl Uploader {
 impl Uploader {
     /// Aborts `upload_id` of `key` in the background (it only frees storage).
     pub(super) fn abort(&self, key: &str, upload_id: String) {
-        let (client, unaborted) = (self.client.clone(), self.unaborted.clone());
-        let upload = Unaborted {
+        let (client, uploads) = (self.client.clone(), self.multipart.clone());
+        let upload = OpenUpload {
             key: key.to_owned(),
             upload_id,
         };
-        tokio::spawn(abort_or_keep(client, unaborted, upload));
+        tokio::spawn(abort_or_keep(client, uploads, upload));
     }
 
     /// Tries the aborts that failed again.
     pub(super) async fn retry_aborts(&self) {
-        let failed = std::mem::take(&mut *lock(&self.unaborted));
+        let failed = std::mem::take(&mut *lock(&self.multipart.unaborted));
         for upload in failed {
-            abort_or_keep(self.client.clone(), self.unaborted.clone(), upload).await;
+            abort_or_keep(self.client.clone(), self.multipart.clone(), upload).await;
         }
     }
 }
 
 async fn abort_or_keep(
     client: Arc<dyn ObjectClient>,
-    unaborted: UnabortedUploads,
-    upload: Unaborted,
+    uploads: Arc<MultipartUploads>,
+    upload: OpenUpload,
 ) {
     match client.abort_multipart(&upload.key, &upload.upload_id).await {
         // NoSuchUpload: aborted or completed already.
-        Ok(()) | Err(ObjectError::NotFound { .. }) => {}
+        Ok(()) | Err(ObjectError::NotFound { .. }) => uploads.ledger.ended(&upload.upload_id),
         Err(e) => {
             tracing::debug!(key = %upload.key, "abort failed, tried again later: {e}");
-            let mut kept = lock(&unaborted);
-            if kept.len() >= MAX_UNABORTED {
-                kept.remove(0);
-            }
-            kept.push(upload);
+            uploads.keep(upload);
         }
     }
 }

@@ -68,8 +68,19 @@ impl Uploader {
         retry
     }
 
-    /// CreateMultipartUpload of a new object, tagged.
+    /// CreateMultipartUpload of a new object, tagged, recorded in the ledger until it
+    /// ends.
     pub(super) async fn start_multipart(
+        &self,
+        key: &str,
+        headers: ObjectHeaders,
+    ) -> Result<String, ObjectError> {
+        let upload_id = self.create_tagged(key, headers).await?;
+        self.multipart.started(key, &upload_id);
+        Ok(upload_id)
+    }
+
+    async fn create_tagged(
         &self,
         key: &str,
         mut headers: ObjectHeaders,

@@ -716,3 +716,51 @@ async fn an_object_written_since_the_rename_listed_it_is_kept() {
     uploader.finish_moves().await.unwrap();
     assert_eq!(stored(&client, "d/a").await.0, b"another's");
 }
+
+/// Starts a multipart upload of `key` and aborts it while aborts fail: it is kept.
+async fn abort_refused(uploader: &Uploader, client: &MemoryClient, key: &str) {
+    let headers = headers_for(key, None);
+    let upload_id = uploader.start_multipart(key, headers).await.unwrap();
+    client.fail_next_of(Operation::Abort, 100);
+    let kept = uploader.multipart.unaborted() + 1;
+    uploader.abort(key, upload_id);
+    while uploader.multipart.unaborted() < kept {
+        tokio::task::yield_now().await;
+    }
+    client.fail_next_of(Operation::Abort, 0);
+}
+
+#[tokio::test]
+async fn a_failed_abort_is_tried_again_by_the_retry_loop() {
+    let (uploader, client, _dir) = uploader(1 << 20);
+    abort_refused(&uploader, &client, "a.bin").await;
+    assert_eq!(client.open_uploads(), 1);
+    uploader.retry_aborts().await;
+    assert_eq!(client.open_uploads(), 0);
+    assert_eq!(uploader.multipart.unaborted(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_abort_is_done_by_the_next_daemon() {
+    let client = MemoryClient::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriteConfig {
+        cache_dir: dir.path().join("cache"),
+        ..uploader_config(1 << 20)
+    };
+    let first = Uploader::new(Arc::new(client.clone()), config.clone()).unwrap();
+    abort_refused(&first, &client, "a.bin").await;
+    // One completed: nothing of it is left to abort.
+    upload_bytes(&first, "b.bin", &pattern(3 << 20)).await;
+    drop(first);
+    assert_eq!(client.open_uploads(), 1);
+    let next = Uploader::new(Arc::new(client.clone()), config).unwrap();
+    assert_eq!(next.multipart.unaborted(), 1, "only the unaborted one");
+    next.retry_aborts().await;
+    assert_eq!(client.open_uploads(), 0);
+    assert_eq!(
+        client.count(Operation::Abort),
+        2,
+        "the refused one, then the next daemon's"
+    );
+}

@@ -447,6 +447,15 @@ impl Drop for Mount {
     }
 }
 
+/// The hex SHA-256 of `data`, as `rgrid-sha256` holds it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Entries (complete, not being written) in the upload journal under `cache`, wherever
 /// the store's subdirectory is.
 pub fn journaled(cache: &std::path::Path) -> usize {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Op, When};
 use super::{errno, record, Rig, MIB};
-use crate::common::{pseudo_random, MotoServer, BUCKET};
+use crate::common::{journaled, pseudo_random, MotoServer, BUCKET};
 
 /// Multipart uploads in progress in moto's bucket.
 fn uploads_in_progress(moto: &MotoServer) -> usize {
@@ -29,6 +29,18 @@ fn stored(moto: &MotoServer, key: &str) -> Option<Vec<u8>> {
         .ok()?;
     let body = moto.runtime.block_on(out.body.collect()).ok()?;
     Some(body.into_bytes().to_vec())
+}
+
+/// Waits up to `limit` for moto to have no multipart upload in progress.
+fn no_upload_left(moto: &MotoServer, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while uploads_in_progress(moto) > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 /// Waits up to `limit` for `key` to hold `data` in moto's bucket.
@@ -63,43 +75,92 @@ fn one_refused_part_or_completion_is_retried_and_the_object_is_whole() {
     assert_eq!(uploads_in_progress(&rig.store), 0);
 }
 
-#[test]
-fn a_part_refused_for_good_fails_the_close_keeps_the_file_and_lands_it_later() {
+/// A multipart close while `op` is refused for good: EIO at close, no object, the file
+/// journaled and readable, its upload aborted; once the store heals it lands.
+fn refused_for_good(op: Op, name: &str, seed: u64) {
     let rig = Rig::over(MotoServer::start());
     let mount = rig.mount(&PARTS);
-    let data = pseudo_random(12 * MIB, 21);
-    rig.proxy
-        .inject(Op::UploadPart, Fault::status(500), When::Always);
+    let data = pseudo_random(12 * MIB, seed);
+    rig.proxy.inject(op, Fault::status(500), When::Always);
     let started = Instant::now();
-    let written = super::write_closed(&mount.join("kept.bin"), &data);
+    let written = super::write_closed(&mount.join(name), &data);
     assert_eq!(errno(written), libc::EIO, "the close reports the failure");
-    record("500 on every UploadPart", "EIO at close", started);
+    record(&format!("500 on every {op:?}"), "EIO at close", started);
+    assert!(stored(&rig.store, name).is_none(), "no partial object");
+    assert_eq!(journaled(rig.cache.path()), 1, "the journal keeps the file");
     assert!(
-        stored(&rig.store, "kept.bin").is_none(),
-        "no partial object"
+        no_upload_left(&rig.store, Duration::from_secs(10)),
+        "the failed upload is left behind"
     );
-    assert!(
-        rig.proxy.count(Op::AbortUpload) >= 1,
-        "the multipart upload is aborted"
-    );
+    assert!(rig.proxy.count(Op::AbortUpload) >= 1, "aborted, not left");
+    // The file is still there, with its bytes, and lands once the store takes it.
+    assert!(fs::read(mount.join(name)).unwrap() == data);
+    rig.proxy.heal();
+    assert!(lands(&rig.store, name, &data, Duration::from_secs(30)));
+    assert!(no_upload_left(&rig.store, Duration::from_secs(10)));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while uploads_in_progress(&rig.store) > 0 {
+    while journaled(rig.cache.path()) > 0 {
         assert!(
             Instant::now() < deadline,
-            "the failed upload is left behind"
+            "the journal entry outlives its upload"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The file is still there, with its bytes, and lands once the store takes parts.
-    assert!(fs::read(mount.join("kept.bin")).unwrap() == data);
+}
+
+#[test]
+fn a_part_refused_for_good_fails_the_close_keeps_the_file_and_lands_it_later() {
+    refused_for_good(Op::UploadPart, "kept.bin", 21);
+}
+
+#[test]
+fn a_completion_refused_for_good_fails_the_close_keeps_the_file_and_lands_it_later() {
+    refused_for_good(Op::Complete, "completed-later.bin", 23);
+}
+
+#[test]
+fn an_upload_whose_abort_failed_before_a_crash_is_aborted_by_the_next_mount() {
+    let rig = Rig::over(MotoServer::start());
+    let mut mount = rig.mount(&PARTS);
+    let data = pseudo_random(12 * MIB, 24);
+    rig.proxy
+        .inject(Op::UploadPart, Fault::status(500), When::Always);
+    rig.proxy
+        .inject(Op::AbortUpload, Fault::status(500), When::Always);
+    let written = super::write_closed(&mount.join("orphan.bin"), &data);
+    assert_eq!(errno(written), libc::EIO);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.proxy.count(Op::AbortUpload) == 0 {
+        assert!(Instant::now() < deadline, "no abort tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        uploads_in_progress(&rig.store),
+        1,
+        "the refused abort left it"
+    );
+    mount.kill();
+    assert!(mount.wait(Duration::from_secs(10)).is_some());
+    drop(mount);
     rig.proxy.heal();
+    let started = Instant::now();
+    let next = rig.mount(&PARTS);
+    assert!(
+        no_upload_left(&rig.store, Duration::from_secs(20)),
+        "the next mount left the upload: {}",
+        next.log()
+    );
+    record(
+        "abort refused, then a crash: the next mount aborts",
+        "no upload left",
+        started,
+    );
     assert!(lands(
         &rig.store,
-        "kept.bin",
+        "orphan.bin",
         &data,
         Duration::from_secs(30)
     ));
-    assert_eq!(uploads_in_progress(&rig.store), 0);
 }
 
 #[test]
