@@ -639,7 +639,7 @@ impl RgridFs {
                     let etag = reader.etag.as_deref();
                     self.namespace.version_gone(reader.ino, etag);
                 }
-                Err(e.into())
+                Err(FsError::of_read(e))
             }
         }
     }

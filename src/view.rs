@@ -57,7 +57,9 @@ impl ViewError {
     pub fn is_version_gone(&self) -> bool {
         matches!(
             self,
-            ViewError::Read(ReadError::Object(ObjectError::PreconditionFailed { .. }))
+            ViewError::Read(ReadError::Object(
+                ObjectError::PreconditionFailed { .. } | ObjectError::NotFound { .. }
+            ))
         )
     }
 

@@ -7,10 +7,14 @@
 mod common;
 // The cases' modules, beside the proxy, under tests/faults/ (a test crate's root looks
 // for its modules in tests/ itself).
+#[path = "faults/deadline.rs"]
+mod deadline;
 #[path = "faults/proxy.rs"]
 mod proxy;
 #[path = "faults/read.rs"]
 mod read;
+#[path = "faults/refused.rs"]
+mod refused;
 #[path = "faults/storm.rs"]
 mod storm;
 #[path = "faults/write.rs"]

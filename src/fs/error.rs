@@ -22,6 +22,11 @@ pub enum FsError {
     /// The content is bad, or could not be decoded.
     #[error(transparent)]
     View(#[from] ViewError),
+    /// The object an open file reads was replaced or deleted in the store meanwhile:
+    /// EIO, not ENOENT, which read(2) never gives, and which a reader would take for a
+    /// missing name rather than a file that changed under it.
+    #[error("the object changed under an open file: {0}")]
+    VersionGone(ViewError),
     /// A change on a read-only mount or place.
     #[error("read-only file system")]
     ReadOnly,
@@ -115,6 +120,16 @@ pub enum Severity {
 }
 
 impl FsError {
+    /// A failed read of the version an open file holds: a version gone from the store
+    /// is [`FsError::VersionGone`], any other failure as it is.
+    pub fn of_read(e: ViewError) -> FsError {
+        if e.is_version_gone() {
+            FsError::VersionGone(e)
+        } else {
+            FsError::View(e)
+        }
+    }
+
     /// The errno the caller sees.
     pub fn errno(&self) -> i32 {
         match self {
@@ -128,7 +143,7 @@ impl FsError {
                 NamespaceError::Object(e) => object_errno(e),
             },
             FsError::View(ViewError::Read(e)) | FsError::Read(e) => read_errno(e),
-            FsError::View(_) => libc::EIO,
+            FsError::View(_) | FsError::VersionGone(_) => libc::EIO,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
             FsError::Upload(UploadError::Io(e)) | FsError::Io(e) => {
@@ -180,6 +195,7 @@ impl FsError {
             FsError::Namespace(_) => Severity::Debug,
             FsError::Read(_)
             | FsError::View(_)
+            | FsError::VersionGone(_)
             | FsError::Upload(_)
             | FsError::Io(_)
             | FsError::UploadFailed(_)
@@ -272,6 +288,9 @@ mod tests {
             (lookup.errno(), mid_read.errno()),
             (libc::ENOENT, libc::ENOENT)
         );
+        let under_a_reader = FsError::VersionGone(ViewError::Read(ReadError::Object(gone())));
+        assert_eq!(under_a_reader.errno(), libc::EIO);
+        assert_eq!(under_a_reader.severity(), Severity::Warn);
         assert_eq!(lookup.severity(), Severity::Debug);
         assert_eq!(mid_read.severity(), Severity::Warn);
         assert_eq!(FsError::Object(gone()).severity(), Severity::Debug);

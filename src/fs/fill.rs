@@ -42,7 +42,11 @@ impl LazyFill {
             let mut offset = gap.start;
             while offset < gap.end {
                 let len = (gap.end - offset).min(CHUNK) as u32;
-                let chunk = self.view.read(offset, len).await?;
+                let chunk = self
+                    .view
+                    .read(offset, len)
+                    .await
+                    .map_err(FsError::of_read)?;
                 if chunk.data.is_empty() {
                     // The object is shorter than it said: the rest reads as zeros.
                     break;

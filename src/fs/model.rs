@@ -22,7 +22,7 @@
 //!
 //! Where the code documents a looser answer, the model allows that and nothing else. A
 //! handle pinned to a version the store no longer has (replaced, deleted, renamed away)
-//! may still read that version (from a cache) or fail with EIO or ENOENT, never read
+//! may still read that version (from a cache) or fail with EIO, never read
 //! another. A writer with nothing changed, a mode or mtime set while it is open and its
 //! version gone, fails its flush the same way: it has no bytes to upload. A reader opened
 //! while a writer of the same file is open reads what the namespace shows of it, the

@@ -14,7 +14,9 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, SharedHttpClient, StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, Length};
@@ -141,9 +143,14 @@ impl S3Client {
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .build();
+        // No stalled-stream protection of the SDK's: the mount's deadline on body bytes
+        // (`GuardedClient`) is the one, and it marks the store unreachable. The SDK's,
+        // after 5 s of no bytes, fails first at any longer deadline, as an error the
+        // read engine tries again: a body that pauses for good was read forever.
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
             .force_path_style(config.force_path_style)
             .timeout_config(timeouts)
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(config.max_attempts)

@@ -17,9 +17,9 @@ use setup::{mount, stored_objects};
 mod setup;
 mod tree;
 
-/// What a handle pinned to a version the store no longer has may fail with: EIO for a
-/// replaced object (If-Match), ENOENT for a deleted one.
-const GONE: [i32; 2] = [libc::EIO, libc::ENOENT];
+/// What a handle pinned to a version the store no longer has may fail with, replaced
+/// (If-Match) or deleted: EIO, never ENOENT, which read(2) and write(2) never give.
+const GONE: [i32; 1] = [libc::EIO];
 
 /// The errno of `result`, 0 for success.
 fn errno<T>(result: &Result<T, FsError>) -> i32 {
