@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{is_mounted, refused, rgrid_mount, Mount, TestStore};
 
+/// Runs `cmd` on `mountpoint`, which must fail within 30 s with one `rgrid-mount:` line,
+/// leaving no mount behind; the line.
 fn fails(mut cmd: Command, mountpoint: &std::path::Path) -> String {
+    let already_mounted = is_mounted(mountpoint);
     let started = Instant::now();
     let stderr = refused(cmd.arg("--foreground").arg(mountpoint));
     assert!(
@@ -18,6 +21,9 @@ fn fails(mut cmd: Command, mountpoint: &std::path::Path) -> String {
     );
     let last = stderr.trim().lines().last().unwrap_or("").to_owned();
     assert!(last.starts_with("rgrid-mount: "), "{stderr}");
+    if mountpoint.is_dir() && !already_mounted {
+        assert!(!is_mounted(mountpoint), "a mount left after: {last}");
+    }
     last
 }
 

@@ -104,6 +104,9 @@ pub enum Fault {
     /// Answers a GET with these bytes under this ETag, whatever its If-Match asked:
     /// a store serving another version.
     Substitute { body: Bytes, etag: String },
+    /// Forwards, with every `from` in the answer's body replaced by `to`: a store that
+    /// writes what another would not (a listing's keys).
+    Rewrite { from: String, to: String },
 }
 
 impl Fault {
@@ -330,6 +333,17 @@ async fn handle(
         }
         Some(Fault::Stall) => std::future::pending::<Response<Body>>().await,
         Some(Fault::Substitute { body, etag }) => substitute(&request, body, &etag),
+        Some(Fault::Rewrite { from, to }) => {
+            let (mut parts, body) = forward(request, upstream).await.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body).replace(&from, &to);
+            parts.headers.insert("content-length", text.len().into());
+            Response::from_parts(parts, full(text))
+        }
         Some(body_fault) => {
             let response = forward(request, upstream).await;
             let (parts, body) = response.into_parts();

@@ -154,3 +154,32 @@ fn an_object_that_grew_after_its_listing_is_read_whole_or_eio() {
         size == larger.len() as u64 && read.is_ok_and(|bytes| bytes == larger)
     });
 }
+
+#[test]
+fn a_listed_key_that_decodes_to_bytes_not_utf8_is_hidden_and_nothing_breaks() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--metadata-ttl", "0"]);
+    rig.store.put("odd/fine.txt", "fine");
+    rig.store.put("odd/x-marker.txt", "hidden");
+    rig.store.put("odd/x-marker/under.txt", "hidden too");
+    // Listings come with `encoding-type=url`: the store sends the key as `%FF%FE`.
+    let rewrite = Fault::Rewrite {
+        from: "x-marker".into(),
+        to: "%FF%FE".into(),
+    };
+    rig.proxy.inject(Op::List, rewrite, When::Always);
+    let names: Vec<String> = fs::read_dir(mount.join("odd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["fine.txt"], "the key no name can show is hidden");
+    assert_eq!(
+        fs::read_to_string(mount.join("odd/fine.txt")).unwrap(),
+        "fine"
+    );
+    assert!(rig.proxy.faulted() > 0, "the listing was rewritten");
+    rig.proxy.heal();
+    within_10_s("the mount goes on", || {
+        fs::read_dir(mount.join("odd")).is_ok_and(|d| d.count() == 3)
+    });
+}
