@@ -336,6 +336,19 @@ pub fn sha256(headers: &ObjectHeaders) -> Option<&str> {
     (value.len() == 64 && value.bytes().all(|b| hex(&b))).then_some(value.as_str())
 }
 
+/// The MD5 of the content, where the ETag is one: a single-part object stored plain or
+/// under SSE-S3 (S3's rule, which MinIO, Ceph and moto keep; rclone checks downloads by
+/// it). Not a multipart ETag (`-N`), not one under KMS or a customer's key, and not an
+/// ETag of any other form: those are no MD5, and a check against them would fail good
+/// bytes.
+pub fn etag_md5(etag: Option<&str>, headers: &ObjectHeaders) -> Option<String> {
+    let value = etag?.trim_matches('"');
+    let encrypted = headers.encryption.as_deref();
+    let md5_kept = encrypted.is_none_or(|e| e.eq_ignore_ascii_case("AES256"));
+    let hex = value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit());
+    (md5_kept && hex).then(|| value.to_ascii_lowercase())
+}
+
 /// Whether the object's SHA-256 is to be read from its tags.
 pub fn sha256_in_tag(headers: &ObjectHeaders) -> bool {
     sha256(headers).is_none()

@@ -110,6 +110,13 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Check plain objects that carry no `rgrid-sha256` against their ETag no more. By
+    /// default a single-part object stored plain or under SSE-S3, whose ETag S3 makes the
+    /// MD5 of its content, is EIO when its bytes do not hash to it (as rclone checks);
+    /// for a store whose ETags look like MD5s and are not.
+    #[arg(long)]
+    pub no_etag_check: bool,
+
     /// Serve cached files through the kernel's own reads (the default, where FUSE
     /// passthrough is available) no more: every read comes to the daemon.
     #[arg(long)]
@@ -607,6 +614,7 @@ impl MountConfig {
         client.force_path_style |= args.local.is_some();
         // A body silent for as long as a response may take is as dead as a silent response.
         read.stall_timeout = client.read_timeout;
+        read.etag_md5 = !args.no_etag_check;
         let (uid, gid) = current_ids();
         let identity = identity(&args);
         let (file_mode, dir_mode) = if args.read_only {

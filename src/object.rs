@@ -161,6 +161,9 @@ pub struct ObjectHeaders {
     /// Tags a PUT or CreateMultipartUpload gives the new object (`x-amz-tagging`). HEAD
     /// and GET never fill it: an object's tags come from [`ObjectClient::tags`].
     pub tagging: Tags,
+    /// Its server-side encryption (`x-amz-server-side-encryption`: AES256, aws:kms, ...;
+    /// `SSE-C` for a customer's key), as HEAD tells it.
+    pub encryption: Option<String>,
 }
 
 /// A restore of an archived object, as `x-amz-restore` tells it.

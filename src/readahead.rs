@@ -67,6 +67,9 @@ pub struct ReadConfig {
     pub stall_timeout: Duration,
     /// Fetches of one part or block after its body broke, first included.
     pub attempts: u32,
+    /// Whether plain objects without an `rgrid-sha256` are checked against the MD5 their
+    /// ETag is, where it is one (`--no-etag-check` turns it off).
+    pub etag_md5: bool,
 }
 
 impl Default for ReadConfig {
@@ -82,6 +85,7 @@ impl Default for ReadConfig {
             max_memory: 128 << 20,
             stall_timeout: Duration::from_secs(20),
             attempts: 3,
+            etag_md5: true,
         }
     }
 }
@@ -189,6 +193,11 @@ impl ReadEngine {
             budget,
             cache,
         })
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ReadConfig {
+        &self.config
     }
 
     /// The budget the windows draw from.

@@ -22,6 +22,7 @@ use crate::namespace::Node;
 use crate::object::{ObjectError, ObjectId};
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
 use gzip::{Expected, GzipReader};
+pub use verify::ContentHash;
 use verify::{Verdict, Verifier};
 
 /// What can go wrong between the object and the reader.
@@ -185,10 +186,12 @@ impl FileReader {
         let sha256 = headers.and_then(artifact::sha256).map(str::to_owned);
         let source = || engine.open(node.object_id(), node.stored_size);
         let compression = headers.map_or(Compression::None, artifact::compression);
+        let etag_md5 = engine.config().etag_md5;
+        let hash = headers.and_then(|h| ContentHash::of(h, node.etag.as_deref(), etag_md5));
         let inner = match compression {
             Compression::None => Inner::Plain(Plain {
                 reader: source(),
-                verifier: sha256.map(|sha| Verifier::new(&sha, node.stored_size)),
+                verifier: hash.map(|hash| Verifier::new(hash, node.stored_size)),
                 fill,
                 checked: None,
             }),
@@ -275,8 +278,8 @@ impl FileReader {
         else {
             return;
         };
-        let sha256 = verifier.as_ref().map(|v| v.expected().to_owned());
-        let job = fetch_whole(reader.engine().clone(), id.clone(), size, sha256, fill);
+        let hash = verifier.as_ref().map(|v| v.expected().clone());
+        let job = fetch_whole(reader.engine().clone(), id.clone(), size, hash, fill);
         handle.spawn(job);
     }
 
@@ -339,7 +342,11 @@ impl Plain {
             self.fill = None;
             return Err(ViewError::Mismatch {
                 key: self.reader.key().to_owned(),
-                why: format!("sha256 {actual}, metadata says {expected}"),
+                why: format!(
+                    "{} {actual}, the object says {}",
+                    expected.name(),
+                    expected.hex()
+                ),
             });
         }
         if let Some(fill) = &mut self.fill {
@@ -357,21 +364,20 @@ impl Plain {
 /// Plain objects this small that a handle left part read are fetched whole at its close.
 pub const WHOLE_FETCH_MAX: u64 = 8 << 20;
 
-/// Fetches version `id` (`size` bytes, hashing to `sha256` if known) in one GET and
+/// Fetches version `id` (`size` bytes, hashing to `hash` if known) in one GET and
 /// completes `fill` with it; nothing is kept if the bytes are not the object's.
 async fn fetch_whole(
     engine: Arc<ReadEngine>,
     id: ObjectId,
     size: u64,
-    sha256: Option<String>,
+    hash: Option<ContentHash>,
     mut fill: Fill,
 ) {
     let data = match engine.read_small(&id, 0..size).await {
         Ok(data) => Bytes::from(data),
         Err(e) => return tracing::debug!(key = %id.key, "no whole fetch for the cache: {e}"),
     };
-    let checked = data.len() as u64 == size
-        && sha256.is_none_or(|sha| sha.eq_ignore_ascii_case(&artifact::sha256_hex(&data)));
+    let checked = data.len() as u64 == size && hash.is_none_or(|hash| hash.matches(&data));
     if !checked {
         return tracing::warn!(key = %id.key, "not cached: the object's bytes are not what its metadata says");
     }

@@ -40,6 +40,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("metadata_ttl", Takes::Value),
     ("metrics_addr", Takes::Value),
     ("no_passthrough", Takes::Nothing),
+    ("no_etag_check", Takes::Nothing),
     ("prefix", Takes::Value),
     ("read_only", Takes::Nothing),
     ("read_part_size", Takes::Value),

@@ -329,6 +329,10 @@ impl ObjectClient for S3Client {
             restore: out.restore().and_then(restore_state),
             archive_status: out.archive_status().map(|s| s.as_str().to_owned()),
             tagging: Tags::new(),
+            encryption: out
+                .server_side_encryption()
+                .map(|e| e.as_str().to_owned())
+                .or_else(|| out.sse_customer_algorithm().map(|_| "SSE-C".to_owned())),
         };
         Ok(ObjectInfo { meta, headers })
     }

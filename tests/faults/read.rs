@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Op, When};
 use super::{errno, record, Rig, MIB};
-use crate::common::pseudo_random;
+use crate::common::{pseudo_random, MotoServer, BUCKET};
 
 #[test]
 fn a_connection_reset_mid_read_is_retried_with_the_same_bytes() {
@@ -240,4 +240,53 @@ fn an_object_that_shrank_after_its_listing_never_reads_as_zeros() {
         assert!(Instant::now() < deadline, "stat and read do not agree");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Puts `data` under `key` in moto's bucket as another tool would: no `rgrid-sha256`,
+/// an ETag that is the MD5 of the bytes.
+fn put_plain(moto: &MotoServer, key: &str, data: &[u8]) {
+    let body = aws_sdk_s3::primitives::ByteStream::from(data.to_vec());
+    let put = moto
+        .sdk()
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(body)
+        .send();
+    moto.runtime.block_on(put).unwrap();
+}
+
+#[test]
+fn an_object_without_a_sha256_is_checked_against_its_md5_etag() {
+    let rig = Rig::over(MotoServer::start());
+    let (large, small) = (pseudo_random(3 * MIB, 62), pseudo_random(100_000, 63));
+    put_plain(&rig.store, "plain.bin", &large);
+    put_plain(&rig.store, "plain.txt", &small);
+    let args = ["--max-cache-size", "0"];
+    {
+        let mount = rig.mount(&args);
+        assert!(
+            fs::read(mount.join("plain.bin")).unwrap() == large,
+            "good bytes pass"
+        );
+        assert!(fs::read(mount.join("plain.txt")).unwrap() == small);
+    }
+    rig.proxy
+        .inject(Op::Get, Fault::FlipByte(1000), When::Always);
+    {
+        let mount = rig.mount(&args);
+        let started = Instant::now();
+        assert_eq!(errno(fs::read(mount.join("plain.bin"))), libc::EIO);
+        record(
+            "one byte flipped, 3 MiB object without a SHA-256 (MD5 ETag)",
+            "EIO at the last read",
+            started,
+        );
+        let mut file = fs::File::open(mount.join("plain.txt")).unwrap();
+        let read = std::io::Read::read(&mut file, &mut [0u8; 4096]);
+        assert_eq!(errno(read), libc::EIO, "a small one: no byte at all");
+    }
+    let mount = rig.mount(&["--max-cache-size", "0", "--no-etag-check"]);
+    let read = fs::read(mount.join("plain.bin")).unwrap();
+    assert!(read != large, "unchecked, the flipped byte goes through");
 }
