@@ -2,7 +2,6 @@
 //! against the bound the mount promises: a store that stops answering is EIO within 30 s,
 //! for a read and for a close.
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Op, When};
@@ -15,15 +14,8 @@ const BOUND: Duration = Duration::from_secs(30);
 fn a_store_pausing_mid_body_is_eio_within_30_s_at_the_default_deadline() {
     let rig = Rig::new();
     let mount = rig.mount(&["--max-cache-size", "0"]);
-    rig.store.put("stall.bin", pseudo_random(8 * MIB, 60));
-    let pause = Fault::PauseAtObjectOffset {
-        offset: MIB as u64,
-        pause: Duration::from_secs(600),
-    };
-    rig.proxy.inject(Op::Get, pause, When::Always);
     let started = Instant::now();
-    assert_eq!(errno(fs::read(mount.join("stall.bin"))), libc::EIO);
-    let took = started.elapsed();
+    let took = super::read::read_paused_object(&rig, &mount);
     assert!(took < BOUND, "EIO after {took:?}");
     record("store pauses mid-body (default deadline)", "EIO", started);
 }

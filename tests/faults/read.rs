@@ -89,10 +89,9 @@ fn a_body_shorter_than_its_length_is_retried_then_eio() {
     record("body short of its Content-Length, always", "EIO", started);
 }
 
-#[test]
-fn a_store_stalling_mid_body_gives_eio_within_the_request_timeout() {
-    let rig = Rig::new();
-    let mount = rig.mount(&["--max-cache-size", "0", "--request-timeout", "3"]);
+/// Reads `stall.bin`, 8 MiB, through a store that pauses for good after its first MiB,
+/// which must be EIO; the time it took.
+pub(super) fn read_paused_object(rig: &Rig, mount: &crate::common::Mount) -> Duration {
     rig.store.put("stall.bin", pseudo_random(8 * MIB, 8));
     // At an offset of the object, not of each answer: a store that pauses every
     // answer after its first MiB still serves a reader that asks again from where it
@@ -104,7 +103,15 @@ fn a_store_stalling_mid_body_gives_eio_within_the_request_timeout() {
     rig.proxy.inject(Op::Get, pause, When::Always);
     let started = Instant::now();
     assert_eq!(errno(fs::read(mount.join("stall.bin"))), libc::EIO);
-    let took = started.elapsed();
+    started.elapsed()
+}
+
+#[test]
+fn a_store_stalling_mid_body_gives_eio_within_the_request_timeout() {
+    let rig = Rig::new();
+    let mount = rig.mount(&["--max-cache-size", "0", "--request-timeout", "3"]);
+    let started = Instant::now();
+    let took = read_paused_object(&rig, &mount);
     assert!(took < Duration::from_secs(12), "EIO after {took:?}");
     record(
         "store pauses mid-body (request timeout 3 s)",
