@@ -186,12 +186,10 @@ impl FileReader {
         let sha256 = headers.and_then(artifact::sha256).map(str::to_owned);
         let source = || engine.open(node.object_id(), node.stored_size);
         let compression = headers.map_or(Compression::None, artifact::compression);
-        let etag_md5 = engine.config().etag_md5;
-        let hash = headers.and_then(|h| ContentHash::of(h, node.etag.as_deref(), etag_md5));
         let inner = match compression {
             Compression::None => Inner::Plain(Plain {
                 reader: source(),
-                verifier: hash.map(|hash| Verifier::new(hash, node.stored_size)),
+                verifier: plain_hash(engine, node).map(|h| Verifier::new(h, node.stored_size)),
                 fill,
                 checked: None,
             }),
@@ -359,6 +357,12 @@ impl Plain {
         }
         Ok(())
     }
+}
+
+/// What the plain content of `node` must hash to, if anything.
+fn plain_hash(engine: &ReadEngine, node: &Node) -> Option<ContentHash> {
+    let etag_md5 = engine.config().etag_md5;
+    ContentHash::of(node.headers.as_deref()?, node.etag.as_deref(), etag_md5)
 }
 
 /// Plain objects this small that a handle left part read are fetched whole at its close.
