@@ -214,8 +214,8 @@ pub struct RgridFs {
     next_handle: AtomicU64,
     /// Keys whose coming expiry was logged.
     expiry_warned: Mutex<HashSet<String>>,
-    /// Gzip trailer sizes read (`fs/sizes.rs`).
-    trailers: sizes::Trailers,
+    /// Decoded sizes of gzip objects worked out at lookup (`fs/sizes.rs`).
+    lookup_sizes: sizes::LookupSizes,
     /// Control answers waiting for their read.
     answers: control::Answers,
     /// Operations served.
@@ -272,7 +272,7 @@ impl RgridFs {
             dirs: Mutex::default(),
             next_handle: AtomicU64::new(1),
             expiry_warned: Mutex::default(),
-            trailers: Mutex::default(),
+            lookup_sizes: Mutex::default(),
             answers: control::Answers::default(),
             counters: control::OpCounters::default(),
             started: SystemTime::now(),

@@ -6,6 +6,7 @@
 //! after it, never bytes passed off as good. A small plain object is checked whole before
 //! its first byte is served.
 
+mod decoded_size;
 mod gzip;
 mod verify;
 
@@ -21,6 +22,7 @@ use crate::cache::{Fill, ObjectCache};
 use crate::namespace::Node;
 use crate::object::{ObjectError, ObjectId};
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
+pub use decoded_size::{gzip_decoded_size, DECODED_AT_LOOKUP_MAX};
 use gzip::{Expected, GzipReader};
 pub use verify::ContentHash;
 use verify::{Verdict, Verifier};
@@ -405,22 +407,6 @@ fn read_local(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<Ch
         data: Bytes::from(buf),
         size: None,
     })
-}
-
-/// The size a gzip object's trailer claims (ISIZE: the last member's size mod 2^32),
-/// from one small ranged GET; `None` if it cannot be read or cannot be the whole size:
-/// 4 GiB of stored bytes or more (ISIZE wraps), or less than stored (a last member
-/// that is not the whole content, e.g. bgzip's empty one).
-pub async fn gzip_trailer_size(engine: &ReadEngine, node: &Node) -> Option<u64> {
-    if node.stored_size >= 1 << 32 {
-        return None;
-    }
-    let start = node.stored_size.checked_sub(4)?;
-    let range = start..node.stored_size;
-    let bytes = engine.read_small(&node.object_id(), range).await.ok()?;
-    let isize: [u8; 4] = bytes.try_into().ok()?;
-    let size = u64::from(u32::from_le_bytes(isize));
-    (size >= node.stored_size).then_some(size)
 }
 
 use artifact::hex;

@@ -144,23 +144,45 @@ fn a_gzip_object_maps_shared_as_its_original_bytes() {
     assert!(map_shared(&mount.join("m.csv")).unwrap() == original);
 }
 
+/// Stored without metadata: one member; three, as `cat a.gz b.gz c.gz` makes (the
+/// trailer gives only the last one's size); incompressible (stored larger than its
+/// content).
 #[test]
 fn a_gzip_object_without_metadata_shows_its_decoded_size_before_any_open() {
     let store = TestStore::start();
     let original = csv(300_000, 3);
-    put(&store, "t/t.csv", gzip(&original), &[], Some("gzip"));
+    let noise = common::pseudo_random(200_000, 4);
+    let members = [
+        &original[..100_000],
+        &original[100_000..250_000],
+        &original[250_000..],
+    ];
+    let objects = [
+        ("t/one.csv", gzip(&original), original.len()),
+        ("t/three.csv", members.map(gzip).concat(), original.len()),
+        ("t/noise.bin", gzip(&noise), noise.len()),
+    ];
+    for (key, stored, _) in &objects {
+        put(&store, key, stored.clone(), &[], Some("gzip"));
+    }
     for ttl in ["0", "5"] {
         let mount = Mount::new(&store, &["--metadata-ttl", ttl, "--max-cache-size", "0"]);
         // As a new user checks it: `ls -l`, then `cat | wc -c`.
         let listing = common::run(Command::new("ls").arg("-l").arg(mount.join("t")));
-        assert!(listing.contains(" 300000 "), "ttl {ttl}: {listing}");
-        assert_eq!(fs::metadata(mount.join("t/t.csv")).unwrap().len(), 300_000);
-        let out = common::run(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("cat {} | wc -c", mount.join("t/t.csv").display())),
-        );
-        assert_eq!(out.trim(), "300000");
+        for (key, _, len) in &objects {
+            let name = key.trim_start_matches("t/");
+            let line = listing.lines().find(|l| l.ends_with(name));
+            let line = line.unwrap_or_else(|| panic!("{name} not listed: {listing}"));
+            assert!(line.contains(&format!(" {len} ")), "ttl {ttl}: {line}");
+            let path = mount.join(key);
+            assert_eq!(fs::metadata(&path).unwrap().len(), *len as u64, "{key}");
+            let out = common::run(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("cat {} | wc -c", path.display())),
+            );
+            assert_eq!(out.trim(), len.to_string(), "{key}");
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! What `stat` shows for a gzip-stored file whose metadata lacks its decoded size (an
 //! object another tool stored with `Content-Encoding: gzip`): the length of its decoded
-//! cache entry if there is one, else the size its gzip trailer gives, read once per
-//! version (one 4-byte GET) at the lookup or listing that shows the file, so that
-//! `ls -l` and a read agree before anything opens it. A trailer that cannot be the
-//! whole size (4 GiB or more stored, a last member shorter than the rest) leaves the
-//! stored size, until a reader decodes to the end.
+//! cache entry if there is one, else the size worked out once per version at the lookup
+//! or listing that shows the file (`view::gzip_decoded_size`: decoded whole when it is
+//! stored in at most 1 MiB, else its trailer's), so that `ls -l` and a read agree before
+//! anything opens it. A larger stream whose trailer cannot be the whole size (4 GiB or
+//! more stored, a last member shorter than the rest) leaves the stored size, and a larger
+//! multi-member stream shows its last member's, until a reader decodes to the end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,15 +19,15 @@ use crate::namespace::{DirEntry, InodeKind, Node};
 use crate::object::ObjectId;
 use crate::view;
 
-/// Trailer sizes remembered, at most: past it they are forgotten (a version is then
-/// asked again, 4 bytes).
-const MAX_TRAILERS: usize = 10_000;
+/// Sizes worked out at lookup remembered, at most: past it they are forgotten (a
+/// version is then asked again).
+const MAX_LOOKUP_SIZES: usize = 10_000;
 
-/// Trailer reads of one listing at once.
+/// Sizes of one listing worked out at once.
 const TRAILERS_AT_ONCE: usize = 8;
 
-/// The trailer size of each version asked so far (`None`: no usable trailer).
-pub(super) type Trailers = std::sync::Mutex<HashMap<ObjectId, Option<u64>>>;
+/// The size worked out at lookup of each version asked so far (`None`: no usable one).
+pub(super) type LookupSizes = std::sync::Mutex<HashMap<ObjectId, Option<u64>>>;
 
 /// Whether `node` is a gzip-stored file whose headers give no decoded size.
 fn size_unknown(node: &Node) -> bool {
@@ -50,7 +51,7 @@ impl RgridFs {
     }
 
     /// The decoded size of `node` when it shows another, told to the namespace: the
-    /// cache entry's (exact), else the trailer's (a guess a reader may correct).
+    /// cache entry's (exact), else the one worked out at lookup (which a reader may correct).
     async fn decoded_size(&self, node: &Node) -> Option<u64> {
         let plain = node.headers.as_deref().map(Form::of) == Some(Form::Plain);
         let entry = self
@@ -65,24 +66,31 @@ impl RgridFs {
         if !size_unknown(node) {
             return None;
         }
-        let size = self.trailer_size(node).await?;
+        let size = self.lookup_size(node).await?;
         self.namespace
             .guessed_size(node.ino, node.etag.as_deref(), size);
         Some(size)
     }
 
-    /// `node`'s trailer size, read once per version.
-    pub(super) async fn trailer_size(&self, node: &Node) -> Option<u64> {
+    /// `node`'s decoded size as worked out at lookup, once per version.
+    pub(super) async fn lookup_size(&self, node: &Node) -> Option<u64> {
         let id = node.object_id();
-        if let Some(known) = lock(&self.trailers).get(&id) {
+        if let Some(known) = lock(&self.lookup_sizes).get(&id) {
             return *known;
         }
-        let size = view::gzip_trailer_size(&self.engine, node).await;
-        let mut trailers = lock(&self.trailers);
-        if trailers.len() >= MAX_TRAILERS {
-            trailers.clear();
+        let size = match view::gzip_decoded_size(&self.engine, node).await {
+            Ok(size) => size,
+            // Not remembered: the next lookup asks again.
+            Err(e) => {
+                tracing::debug!(key = %node.key, "decoded size at lookup: {e}");
+                return None;
+            }
+        };
+        let mut sizes = lock(&self.lookup_sizes);
+        if sizes.len() >= MAX_LOOKUP_SIZES {
+            sizes.clear();
         }
-        trailers.insert(id, size);
+        sizes.insert(id, size);
         size
     }
 
@@ -129,11 +137,11 @@ impl RgridFs {
         entry.is_some_and(|size| size != node.size)
     }
 
-    /// A gzip object without its original size in metadata, opened: st_size from its
-    /// trailer until a reader decodes it to the end (reads do not depend on it: direct
-    /// I/O).
+    /// A gzip object without its original size in metadata, opened: st_size as worked
+    /// out at lookup until a reader decodes it to the end (reads do not depend on it:
+    /// direct I/O).
     pub(super) async fn learn_gzip_size(&self, node: &Node) {
-        if let Some(size) = self.trailer_size(node).await {
+        if let Some(size) = self.lookup_size(node).await {
             self.namespace
                 .guessed_size(node.ino, node.etag.as_deref(), size);
         }

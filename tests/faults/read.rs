@@ -17,7 +17,8 @@ fn a_connection_reset_mid_read_is_retried_with_the_same_bytes() {
     rig.proxy
         .inject(Op::Get, Fault::ResetAfter(300_000), When::Next(2));
     let started = Instant::now();
-    let read = fs::read(mount.join("big.bin")).unwrap();
+    let read = fs::read(mount.join("big.bin"))
+        .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", mount.log()));
     assert!(read == data, "the same bytes");
     assert_eq!(rig.proxy.faulted(), 2);
     record(
