@@ -117,6 +117,15 @@ pub struct MountArgs {
     #[arg(long)]
     pub no_etag_check: bool,
 
+    /// Serve no byte of an object with a content hash (`rgrid-sha256`, an MD5 ETag, a
+    /// gzip stream's CRC-32s) before all of it is fetched and checked: a corrupt object
+    /// is EIO at the first read, and no bad byte ever reaches a program. Larger objects
+    /// are kept in a local file under --cache-dir meanwhile; the first byte waits for
+    /// the last. By default only objects up to 256 KiB are held back, and a larger one
+    /// streams and is EIO at the read that completes it.
+    #[arg(long)]
+    pub verify_first: bool,
+
     /// Serve cached files through the kernel's own reads (the default, where FUSE
     /// passthrough is available) no more: every read comes to the daemon.
     #[arg(long)]
@@ -615,6 +624,7 @@ impl MountConfig {
         // A body silent for as long as a response may take is as dead as a silent response.
         read.stall_timeout = client.read_timeout;
         read.etag_md5 = !args.no_etag_check;
+        read.verify_first = args.verify_first;
         let (uid, gid) = current_ids();
         let identity = identity(&args);
         let (file_mode, dir_mode) = if args.read_only {

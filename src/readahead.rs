@@ -70,6 +70,9 @@ pub struct ReadConfig {
     /// Whether plain objects without an `rgrid-sha256` are checked against the MD5 their
     /// ETag is, where it is one (`--no-etag-check` turns it off).
     pub etag_md5: bool,
+    /// `--verify-first`: checked content is fetched whole and checked before its first
+    /// byte is served.
+    pub verify_first: bool,
 }
 
 impl Default for ReadConfig {
@@ -86,6 +89,7 @@ impl Default for ReadConfig {
             stall_timeout: Duration::from_secs(20),
             attempts: 3,
             etag_md5: true,
+            verify_first: false,
         }
     }
 }

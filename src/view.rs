@@ -4,14 +4,15 @@
 //! way, content read front to back is checked against the object's `rgrid-sha256`: a
 //! mismatch, or a corrupt stream, is an error for the read that finds it and every read
 //! after it, never bytes passed off as good. A small plain object is checked whole before
-//! its first byte is served.
+//! its first byte is served, and with `--verify-first` every checked object is.
 
 mod decoded_size;
 mod gzip;
 mod verify;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -102,8 +103,19 @@ struct Plain {
     verifier: Option<Verifier>,
     /// What is read goes into the object cache too, if it can.
     fill: Option<Fill>,
-    /// A small object's whole content, checked before its first byte was served.
-    checked: Option<Bytes>,
+    /// The whole content, checked before its first byte was served: a small object's,
+    /// or with `--verify-first` any checked one's.
+    checked: Option<Checked>,
+    /// Where `--verify-first` keeps a content too large for memory until it is checked.
+    verify_first: Option<PathBuf>,
+}
+
+/// Content read whole and checked.
+#[derive(Debug)]
+enum Checked {
+    Memory(Bytes),
+    /// An unlinked file under the cache directory.
+    File(std::fs::File),
 }
 
 /// What a decode is of: an object version, and the size and SHA-256 it is checked
@@ -194,6 +206,7 @@ impl FileReader {
                 verifier: plain_hash(engine, node).map(|h| Verifier::new(h, node.stored_size)),
                 fill,
                 checked: None,
+                verify_first: engine.config().verify_first.then(|| decodes.dir.clone()),
             }),
             Compression::Gzip => {
                 let expected = Expected {
@@ -206,6 +219,7 @@ impl FileReader {
                         .as_ref()
                         .and_then(|cache| cache.decode_target(&node.object_id(), expected.size));
                     GzipReader::new(node.key.clone(), source(), &decodes.dir, expected, target)
+                        .map(|reader| reader.checked_first(engine.config().verify_first))
                 })?)
             }
         };
@@ -294,8 +308,12 @@ impl FileReader {
 
 /// Plain objects this small that carry a SHA-256 are read whole and checked before
 /// their first byte is served: a reader of a small file never sees a bad byte. Larger
-/// ones are checked as they go, and the read that completes them fails on a mismatch.
+/// ones are checked as they go, and the read that completes them fails on a mismatch,
+/// unless `--verify-first` has them fetched whole into a local file first.
 pub const CHECKED_FIRST_MAX: u64 = 256 << 10;
+
+/// Bytes asked of the read engine at a time by a `--verify-first` fetch.
+const VERIFY_FIRST_CHUNK: u32 = 1 << 20;
 
 impl Plain {
     /// A read of plain content: checked, and teed into the fill, which is sealed once
@@ -303,16 +321,27 @@ impl Plain {
     /// byte went by).
     async fn read(&mut self, offset: u64, len: u32) -> Result<Chunk, ViewError> {
         let (_, size) = self.reader.version();
-        if self.checked.is_none() && self.verifier.is_some() && size <= CHECKED_FIRST_MAX {
-            self.checked = Some(self.read_checked(size).await?);
+        if self.checked.is_none() && self.verifier.is_some() {
+            if size <= CHECKED_FIRST_MAX {
+                self.checked = Some(Checked::Memory(self.read_checked(size).await?));
+            } else if let Some(dir) = self.verify_first.clone() {
+                self.checked = Some(Checked::File(self.fetch_checked(size, &dir).await?));
+            }
         }
-        if let Some(whole) = &self.checked {
-            let start = offset.min(size) as usize;
-            let end = offset.saturating_add(u64::from(len)).min(size) as usize;
-            return Ok(Chunk {
-                data: whole.slice(start..end),
-                size: None,
-            });
+        match &self.checked {
+            Some(Checked::Memory(whole)) => {
+                let start = offset.min(size) as usize;
+                let end = offset.saturating_add(u64::from(len)).min(size) as usize;
+                return Ok(Chunk {
+                    data: whole.slice(start..end),
+                    size: None,
+                });
+            }
+            Some(Checked::File(file)) => {
+                let len = u64::from(len).min(size.saturating_sub(offset));
+                return read_local(file, offset, len as u32).map_err(ViewError::Io);
+            }
+            None => {}
         }
         let data = self.reader.read(offset, len).await?;
         self.take(offset, &data).await?;
@@ -333,6 +362,26 @@ impl Plain {
         let whole = whole.freeze();
         self.take(0, &whole).await?;
         Ok(whole)
+    }
+
+    /// The whole `size` bytes in an unlinked file under `dir`, checked: a mismatch, or
+    /// content that ends short, fails before any byte is served.
+    async fn fetch_checked(&mut self, size: u64, dir: &Path) -> Result<std::fs::File, ViewError> {
+        let file = gzip::decode_file(dir).map_err(ViewError::Io)?;
+        let mut offset = 0;
+        while offset < size {
+            let data = self.reader.read(offset, VERIFY_FIRST_CHUNK).await?;
+            if data.is_empty() {
+                return Err(ViewError::Corrupt {
+                    key: self.reader.key().to_owned(),
+                    why: format!("ends at {offset} of {size} bytes"),
+                });
+            }
+            file.write_all_at(&data, offset).map_err(ViewError::Io)?;
+            self.take(offset, &data).await?;
+            offset += data.len() as u64;
+        }
+        Ok(file)
     }
 
     /// Checks and tees `data`, read at `offset`.

@@ -51,6 +51,7 @@ pub const FLAGS: &[(&str, Takes)] = &[
     ("uid", Takes::Value),
     ("upload_concurrency", Takes::Value),
     ("upload_part_size", Takes::Value),
+    ("verify_first", Takes::Nothing),
     ("work", Takes::Value),
     ("write_back", Takes::Nothing),
 ];

@@ -69,6 +69,9 @@ pub struct GzipReader {
     failed: Option<String>,
     /// The cache entry the decode file becomes once the stream checks out.
     target: Option<DecodeTarget>,
+    /// `--verify-first`: no byte is served before the whole stream is decoded and
+    /// checked (its SHA-256, else each member's CRC-32).
+    checked_first: bool,
 }
 
 impl GzipReader {
@@ -99,7 +102,14 @@ impl GzipReader {
             finished: None,
             failed: None,
             target,
+            checked_first: false,
         })
+    }
+
+    /// With `on`, serves nothing before the whole stream has checked out.
+    pub fn checked_first(mut self, on: bool) -> GzipReader {
+        self.checked_first = on;
+        self
     }
 
     /// Whether the decode has stopped for good (corrupt stream, decode file error).
@@ -145,7 +155,9 @@ impl GzipReader {
     /// check too.
     fn wants_more(&self, end: u64) -> bool {
         let decoded = self.decoder.get_ref().len;
-        decoded < end || self.expected.size.is_some_and(|size| decoded >= size)
+        self.checked_first
+            || decoded < end
+            || self.expected.size.is_some_and(|size| decoded >= size)
     }
 
     /// Feeds the decoder one more chunk, or finishes and checks the stream at its end.
@@ -219,7 +231,7 @@ impl GzipReader {
 }
 
 /// A new file under `dir` that no other process can find: unlinked as soon as it is open.
-fn decode_file(dir: &Path) -> std::io::Result<File> {
+pub(super) fn decode_file(dir: &Path) -> std::io::Result<File> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
@@ -321,6 +333,41 @@ mod tests {
             headers: None,
             kept: KeptAttrs::default(),
         }
+    }
+
+    /// `--verify-first`: a damaged stream gives the first read an error where a
+    /// streaming reader gives bytes; a good one serves the same bytes.
+    #[test]
+    fn checked_first_serves_nothing_of_a_damaged_stream() {
+        // Incompressible, so that the flip lies past the first chunk fed to the decoder.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let good = gzip(&data);
+        let mut bad = good.clone();
+        let middle = bad.len() / 2;
+        bad[middle] ^= 0x01;
+        let dir = tempfile::tempdir().unwrap();
+        let first = |stored: &[u8], checked_first: bool| {
+            let (engine, etag) = engine(stored);
+            let id = ObjectId::new("k.gz".into(), Some(etag));
+            let source = engine.open(id, stored.len() as u64);
+            let reader =
+                GzipReader::new("k.gz".into(), source, dir.path(), Expected::default(), None);
+            let mut reader = reader.unwrap().checked_first(checked_first);
+            runtime()
+                .block_on(reader.read(0, 4096))
+                .map(|(bytes, _)| bytes)
+        };
+        assert_eq!(first(&bad, false).unwrap()[..], data[..4096], "streamed");
+        assert!(first(&bad, true).is_err_and(|e| e.is_bad_content()));
+        assert_eq!(first(&good, true).unwrap()[..], data[..4096]);
     }
 
     proptest! {

@@ -179,6 +179,39 @@ fn a_small_object_with_a_flipped_byte_gives_the_reader_no_byte() {
     );
 }
 
+/// With `--verify-first` a 12 MiB object is fetched and checked before its first byte:
+/// a flipped byte is EIO at the first read, where by default it is EIO at the last.
+#[test]
+fn with_verify_first_a_large_object_with_a_flipped_byte_gives_the_reader_no_byte() {
+    let rig = Rig::new();
+    let data = pseudo_random(12 * MIB, 13);
+    put_summed(&rig, "sum.bin", &data);
+    let mount = rig.mount(&["--verify-first"]);
+    rig.proxy
+        .inject(Op::Get, Fault::FlipByte(1000), When::Always);
+    let started = Instant::now();
+    let mut file = fs::File::open(mount.join("sum.bin")).unwrap();
+    let mut first = vec![0u8; 4096];
+    let read = std::io::Read::read(&mut file, &mut first);
+    assert_eq!(errno(read), libc::EIO, "the first read fails");
+    record(
+        "one byte flipped, 12 MiB, --verify-first",
+        "EIO at the first read",
+        started,
+    );
+    drop(file);
+    rig.proxy.heal();
+    let mut file = fs::File::open(mount.join("sum.bin")).unwrap();
+    std::io::Read::read_exact(&mut file, &mut first).unwrap();
+    assert!(first[..] == data[..4096], "the first read, checked");
+    assert!(fs::read(mount.join("sum.bin")).unwrap() == data);
+    // The checked fetch filled the cache entry: read again, no GET.
+    rig.proxy.reset_counts();
+    drop(file);
+    assert!(fs::read(mount.join("sum.bin")).unwrap() == data);
+    assert_eq!(rig.proxy.count(Op::Get), 0, "served from the cache entry");
+}
+
 #[test]
 fn a_store_serving_another_version_is_eio_never_mixed_bytes() {
     let rig = Rig::new();
