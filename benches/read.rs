@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench read [-- SCENARIO...]` (root, /dev/fuse; scenarios: sequential,
 //! concurrent, random, tail, listing, big, direct-* for the first three through a
-//! `--direct-io` mount, and requests: CPU per GiB by FUSE request size). Every figure is the median of RUNS runs
+//! `--direct-io` mount, requests: CPU per GiB by FUSE request size, and verify-first:
+//! an object with its SHA-256 streamed or held back until checked). Every figure is the median of RUNS runs
 //! and is printed beside the raw client doing the same work; ratios are mount/raw
 //! throughput (time ratios for listings). Request counts come from the store itself.
 
@@ -499,6 +500,61 @@ fn request_sizes(store: &TestStore) -> Vec<Row> {
     rows
 }
 
+/// Milliseconds to the first 4 KiB of `path` on a fresh handle.
+fn first_bytes_ms(path: &Path) -> f64 {
+    let t = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    File::open(path).unwrap().read_exact(&mut buf).unwrap();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// A 256 MiB object with its SHA-256 read front to back: checked as it streams (the
+/// default) and held back until checked (`--verify-first`), against the raw client; and
+/// the time to the first 4 KiB, which `--verify-first` makes wait for the last byte.
+fn verify_first(store: &TestStore, sdk: &Client) -> Vec<Row> {
+    let len = 256 * MIB;
+    let data = pseudo_random(len as usize, 77);
+    let sha = rgrid_mount::artifact::sha256_hex(&data);
+    store.put_with_meta("summed.bin", data, &[("rgrid-sha256", &sha)]);
+    let streamed = Mount::new(store, &[NO_CACHE[0], NO_CACHE[1]]);
+    let held = Mount::new(store, &["--verify-first", NO_CACHE[0], NO_CACHE[1]]);
+    let mut rows = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..RUNS {
+        cold_mount_warm_store(store, &["summed.bin"]);
+        let (t, _) = measured(|| {
+            let read = store
+                .runtime
+                .block_on(raw_parallel_get(sdk, "summed.bin", len));
+            assert_eq!(read, len);
+        });
+        raw.push(gbps(len, t));
+    }
+    let raw = median(raw);
+    for (mount, flags) in [(&streamed, ""), (&held, ", --verify-first")] {
+        peak_rss_mib(mount.pid());
+        let (mut speed, mut first) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            cold_mount_warm_store(store, &["summed.bin"]);
+            let path = mount.join("summed.bin");
+            let (t, _) = measured(|| assert_eq!(read_through_mount(&path), len));
+            speed.push(gbps(len, t));
+            cold_mount_warm_store(store, &["summed.bin"]);
+            first.push(first_bytes_ms(&path));
+        }
+        let m = median(speed);
+        rows.push(Row {
+            name: format!("cold read, 256 MiB with its SHA-256{flags}"),
+            mount: format!("{m:.2} GB/s"),
+            raw: format!("{raw:.2} GB/s"),
+            ratio: format!("{:.2}", m / raw),
+            rss: format!("{:.0} MiB", peak_rss_mib(mount.pid())),
+            notes: format!("first 4 KiB after {:.0} ms", median(first)),
+        });
+    }
+    rows
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("read: bench");
@@ -546,6 +602,9 @@ fn main() {
         .collect();
     if selected("requests") {
         rows.extend(request_sizes(&store));
+    }
+    if selected("verify-first") {
+        rows.extend(verify_first(&store, &sdk));
     }
     println!(
         "\n| scenario (median of {RUNS}) | mount | raw SDK | ratio | daemon peak RSS | notes |"
