@@ -365,27 +365,46 @@ impl Plain {
     }
 
     /// The whole `size` bytes in an unlinked file under `dir`, checked: a mismatch, or
-    /// content that ends short, fails before any byte is served.
+    /// content that ends short or was not judged, fails before any byte is served. A
+    /// failed attempt leaves nothing behind: the next one fetches and hashes every byte
+    /// again, with no fill (its bytes came from two fetches).
     async fn fetch_checked(&mut self, size: u64, dir: &Path) -> Result<std::fs::File, ViewError> {
+        let result = self.fetch_checked_once(size, dir).await;
+        if result.is_err() {
+            self.fill = None;
+            let expected = self.verifier.as_ref().map(|v| v.expected().clone());
+            self.verifier = expected.map(|hash| Verifier::new(hash, size));
+        }
+        result
+    }
+
+    async fn fetch_checked_once(
+        &mut self,
+        size: u64,
+        dir: &Path,
+    ) -> Result<std::fs::File, ViewError> {
         let file = gzip::decode_file(dir).map_err(ViewError::Io)?;
-        let mut offset = 0;
+        let (mut offset, mut verdict) = (0, None);
         while offset < size {
             let data = self.reader.read(offset, VERIFY_FIRST_CHUNK).await?;
             if data.is_empty() {
-                return Err(ViewError::Corrupt {
-                    key: self.reader.key().to_owned(),
-                    why: format!("ends at {offset} of {size} bytes"),
-                });
+                break;
             }
             file.write_all_at(&data, offset).map_err(ViewError::Io)?;
-            self.take(offset, &data).await?;
+            verdict = self.take(offset, &data).await?;
             offset += data.len() as u64;
+        }
+        if verdict != Some(Verdict::Matches) {
+            return Err(ViewError::Corrupt {
+                key: self.reader.key().to_owned(),
+                why: format!("not verified whole: {offset} of {size} bytes read"),
+            });
         }
         Ok(file)
     }
 
-    /// Checks and tees `data`, read at `offset`.
-    async fn take(&mut self, offset: u64, data: &Bytes) -> Result<(), ViewError> {
+    /// Checks and tees `data`, read at `offset`: the verdict so far, if checked.
+    async fn take(&mut self, offset: u64, data: &Bytes) -> Result<Option<Verdict>, ViewError> {
         let verdict = self.verifier.as_mut().map(|v| v.feed(offset, data));
         if let Some(Verdict::Mismatch { expected, actual }) = verdict {
             self.fill = None;
@@ -406,7 +425,7 @@ impl Plain {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(verdict)
     }
 }
 
@@ -459,3 +478,62 @@ fn read_local(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<Ch
 }
 
 use artifact::hex;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::artifact::{sha256_hex, KeptAttrs};
+    use crate::namespace::{InodeKind, InodeNo};
+    use crate::object::{MemoryClient, ObjectHeaders};
+    use crate::readahead::ReadConfig;
+
+    /// `--verify-first`, a body that breaks mid-fetch: the read fails, and the next read
+    /// fetches and checks the whole object again, then serves it.
+    #[test]
+    fn a_verify_first_fetch_that_broke_is_done_again_whole() {
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let client = MemoryClient::new();
+        let mut headers = ObjectHeaders::default();
+        (headers.user_metadata).insert("rgrid-sha256".into(), sha256_hex(&data));
+        let etag = client.insert("k", data.clone(), headers.clone());
+        client.break_next_bodies(1);
+        let config = ReadConfig {
+            verify_first: true,
+            attempts: 1,
+            ..ReadConfig::default()
+        };
+        let engine = ReadEngine::new(Arc::new(client), config);
+        let node = Node {
+            ino: InodeNo(2),
+            kind: InodeKind::File,
+            key: "k".into(),
+            size: data.len() as u64,
+            stored_size: data.len() as u64,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: Some(etag),
+            read_only: false,
+            unlinked: false,
+            headers: Some(Arc::new(headers)),
+            kept: KeptAttrs::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let decodes = Decodes::new(dir.path().to_owned(), None);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut reader = FileReader::open(&engine, &node, &decodes, None).unwrap();
+        let first = runtime.block_on(reader.read(0, 4096));
+        assert!(
+            first.is_err_and(|e| !e.is_bad_content()),
+            "the broken fetch"
+        );
+        let chunk = runtime.block_on(reader.read(0, 4096)).unwrap();
+        assert_eq!(chunk.data[..], data[..4096]);
+        let tail = runtime.block_on(reader.read((3 << 20) - 10, 4096)).unwrap();
+        assert_eq!(tail.data[..], data[data.len() - 10..]);
+    }
+}

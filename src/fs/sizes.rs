@@ -17,6 +17,7 @@ use crate::artifact::{self, Compression};
 use crate::cache::Form;
 use crate::namespace::{DirEntry, InodeKind, Node};
 use crate::object::ObjectId;
+use crate::readahead::ReadError;
 use crate::view;
 
 /// Sizes worked out at lookup remembered, at most: past it they are forgotten (a
@@ -28,6 +29,15 @@ const TRAILERS_AT_ONCE: usize = 8;
 
 /// The size worked out at lookup of each version asked so far (`None`: no usable one).
 pub(super) type LookupSizes = std::sync::Mutex<HashMap<ObjectId, Option<u64>>>;
+
+/// Whether a failed fetch may succeed if asked again (as opposed to a refusal: access
+/// denied, an archived object, a version gone).
+fn is_transient(e: &ReadError) -> bool {
+    match e {
+        ReadError::Object(e) => e.is_transient(),
+        _ => true,
+    }
+}
 
 /// Whether `node` is a gzip-stored file whose headers give no decoded size.
 fn size_unknown(node: &Node) -> bool {
@@ -80,11 +90,12 @@ impl RgridFs {
         }
         let size = match view::gzip_decoded_size(&self.engine, node).await {
             Ok(size) => size,
-            // Not remembered: the next lookup asks again.
-            Err(e) => {
+            // A store that may answer later is not remembered: the next lookup asks again.
+            Err(e) if is_transient(&e) => {
                 tracing::debug!(key = %node.key, "decoded size at lookup: {e}");
                 return None;
             }
+            Err(_) => None,
         };
         let mut sizes = lock(&self.lookup_sizes);
         if sizes.len() >= MAX_LOOKUP_SIZES {

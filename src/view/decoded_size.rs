@@ -19,13 +19,16 @@ const COUNTED_MAX: u64 = 256 << 20;
 
 /// The size a read of `node`'s decoded content ends at, or a guess from its trailer;
 /// `None` when neither is known (not a gzip stream, or a trailer that cannot be the
-/// size). A failed fetch is an error, so that it is not remembered as "no size".
+/// size). A failed fetch is an error, for the caller to tell a refusal from a store that
+/// may answer later.
 pub async fn gzip_decoded_size(engine: &ReadEngine, node: &Node) -> Result<Option<u64>, ReadError> {
     if node.stored_size <= DECODED_AT_LOOKUP_MAX {
         let stored = engine
             .read_small(&node.object_id(), 0..node.stored_size)
             .await?;
-        if let Some(size) = decoded_len(&stored) {
+        // Up to a second of inflating: off the runtime's threads, as a listing may ask 8.
+        let decoded = tokio::task::spawn_blocking(move || decoded_len(&stored)).await;
+        if let Ok(Some(size)) = decoded {
             return Ok(Some(size));
         }
     }
