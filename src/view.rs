@@ -12,7 +12,7 @@ mod verify;
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use crate::cache::{Fill, ObjectCache};
 use crate::namespace::Node;
 use crate::object::{ObjectError, ObjectId};
 use crate::readahead::{ReadAhead, ReadEngine, ReadError};
-pub use decoded_size::{gzip_decoded_size, DECODED_AT_LOOKUP_MAX};
+pub use decoded_size::gzip_decoded_size;
 use gzip::{Expected, GzipReader};
 pub use verify::ContentHash;
 use verify::{Verdict, Verifier};
@@ -312,8 +312,8 @@ impl FileReader {
 /// unless `--verify-first` has them fetched whole into a local file first.
 pub const CHECKED_FIRST_MAX: u64 = 256 << 10;
 
-/// Bytes asked of the read engine at a time by a `--verify-first` fetch.
-const VERIFY_FIRST_CHUNK: u32 = 1 << 20;
+/// Bytes asked of the read engine at a time by a read of a whole object to check first.
+const WHOLE_READ_CHUNK: u32 = 1 << 20;
 
 impl Plain {
     /// A read of plain content: checked, and teed into the fill, which is sealed once
@@ -322,11 +322,7 @@ impl Plain {
     async fn read(&mut self, offset: u64, len: u32) -> Result<Chunk, ViewError> {
         let (_, size) = self.reader.version();
         if self.checked.is_none() && self.verifier.is_some() {
-            if size <= CHECKED_FIRST_MAX {
-                self.checked = Some(Checked::Memory(self.read_checked(size).await?));
-            } else if let Some(dir) = self.verify_first.clone() {
-                self.checked = Some(Checked::File(self.fetch_checked(size, &dir).await?));
-            }
+            self.checked = self.check_first(size).await?;
         }
         match &self.checked {
             Some(Checked::Memory(whole)) => {
@@ -348,28 +344,38 @@ impl Plain {
         Ok(Chunk { data, size: None })
     }
 
-    /// The whole `size` bytes, checked.
-    async fn read_checked(&mut self, size: u64) -> Result<Bytes, ViewError> {
-        let mut whole = bytes::BytesMut::with_capacity(size as usize);
-        while (whole.len() as u64) < size {
-            let want = u32::try_from(size - whole.len() as u64).unwrap_or(u32::MAX);
-            let data = self.reader.read(whole.len() as u64, want).await?;
-            if data.is_empty() {
-                break;
-            }
-            whole.extend_from_slice(&data);
+    /// The whole content, read and checked before its first byte is served: in memory
+    /// for a small object, in a local file with `--verify-first`; `None` for one that
+    /// streams.
+    async fn check_first(&mut self, size: u64) -> Result<Option<Checked>, ViewError> {
+        if size <= CHECKED_FIRST_MAX {
+            let mut whole = bytes::BytesMut::with_capacity(size as usize);
+            let keep = |_, data: &Bytes| {
+                whole.extend_from_slice(data);
+                Ok(())
+            };
+            self.read_checked(size, keep).await?;
+            return Ok(Some(Checked::Memory(whole.freeze())));
         }
-        let whole = whole.freeze();
-        self.take(0, &whole).await?;
-        Ok(whole)
+        let Some(dir) = &self.verify_first else {
+            return Ok(None);
+        };
+        let file = gzip::decode_file(dir).map_err(ViewError::Io)?;
+        let keep = |offset, data: &Bytes| file.write_all_at(data, offset);
+        self.read_checked(size, keep).await?;
+        Ok(Some(Checked::File(file)))
     }
 
-    /// The whole `size` bytes in an unlinked file under `dir`, checked: a mismatch, or
-    /// content that ends short or was not judged, fails before any byte is served. A
-    /// failed attempt leaves nothing behind: the next one fetches and hashes every byte
-    /// again, with no fill (its bytes came from two fetches).
-    async fn fetch_checked(&mut self, size: u64, dir: &Path) -> Result<std::fs::File, ViewError> {
-        let result = self.fetch_checked_once(size, dir).await;
+    /// Reads the whole `size` bytes in order, each chunk handed to `keep` and checked;
+    /// a mismatch, or content that ends short or was not judged, fails before any byte
+    /// is served. A failed attempt leaves nothing behind: the next one reads and hashes
+    /// every byte again, with no fill (its bytes would come from two fetches).
+    async fn read_checked(
+        &mut self,
+        size: u64,
+        mut keep: impl FnMut(u64, &Bytes) -> std::io::Result<()>,
+    ) -> Result<(), ViewError> {
+        let result = self.read_checked_once(size, &mut keep).await;
         if result.is_err() {
             self.fill = None;
             let expected = self.verifier.as_ref().map(|v| v.expected().clone());
@@ -378,29 +384,31 @@ impl Plain {
         result
     }
 
-    async fn fetch_checked_once(
+    async fn read_checked_once(
         &mut self,
         size: u64,
-        dir: &Path,
-    ) -> Result<std::fs::File, ViewError> {
-        let file = gzip::decode_file(dir).map_err(ViewError::Io)?;
+        keep: &mut impl FnMut(u64, &Bytes) -> std::io::Result<()>,
+    ) -> Result<(), ViewError> {
         let (mut offset, mut verdict) = (0, None);
         while offset < size {
-            let data = self.reader.read(offset, VERIFY_FIRST_CHUNK).await?;
+            let want = u32::try_from(size - offset)
+                .map_or(WHOLE_READ_CHUNK, |left| left.min(WHOLE_READ_CHUNK));
+            let data = self.reader.read(offset, want).await?;
             if data.is_empty() {
                 break;
             }
-            file.write_all_at(&data, offset).map_err(ViewError::Io)?;
+            keep(offset, &data).map_err(ViewError::Io)?;
             verdict = self.take(offset, &data).await?;
             offset += data.len() as u64;
         }
-        if verdict != Some(Verdict::Matches) {
+        // An empty object gives the verifier no byte to judge: it is served as it is.
+        if size > 0 && verdict != Some(Verdict::Matches) {
             return Err(ViewError::Corrupt {
                 key: self.reader.key().to_owned(),
                 why: format!("not verified whole: {offset} of {size} bytes read"),
             });
         }
-        Ok(file)
+        Ok(())
     }
 
     /// Checks and tees `data`, read at `offset`: the verdict so far, if checked.

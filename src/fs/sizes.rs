@@ -25,7 +25,7 @@ use crate::view;
 const MAX_LOOKUP_SIZES: usize = 10_000;
 
 /// Sizes of one listing worked out at once.
-const TRAILERS_AT_ONCE: usize = 8;
+const SIZES_AT_ONCE: usize = 8;
 
 /// The size worked out at lookup of each version asked so far (`None`: no usable one).
 pub(super) type LookupSizes = std::sync::Mutex<HashMap<ObjectId, Option<u64>>>;
@@ -121,7 +121,7 @@ impl RgridFs {
                 let node = &listed[i].node;
                 async move { (i, self.decoded_size(node).await) }
             })
-            .buffer_unordered(TRAILERS_AT_ONCE)
+            .buffer_unordered(SIZES_AT_ONCE)
             .collect()
             .await;
         let entries = Arc::make_mut(entries);

@@ -27,10 +27,14 @@ pub async fn gzip_decoded_size(engine: &ReadEngine, node: &Node) -> Result<Optio
             .read_small(&node.object_id(), 0..node.stored_size)
             .await?;
         // Up to a second of inflating: off the runtime's threads, as a listing may ask 8.
-        let decoded = tokio::task::spawn_blocking(move || decoded_len(&stored)).await;
-        if let Ok(Some(size)) = decoded {
-            return Ok(Some(size));
-        }
+        let decoded = tokio::task::spawn_blocking(move || (decoded_len(&stored), stored)).await;
+        return Ok(match decoded {
+            Ok((Some(size), _)) => Some(size),
+            // Not a stream that decodes, or one that inflates too far: its trailer, from
+            // the bytes at hand.
+            Ok((None, stored)) => trailer_size(&stored, node.stored_size),
+            Err(_) => None,
+        });
     }
     gzip_trailer_size(engine, node).await
 }
@@ -78,9 +82,14 @@ pub(super) async fn gzip_trailer_size(
     let bytes = engine
         .read_small(&node.object_id(), start..node.stored_size)
         .await?;
-    let Ok(isize) = <[u8; 4]>::try_from(bytes) else {
-        return Ok(None);
-    };
+    Ok(trailer_size(&bytes, node.stored_size))
+}
+
+/// The size the trailer at the end of `bytes` claims for a stream of `stored_size`
+/// bytes, if it can be the whole size.
+fn trailer_size(bytes: &[u8], stored_size: u64) -> Option<u64> {
+    let start = bytes.len().checked_sub(4)?;
+    let isize: [u8; 4] = bytes[start..].try_into().ok()?;
     let size = u64::from(u32::from_le_bytes(isize));
-    Ok((size >= node.stored_size).then_some(size))
+    (stored_size < 1 << 32 && size >= stored_size).then_some(size)
 }
